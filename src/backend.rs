@@ -1,0 +1,68 @@
+//! Choosing where tensors live. burn 0.22 picks the backend at run time through the `Device`.
+
+use burn::prelude::Device;
+
+/// A CPU backend of burn.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn-flex: burn's maintained pure-Rust CPU backend (fast).
+    #[default]
+    Flex,
+    /// burn-ndarray: deprecated upstream and slower, kept because users ask for it by name.
+    Ndarray,
+}
+
+impl BackendKind {
+    pub fn device(self) -> Device {
+        match self {
+            BackendKind::Flex => Device::flex(),
+            #[allow(deprecated)]
+            BackendKind::Ndarray => Device::ndarray(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sizes the global rayon pool that both backends compute on. Only the first call can take
+/// effect, so later calls with another count are reported as an error.
+pub fn set_threads(threads: usize) -> crate::Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .or_else(|e| {
+            if rayon::current_num_threads() == threads {
+                Ok(())
+            } else {
+                Err(crate::Error::InvalidArgument(format!(
+                    "cannot use {threads} threads: {e}"
+                )))
+            }
+        })
+}
+
+pub fn current_threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -1,0 +1,52 @@
+//! Turning images and labels into tensors.
+
+use burn::prelude::*;
+
+use super::Split;
+use super::mnist::NUM_CLASSES;
+
+/// One mini-batch on a device: pixels scaled to [0, 1] and one-hot labels.
+pub struct Batch {
+    /// `[batch, 1, rows, cols]`
+    pub images: Tensor<4>,
+    /// `[batch, classes]`
+    pub one_hot: Tensor<2>,
+    pub labels: Vec<u8>,
+}
+
+/// Gathers the items at `indices` into one batch.
+pub fn make_batch(split: &Split, indices: &[usize], device: &Device) -> Batch {
+    let images = images_tensor(split, indices, device);
+    let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
+    let mut one_hot = vec![0.0f32; indices.len() * NUM_CLASSES];
+    for (row, &label) in labels.iter().enumerate() {
+        one_hot[row * NUM_CLASSES + label as usize] = 1.0;
+    }
+    let one_hot = Tensor::from_data(
+        TensorData::new(one_hot, [indices.len(), NUM_CLASSES]),
+        device,
+    );
+    Batch {
+        images,
+        one_hot,
+        labels,
+    }
+}
+
+/// The images at `indices` as a `[batch, 1, rows, cols]` tensor with pixels scaled to [0, 1].
+pub fn images_tensor(split: &Split, indices: &[usize], device: &Device) -> Tensor<4> {
+    let mut pixels = Vec::with_capacity(indices.len() * split.image_len());
+    for &index in indices {
+        pixels.extend(split.image(index).iter().map(|&p| f32::from(p) / 255.0));
+    }
+    Tensor::from_data(
+        TensorData::new(pixels, [indices.len(), 1, split.rows, split.cols]),
+        device,
+    )
+}
+
+/// Scales raw pixels to [0, 1] as a single-image batch.
+pub fn single_image_tensor(pixels: &[u8], rows: usize, cols: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    Tensor::from_data(TensorData::new(values, [1, 1, rows, cols]), device)
+}

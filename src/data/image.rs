@@ -1,0 +1,154 @@
+//! Turning one's own digit pictures into MNIST-like 28x28 images.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{GrayImage, Luma};
+
+use crate::error::{Error, Result};
+
+pub const SIDE: usize = 28;
+/// MNIST digits fit in a 20x20 box centred by mass in the 28x28 frame.
+const DIGIT_BOX: u32 = 20;
+/// Pixels at least this bright (after inversion) count as ink when finding the digit.
+const INK_THRESHOLD: u8 = 40;
+
+/// Whether to invert the picture so the digit is light on dark, as in MNIST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Invert {
+    /// Invert when the border of the picture is light (a dark digit on paper).
+    #[default]
+    Auto,
+    Yes,
+    No,
+}
+
+/// Loads a PNG or JPEG of any size and returns 28x28 MNIST-style pixels.
+pub fn load_digit(path: &Path, invert: Invert) -> Result<Vec<u8>> {
+    let picture = image::open(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        reason: format!("cannot read as an image ({e})"),
+    })?;
+    to_mnist_layout(&picture.to_luma8(), invert).map_err(|reason| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Grayscale, inversion, crop to the digit, fit into 20x20 keeping the aspect ratio, and
+/// centre by mass in 28x28, as the MNIST images were made.
+pub fn to_mnist_layout(gray: &GrayImage, invert: Invert) -> std::result::Result<Vec<u8>, String> {
+    let mut gray = gray.clone();
+    let should_invert = match invert {
+        Invert::Yes => true,
+        Invert::No => false,
+        Invert::Auto => border_mean(&gray) > 127.0,
+    };
+    if should_invert {
+        image::imageops::invert(&mut gray);
+    }
+    let (x0, y0, x1, y1) = ink_bounds(&gray).ok_or("no digit found: the image is blank")?;
+    let digit = image::imageops::crop_imm(&gray, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    let scale = DIGIT_BOX as f64 / digit.width().max(digit.height()) as f64;
+    let width = ((digit.width() as f64 * scale).round() as u32).clamp(1, DIGIT_BOX);
+    let height = ((digit.height() as f64 * scale).round() as u32).clamp(1, DIGIT_BOX);
+    let resized = image::imageops::resize(&digit, width, height, FilterType::CatmullRom);
+
+    let (mass_x, mass_y) = centre_of_mass(&resized);
+    let half = SIDE as f64 / 2.0;
+    let max_x = (SIDE as u32 - width) as f64;
+    let max_y = (SIDE as u32 - height) as f64;
+    let left = (half - mass_x).round().clamp(0.0, max_x) as u32;
+    let top = (half - mass_y).round().clamp(0.0, max_y) as u32;
+    let mut frame = GrayImage::from_pixel(SIDE as u32, SIDE as u32, Luma([0]));
+    image::imageops::overlay(&mut frame, &resized, i64::from(left), i64::from(top));
+    Ok(frame.into_raw())
+}
+
+fn border_mean(gray: &GrayImage) -> f64 {
+    let (w, h) = gray.dimensions();
+    let border: Vec<u8> = gray
+        .enumerate_pixels()
+        .filter(|(x, y, _)| *x == 0 || *y == 0 || *x + 1 == w || *y + 1 == h)
+        .map(|(_, _, p)| p.0[0])
+        .collect();
+    border.iter().map(|&v| f64::from(v)).sum::<f64>() / border.len().max(1) as f64
+}
+
+fn ink_bounds(gray: &GrayImage) -> Option<(u32, u32, u32, u32)> {
+    gray.enumerate_pixels()
+        .filter(|(_, _, p)| p.0[0] >= INK_THRESHOLD)
+        .fold(None, |bounds, (x, y, _)| match bounds {
+            None => Some((x, y, x, y)),
+            Some((x0, y0, x1, y1)) => Some((x0.min(x), y0.min(y), x1.max(x), y1.max(y))),
+        })
+}
+
+fn centre_of_mass(gray: &GrayImage) -> (f64, f64) {
+    let (mut total, mut sum_x, mut sum_y) = (0.0, 0.0, 0.0);
+    for (x, y, p) in gray.enumerate_pixels() {
+        let weight = f64::from(p.0[0]);
+        total += weight;
+        sum_x += weight * (x as f64 + 0.5);
+        sum_y += weight * (y as f64 + 0.5);
+    }
+    if total == 0.0 {
+        (gray.width() as f64 / 2.0, gray.height() as f64 / 2.0)
+    } else {
+        (sum_x / total, sum_y / total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dark vertical bar on white paper, off-centre in a wide picture.
+    fn bar_on_paper() -> GrayImage {
+        GrayImage::from_fn(120, 60, |x, y| {
+            if (20..30).contains(&x) && (10..50).contains(&y) {
+                Luma([0])
+            } else {
+                Luma([255])
+            }
+        })
+    }
+
+    #[test]
+    fn light_background_is_inverted_and_digit_centred() {
+        let pixels = to_mnist_layout(&bar_on_paper(), Invert::Auto).unwrap();
+        assert_eq!(pixels.len(), SIDE * SIDE);
+        let frame = GrayImage::from_raw(28, 28, pixels).unwrap();
+        assert_eq!(frame.get_pixel(0, 0).0[0], 0, "background becomes black");
+        assert!(
+            frame.get_pixel(14, 14).0[0] > 200,
+            "the bar is centred and bright"
+        );
+        let (x0, y0, x1, y1) = ink_bounds(&frame).unwrap();
+        assert_eq!(y1 - y0 + 1, 20, "tall side scaled to 20 pixels");
+        assert!((x1 - x0 + 1) <= 6, "aspect ratio kept: {x0}..{x1}");
+    }
+
+    #[test]
+    fn no_inversion_when_asked() {
+        let pixels = to_mnist_layout(&bar_on_paper(), Invert::No).unwrap();
+        // Without inversion the white paper is the "ink" and fills the frame's box.
+        assert!(pixels.iter().filter(|&&p| p > 200).count() > 200);
+    }
+
+    #[test]
+    fn blank_image_is_an_error() {
+        let blank = GrayImage::from_pixel(10, 10, Luma([255]));
+        let error = to_mnist_layout(&blank, Invert::Auto).unwrap_err();
+        assert!(error.contains("blank"), "{error}");
+    }
+
+    #[test]
+    fn unreadable_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-an-image.png");
+        std::fs::write(&path, b"hello").unwrap();
+        let message = load_digit(&path, Invert::Auto).unwrap_err().to_string();
+        assert!(message.contains("cannot read as an image"), "{message}");
+    }
+}

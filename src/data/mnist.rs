@@ -1,0 +1,301 @@
+//! The MNIST data set on disk: its four files, where to find them, and loading them whole.
+
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use super::idx;
+use crate::error::{Error, Result};
+
+pub const NUM_CLASSES: usize = 10;
+
+/// One of the four canonical MNIST files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MnistFile {
+    /// The canonical name without `.gz`, e.g. `train-images-idx3-ubyte`.
+    pub name: &'static str,
+    /// The dotted variant some mirrors and archives use, e.g. `train-images.idx3-ubyte`.
+    pub dotted_name: &'static str,
+    /// MD5 of the decompressed content.
+    pub md5: &'static str,
+}
+
+impl MnistFile {
+    pub fn gz_name(&self) -> String {
+        format!("{}.gz", self.name)
+    }
+
+    /// The first existing file in `dir` that holds this file's content, gzipped or raw.
+    pub fn locate(&self, dir: &Path) -> Option<PathBuf> {
+        [
+            self.gz_name(),
+            self.name.to_string(),
+            format!("{}.gz", self.dotted_name),
+            self.dotted_name.to_string(),
+        ]
+        .into_iter()
+        .map(|candidate| dir.join(candidate))
+        .find(|path| path.is_file())
+    }
+
+    pub fn locate_or_explain(&self, dir: &Path) -> Result<PathBuf> {
+        self.locate(dir).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} not found in {} (looked for {name}.gz, {name} and {dotted}); run `mnist-cnn download` or pass --data-dir",
+                self.name,
+                dir.display(),
+                name = self.name,
+                dotted = self.dotted_name,
+            ))
+        })
+    }
+}
+
+pub const TRAIN_IMAGES: MnistFile = MnistFile {
+    name: "train-images-idx3-ubyte",
+    dotted_name: "train-images.idx3-ubyte",
+    md5: "6bbc9ace898e44ae57da46a324031adb",
+};
+pub const TRAIN_LABELS: MnistFile = MnistFile {
+    name: "train-labels-idx1-ubyte",
+    dotted_name: "train-labels.idx1-ubyte",
+    md5: "a25bea736e30d166cdddb491f175f624",
+};
+pub const TEST_IMAGES: MnistFile = MnistFile {
+    name: "t10k-images-idx3-ubyte",
+    dotted_name: "t10k-images.idx3-ubyte",
+    md5: "2646ac647ad5339dbf082846283269ea",
+};
+pub const TEST_LABELS: MnistFile = MnistFile {
+    name: "t10k-labels-idx1-ubyte",
+    dotted_name: "t10k-labels.idx1-ubyte",
+    md5: "27ae3e4e09519cfbb04c329615203637",
+};
+
+pub const MNIST_FILES: [MnistFile; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Which half of the data set.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    Train,
+    Test,
+}
+
+impl SplitKind {
+    pub fn files(self) -> (MnistFile, MnistFile) {
+        match self {
+            SplitKind::Train => (TRAIN_IMAGES, TRAIN_LABELS),
+            SplitKind::Test => (TEST_IMAGES, TEST_LABELS),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitKind::Train => "train",
+            SplitKind::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for SplitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Images and labels of one split, held as raw bytes (pixels 0..=255, row-major).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    /// MD5 of the decompressed images and labels files, in that order.
+    pub checksums: [String; 2],
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let size = self.image_len();
+        &self.pixels[index * size..(index + 1) * size]
+    }
+
+    /// Whether both files are the canonical MNIST ones.
+    pub fn is_canonical_mnist(&self, kind: SplitKind) -> bool {
+        let (images, labels) = kind.files();
+        self.checksums[0] == images.md5 && self.checksums[1] == labels.md5
+    }
+
+    /// The first `count` items (all of them if there are fewer).
+    pub fn truncated(mut self, count: usize) -> Self {
+        let count = count.min(self.len());
+        self.labels.truncate(count);
+        self.pixels.truncate(count * self.image_len());
+        self
+    }
+
+    /// The image at `index`, or an error stating the valid range.
+    pub fn checked_image(&self, index: usize, kind: SplitKind) -> Result<&[u8]> {
+        if index >= self.len() {
+            return Err(Error::InvalidArgument(format!(
+                "index {index} is out of range: the {kind} split has {} images (valid: 0..={})",
+                self.len(),
+                self.len().saturating_sub(1)
+            )));
+        }
+        Ok(self.image(index))
+    }
+}
+
+/// Loads and validates one split from `dir`.
+pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
+    let (images_file, labels_file) = kind.files();
+    let images_path = images_file.locate_or_explain(dir)?;
+    let labels_path = labels_file.locate_or_explain(dir)?;
+    let image_bytes = idx::read_maybe_gzipped(&images_path)?;
+    let label_bytes = idx::read_maybe_gzipped(&labels_path)?;
+    let images = idx::decode_images(&image_bytes, &images_path)?;
+    let labels = idx::decode_labels(&label_bytes, &labels_path)?;
+    if images.count != labels.len() {
+        return Err(Error::InvalidIdx {
+            path: labels_path,
+            reason: format!(
+                "holds {} labels but {} holds {} images",
+                labels.len(),
+                images_path.display(),
+                images.count
+            ),
+        });
+    }
+    if let Some(position) = labels
+        .iter()
+        .position(|&label| label as usize >= NUM_CLASSES)
+    {
+        return Err(Error::InvalidIdx {
+            path: labels_path,
+            reason: format!(
+                "label {} at index {position} is outside 0..={}",
+                labels[position],
+                NUM_CLASSES - 1
+            ),
+        });
+    }
+    Ok(Split {
+        rows: images.rows,
+        cols: images.cols,
+        pixels: images.pixels,
+        checksums: [md5_hex(&image_bytes), md5_hex(&label_bytes)],
+        labels,
+    })
+}
+
+/// Both splits.
+#[derive(Debug, Clone)]
+pub struct Mnist {
+    pub train: Split,
+    pub test: Split,
+}
+
+pub fn load(dir: &Path) -> Result<Mnist> {
+    Ok(Mnist {
+        train: load_split(dir, SplitKind::Train)?,
+        test: load_split(dir, SplitKind::Test)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::idx::{IdxImages, encode_images, encode_labels};
+
+    fn write_split(dir: &Path, kind: SplitKind, count: usize, labels: Vec<u8>) {
+        let (images_file, labels_file) = kind.files();
+        let images = IdxImages {
+            count,
+            rows: 28,
+            cols: 28,
+            pixels: vec![7; count * 784],
+        };
+        std::fs::write(dir.join(images_file.name), encode_images(&images)).unwrap();
+        std::fs::write(dir.join(labels_file.dotted_name), encode_labels(&labels)).unwrap();
+    }
+
+    #[test]
+    fn loads_raw_and_dotted_names() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Test, 2, vec![4, 2]);
+        let split = load_split(dir.path(), SplitKind::Test).unwrap();
+        assert_eq!(split.len(), 2);
+        assert_eq!(split.labels, vec![4, 2]);
+        assert_eq!(split.image(1).len(), 784);
+        assert!(!split.is_canonical_mnist(SplitKind::Test));
+    }
+
+    #[test]
+    fn count_mismatch_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Train, 3, vec![1, 2]);
+        let message = load_split(dir.path(), SplitKind::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("holds 2 labels but"), "{message}");
+        assert!(message.contains("holds 3 images"), "{message}");
+    }
+
+    #[test]
+    fn label_out_of_range_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Train, 2, vec![1, 12]);
+        let message = load_split(dir.path(), SplitKind::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("label 12 at index 1"), "{message}");
+    }
+
+    #[test]
+    fn missing_files_explain_what_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = load_split(dir.path(), SplitKind::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("train-images-idx3-ubyte not found"),
+            "{message}"
+        );
+        assert!(message.contains("mnist-cnn download"), "{message}");
+    }
+
+    #[test]
+    fn index_out_of_range_states_valid_range() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Test, 2, vec![4, 2]);
+        let split = load_split(dir.path(), SplitKind::Test).unwrap();
+        let message = split
+            .checked_image(5, SplitKind::Test)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("valid: 0..=1"), "{message}");
+    }
+}

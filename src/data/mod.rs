@@ -1,0 +1,9 @@
+//! Data: IDX decoding, the MNIST files, downloading them, and batching for training.
+
+pub mod batch;
+pub mod download;
+pub mod idx;
+pub mod image;
+pub mod mnist;
+
+pub use mnist::{Mnist, MnistFile, Split, SplitKind, load, load_split};

@@ -1,0 +1,310 @@
+//! The network: the seed's small CNN, and the fully connected alternative it suggests trying.
+
+use burn::module::Initializer;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, softmax};
+
+use crate::data::Split;
+use crate::data::batch::images_tensor;
+use crate::data::mnist::NUM_CLASSES;
+use crate::error::{Error, Result};
+
+/// Which network to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Cnn,
+    Mlp,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Cnn => "cnn",
+            Architecture::Mlp => "mlp",
+        }
+    }
+
+    /// Layers as Keras's `model.summary()` lists them: name, output shape, parameters.
+    pub fn summary(self) -> Vec<(&'static str, &'static str, usize)> {
+        let dense = |inputs: usize, units: usize| inputs * units + units;
+        match self {
+            Architecture::Cnn => vec![
+                ("conv2d (Conv2D, ReLU)", "(None, 28, 28, 16)", 9 * 16 + 16),
+                ("max_pooling2d (MaxPooling2D)", "(None, 14, 14, 16)", 0),
+                (
+                    "conv2d_1 (Conv2D, ReLU)",
+                    "(None, 14, 14, 32)",
+                    9 * 16 * 32 + 32,
+                ),
+                ("max_pooling2d_1 (MaxPooling2D)", "(None, 7, 7, 32)", 0),
+                ("flatten (Flatten)", "(None, 1568)", 0),
+                ("dense (Dense, ReLU)", "(None, 128)", dense(1568, 128)),
+                ("dense_1 (Dense, ReLU)", "(None, 128)", dense(128, 128)),
+                ("dense_2 (Dense, softmax)", "(None, 10)", dense(128, 10)),
+            ],
+            Architecture::Mlp => vec![
+                ("flatten (Flatten)", "(None, 784)", 0),
+                ("dense (Dense, ReLU)", "(None, 128)", dense(784, 128)),
+                ("dense_1 (Dense, ReLU)", "(None, 128)", dense(128, 128)),
+                ("dense_2 (Dense, softmax)", "(None, 10)", dense(128, 10)),
+            ],
+        }
+    }
+}
+
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Keras initialises Conv2D and Dense kernels with Glorot uniform; doing the same keeps the
+/// training curves comparable with the seed notebook.
+fn glorot() -> Initializer {
+    Initializer::XavierUniform { gain: 1.0 }
+}
+
+fn dense(inputs: usize, outputs: usize, device: &Device) -> Linear {
+    LinearConfig::new(inputs, outputs)
+        .with_initializer(glorot())
+        .init(device)
+}
+
+fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([inputs, outputs], [3, 3])
+        .with_padding(PaddingConfig2d::Same)
+        .with_initializer(glorot())
+        .init(device)
+}
+
+fn pool2x2() -> MaxPool2d {
+    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+}
+
+#[derive(Module, Debug)]
+pub struct Cnn {
+    conv1: Conv2d,
+    pool1: MaxPool2d,
+    conv2: Conv2d,
+    pool2: MaxPool2d,
+    dense1: Linear,
+    dense2: Linear,
+    output: Linear,
+    relu: Relu,
+}
+
+impl Cnn {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            conv1: conv3x3(1, 16, device),
+            pool1: pool2x2(),
+            conv2: conv3x3(16, 32, device),
+            pool2: pool2x2(),
+            dense1: dense(32 * 7 * 7, 128, device),
+            dense2: dense(128, 128, device),
+            output: dense(128, 10, device),
+            relu: Relu::new(),
+        }
+    }
+
+    /// `images` is `[batch, 1, 28, 28]` with pixels in [0, 1]; returns logits `[batch, 10]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = self
+            .pool1
+            .forward(self.relu.forward(self.conv1.forward(images)));
+        let x = self.pool2.forward(self.relu.forward(self.conv2.forward(x)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = self.relu.forward(self.dense1.forward(x));
+        let x = self.relu.forward(self.dense2.forward(x));
+        self.output.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    dense1: Linear,
+    dense2: Linear,
+    output: Linear,
+    relu: Relu,
+}
+
+impl Mlp {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            dense1: dense(28 * 28, 128, device),
+            dense2: dense(128, 128, device),
+            output: dense(128, 10, device),
+            relu: Relu::new(),
+        }
+    }
+
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x: Tensor<2> = images.flatten(1, 3);
+        let x = self.relu.forward(self.dense1.forward(x));
+        let x = self.relu.forward(self.dense2.forward(x));
+        self.output.forward(x)
+    }
+}
+
+/// Either network, behind one forward pass.
+#[derive(Module, Debug)]
+pub enum Network {
+    Cnn(Cnn),
+    Mlp(Mlp),
+}
+
+impl Network {
+    pub fn new(architecture: Architecture, device: &Device) -> Self {
+        match architecture {
+            Architecture::Cnn => Network::Cnn(Cnn::new(device)),
+            Architecture::Mlp => Network::Mlp(Mlp::new(device)),
+        }
+    }
+
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            Network::Cnn(_) => Architecture::Cnn,
+            Network::Mlp(_) => Architecture::Mlp,
+        }
+    }
+
+    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`probabilities`]
+    /// and, fused with the loss, by [`categorical_cross_entropy`].
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Cnn(cnn) => cnn.forward(images),
+            Network::Mlp(mlp) => mlp.forward(images),
+        }
+    }
+
+    pub fn probabilities(&self, images: Tensor<4>) -> Tensor<2> {
+        softmax(self.forward(images), 1)
+    }
+
+    /// Loads weights saved by [`Network::save`], mapping burn's errors to one clear line.
+    pub fn load(
+        architecture: Architecture,
+        path: &std::path::Path,
+        device: &Device,
+    ) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Model(format!(
+                "no model at {}; run `mnist-cnn train` first (or pass --model-dir)",
+                path.display()
+            )));
+        }
+        Network::new(architecture, device)
+            .try_load_file(path)
+            .map_err(|e| {
+                Error::Model(format!(
+                    "cannot load {} as a {architecture} model ({e}); retrain with `mnist-cnn train --model {architecture}`",
+                    path.display()
+                ))
+            })
+    }
+}
+
+/// Log-probabilities `[indices.len() * 10]` of the images of `split` at `indices`, computed in
+/// batches of `batch_size` without gradients.
+pub fn log_probabilities(
+    network: &Network,
+    split: &Split,
+    indices: &[usize],
+    batch_size: usize,
+    device: &Device,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(indices.len() * NUM_CLASSES);
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let logits = network.forward(images_tensor(split, chunk, device));
+        let values: Vec<f32> = log_softmax(logits, 1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("log-softmax of f32 logits is f32");
+        out.extend(values);
+    }
+    out
+}
+
+/// Categorical cross-entropy of one-hot targets on the softmax of `logits`, averaged over the
+/// batch. Computed from log-softmax so large logits cannot overflow.
+pub fn categorical_cross_entropy(logits: Tensor<2>, one_hot_targets: Tensor<2>) -> Tensor<1> {
+    let batch = logits.dims()[0] as f64;
+    (log_softmax(logits, 1) * one_hot_targets)
+        .sum()
+        .neg()
+        .div_scalar(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::loss::CrossEntropyLossConfig;
+
+    #[test]
+    fn cnn_has_the_seed_parameter_count() {
+        let device = Device::flex();
+        let network = Network::new(Architecture::Cnn, &device);
+        assert_eq!(network.num_params(), 223_434);
+        let summary_total: usize = Architecture::Cnn.summary().iter().map(|l| l.2).sum();
+        assert_eq!(summary_total, 223_434);
+    }
+
+    #[test]
+    fn mlp_parameter_count_matches_summary() {
+        let device = Device::flex();
+        let network = Network::new(Architecture::Mlp, &device);
+        let summary_total: usize = Architecture::Mlp.summary().iter().map(|l| l.2).sum();
+        assert_eq!(network.num_params(), summary_total);
+        assert_eq!(summary_total, 118_282);
+    }
+
+    #[test]
+    fn forward_gives_ten_logits_per_image_on_both_backends() {
+        for device in [Device::flex(), Device::ndarray()] {
+            for architecture in [Architecture::Cnn, Architecture::Mlp] {
+                let network = Network::new(architecture, &device);
+                let images = Tensor::<4>::ones([3, 1, 28, 28], &device);
+                assert_eq!(network.forward(images.clone()).dims(), [3, 10]);
+                let row_sums: Vec<f32> = network
+                    .probabilities(images)
+                    .sum_dim(1)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                for sum in row_sums {
+                    assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn categorical_cross_entropy_equals_burns_index_based_loss() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(
+                vec![2.0f32, -1.0, 0.5, 30.0, 1.0, -30.0, 0.0, 0.0, 0.0],
+                [3, 3],
+            ),
+            &device,
+        );
+        let labels = [0i64, 2, 1];
+        let one_hot = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 0., 0., 0., 0., 1., 0., 1., 0.], [3, 3]),
+            &device,
+        );
+        let ours: f32 = categorical_cross_entropy(logits.clone(), one_hot).into_scalar();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [3]), &device);
+        let burns: f32 = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(logits, targets)
+            .into_scalar();
+        assert!(ours.is_finite());
+        assert!((ours - burns).abs() < 1e-4, "ours {ours}, burn {burns}");
+        assert!(ours > 10.0, "the 30-vs-(-30) row should dominate: {ours}");
+    }
+}

@@ -1,0 +1,41 @@
+//! Classifying single images with a trained network.
+
+use burn::prelude::Device;
+use burn::tensor::activation::softmax;
+use serde::Serialize;
+
+use crate::data::batch::single_image_tensor;
+use crate::model::Network;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassProbability {
+    pub class: usize,
+    pub probability: f64,
+}
+
+/// The `k` most probable classes of one image, most probable first.
+pub fn top_classes(
+    network: &Network,
+    pixels: &[u8],
+    rows: usize,
+    cols: usize,
+    k: usize,
+    device: &Device,
+) -> Vec<ClassProbability> {
+    let logits = network.forward(single_image_tensor(pixels, rows, cols, device));
+    let probabilities: Vec<f32> = softmax(logits, 1)
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("probabilities of an f32 network are f32");
+    let mut ranked: Vec<ClassProbability> = probabilities
+        .iter()
+        .enumerate()
+        .map(|(class, &p)| ClassProbability {
+            class,
+            probability: f64::from(p),
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    ranked.truncate(k);
+    ranked
+}

@@ -1,0 +1,342 @@
+//! The real binary, end to end, on the shipped MNIST data.
+
+mod common;
+
+use common::{mnist_cnn, read_json, temp_leftovers};
+use predicates::prelude::*;
+
+#[test]
+fn heatmap_of_training_image_1210_prints_5_and_writes_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["heatmap", "--index", "1210"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("5\n"))
+        .stdout(predicate::str::contains("heatmap-train-1210.png"));
+    let png = image::open(dir.path().join("heatmap-train-1210.png")).unwrap();
+    assert_eq!(
+        (png.width(), png.height()),
+        mnist_cnn::plot::HEATMAP_SIZE,
+        "the heatmap PNG has the documented size"
+    );
+}
+
+#[test]
+fn heatmap_json_reports_label_and_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mnist_cnn(dir.path())
+        .args([
+            "--json",
+            "heatmap",
+            "--split",
+            "test",
+            "--index",
+            "0",
+            "-o",
+            "first.png",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["label"], 7, "the first test image is a 7");
+    assert_eq!(result["split"], "test");
+    assert!(dir.path().join("first.png").is_file());
+}
+
+#[test]
+fn heatmap_index_out_of_range_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["heatmap", "--split", "test", "--index", "10000"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::eq(
+            "error: index 10000 is out of range: the test split has 10000 images (valid: 0..=9999)\n",
+        ));
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn missing_data_dir_explains_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["--data-dir", "nowhere", "heatmap"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("mnist-cnn download"))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn corrupt_data_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("train-images-idx3-ubyte.gz"),
+        b"\x1f\x8bnot gzip at all",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("train-labels-idx1-ubyte"),
+        b"\0\0\x08\x01\0\0\0\0",
+    )
+    .unwrap();
+    let assert = mnist_cnn(dir.path())
+        .args(["--data-dir", "data", "heatmap", "--index", "0"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("train-images-idx3-ubyte.gz: corrupt gzip data"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["train", "--backend", "tpu"],
+        vec!["train", "--epochs", "many"],
+        vec!["heatmap", "--split", "validation"],
+        vec!["--threads", "0", "heatmap"],
+        vec!["frobnicate"],
+    ] {
+        mnist_cnn(dir.path())
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("error:"));
+    }
+}
+
+#[test]
+fn invalid_training_values_fail_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, message) in [
+        (
+            vec!["train", "--lr", "-1"],
+            "--lr must be a positive number",
+        ),
+        (
+            vec!["train", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+        (
+            vec!["train", "--validation-split", "1.5"],
+            "--validation-split must be in [0, 1)",
+        ),
+    ] {
+        mnist_cnn(dir.path())
+            .args(&args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(message));
+    }
+    assert!(!dir.path().join("runs").exists(), "nothing written");
+}
+
+#[test]
+fn evaluate_without_a_model_says_to_train_first() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["evaluate", "--model-dir", "missing"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("run `mnist-cnn train` first"));
+}
+
+#[test]
+fn train_evaluate_predict_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    mnist_cnn(dir.path())
+        .args(["train", "--epochs", "2", "--limit", "3000", "--out", "run"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Total params: 223434"))
+        .stderr(predicate::str::contains("Epoch 2/2"));
+    for file in [
+        "model.bpk",
+        "optimizer.bpk",
+        "run.json",
+        "history.json",
+        "accuracy.png",
+        "loss.png",
+    ] {
+        assert!(run.join(file).is_file(), "{file} written");
+    }
+    assert!(
+        temp_leftovers(&run).is_empty(),
+        "{:?}",
+        temp_leftovers(&run)
+    );
+    let history = read_json(&run.join("history.json"));
+    let epochs = history.as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    assert!(epochs[1]["loss"].as_f64().unwrap() < epochs[0]["loss"].as_f64().unwrap());
+    assert!(epochs[1]["val_accuracy"].as_f64().unwrap() > 0.8);
+    let info = read_json(&run.join("run.json"));
+    assert_eq!(info["parameters"], 223434);
+    assert_eq!(info["data"]["train_images"], 2700);
+    assert_eq!(info["data"]["validation_images"], 300);
+    assert_eq!(info["data"]["canonical_mnist"], true);
+
+    let output = mnist_cnn(dir.path())
+        .args(["--json", "evaluate", "--model-dir", "run"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(metrics["images"], 10000);
+    assert!(
+        metrics["accuracy"].as_f64().unwrap() > 0.85,
+        "{}",
+        metrics["accuracy"]
+    );
+    for file in ["metrics.json", "confusion_matrix.png", "misclassified.png"] {
+        assert!(run.join(file).is_file(), "{file} written");
+    }
+    let confusion = &read_json(&run.join("metrics.json"))["confusion"];
+    let total: u64 = confusion
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 10000);
+
+    // Test image 0 is a 7; a digit drawn on white paper at another size must be read too.
+    mnist_cnn(dir.path())
+        .args(["predict", "--model-dir", "run", "--index", "0"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("test image 0 (label 7): 7 ("));
+    let seven =
+        mnist_cnn::data::load_split(&common::data_dir(), mnist_cnn::data::SplitKind::Test).unwrap();
+    let paper = image::GrayImage::from_fn(112, 112, |x, y| {
+        let pixel = seven.image(0)[(y as usize / 4) * 28 + x as usize / 4];
+        image::Luma([255 - pixel])
+    });
+    paper.save(dir.path().join("seven.png")).unwrap();
+    mnist_cnn(dir.path())
+        .args(["predict", "--model-dir", "run", "seven.png"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("seven.png: 7 ("));
+    std::fs::write(dir.path().join("junk.png"), b"not a picture").unwrap();
+    mnist_cnn(dir.path())
+        .args(["predict", "--model-dir", "run", "junk.png"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "junk.png: cannot read as an image",
+        ));
+}
+
+#[test]
+fn corrupt_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    mnist_cnn(dir.path())
+        .args([
+            "-q", "train", "--epochs", "1", "--limit", "256", "--out", "run",
+        ])
+        .assert()
+        .success()
+        .stdout("");
+    std::fs::write(run.join("model.bpk"), b"garbage").unwrap();
+    mnist_cnn(dir.path())
+        .args(["evaluate", "--model-dir", "run"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot load"))
+        .stderr(predicate::str::contains("panicked").not());
+    // An MLP's weights under a run.json that says CNN: the wrong architecture.
+    mnist_cnn(dir.path())
+        .args([
+            "-q", "train", "--model", "mlp", "--epochs", "1", "--limit", "256", "--out", "mlp",
+        ])
+        .assert()
+        .success();
+    std::fs::copy(dir.path().join("mlp/model.bpk"), run.join("model.bpk")).unwrap();
+    mnist_cnn(dir.path())
+        .args(["evaluate", "--model-dir", "run"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("as a cnn model"))
+        .stderr(predicate::str::contains("panicked").not());
+}
+
+#[test]
+fn resume_continues_exactly_where_an_interrupted_run_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let common_args = [
+        "--threads",
+        "1",
+        "train",
+        "--limit",
+        "600",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "32",
+    ];
+    mnist_cnn(dir.path())
+        .args(common_args)
+        .args(["--epochs", "3", "--out", "straight"])
+        .assert()
+        .success();
+    mnist_cnn(dir.path())
+        .args(common_args)
+        .args(["--epochs", "1", "--out", "resumed"])
+        .assert()
+        .success();
+    mnist_cnn(dir.path())
+        .args(common_args)
+        .args(["--epochs", "3", "--out", "resumed", "--resume"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("resuming after epoch 1"));
+    let dir_path = |name: &str| dir.path().join(name).join("history.json");
+    let load = |name: &str| -> Vec<serde_json::Value> {
+        read_json(&dir_path(name))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                let object = e.as_object_mut().unwrap();
+                object.remove("seconds");
+                object.remove("images_per_second");
+                e
+            })
+            .collect()
+    };
+    assert_eq!(load("straight"), load("resumed"));
+    assert_eq!(
+        std::fs::read(dir.path().join("straight/model.bpk")).unwrap(),
+        std::fs::read(dir.path().join("resumed/model.bpk")).unwrap(),
+        "resumed weights are bit-identical"
+    );
+}
+
+#[test]
+fn resume_without_a_run_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["train", "--resume", "--out", "nothing-here"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no run to resume"));
+}
