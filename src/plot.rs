@@ -211,7 +211,7 @@ fn line(area: &Area, from: (i32, i32), to: (i32, i32), c: RGBColor) -> DrawResul
 /// with the step.
 fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, f64) {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || span.is_infinite() {
         return (vec![lo], 1.0);
     }
     let raw = span / target.max(1) as f64;
@@ -289,7 +289,8 @@ fn annotation_texts(values: &[f64]) -> Vec<String> {
     let whole = values.iter().all(|v| v.fract() == 0.0 && v.abs() < 1e12);
     values
         .iter()
-        .map(|v| {
+        .map(|&v| {
+            let v = v + 0.0; // turns -0.0 into 0.0
             if whole {
                 format!("{v:.0}")
             } else {
@@ -319,8 +320,9 @@ fn label_step(cell: i32, needed: i32) -> usize {
 /// `values` is row-major, `rows` x `cols`; row 0 is at the top. Each cell gets
 /// [`colormap`]`((v - lo) / (hi - lo))`. Axis ticks (cell indices, or the given labels) sit at
 /// cell centres, thinned out when they would overlap. With `annotate`, each cell shows its value
-/// in black or white, whichever contrasts with the cell. The colour bar shows `value_range`.
-/// The image is about 680x620 pixels for a 28x28 matrix (cells are square, 520 px for the longer
+/// in black or white, whichever contrasts with the cell (skipped when cells are too small for
+/// legible text). The colour bar shows `value_range`.
+/// The image is about 700x650 pixels for a 28x28 matrix (cells are square, 560 px for the longer
 /// side, at most 64 px each). Non-finite values are rejected.
 pub fn heatmap(
     path: &Path,
@@ -424,13 +426,14 @@ struct HeatmapLayout {
     title_x: i32,
 }
 
+/// Side of the cell grid for its longer dimension, in pixels (before rounding to whole cells).
+const GRID_TARGET: usize = 560;
 const COLORBAR_GAP: i32 = 24;
 const COLORBAR_WIDTH: i32 = 22;
-const COLORBAR_MIN_HEIGHT: i32 = 200;
 
 impl HeatmapLayout {
     fn new(rows: usize, cols: usize, options: &HeatmapOptions) -> DrawResult<Self> {
-        let cell = (520 / rows.max(cols)).clamp(1, 64) as i32;
+        let cell = (GRID_TARGET / rows.max(cols)).clamp(1, 64) as i32;
         let (grid_w, grid_h) = (cell * cols as i32, cell * rows as i32);
         let x_labels = options
             .x_labels
@@ -450,7 +453,7 @@ impl HeatmapLayout {
         } else {
             label_step(cell, x_max + 8)
         };
-        let y_step = label_step(cell, label_h + 6);
+        let y_step = label_step(cell, label_h + 12);
         let x_label_extent = if x_rotated { x_max } else { label_h };
 
         let title_w = text_width(&options.title, TITLE_SIZE)?;
@@ -467,8 +470,9 @@ impl HeatmapLayout {
 
         let (lo, hi) = options.value_range;
         let (colorbar_ticks, right, colorbar_h) = if options.colorbar {
+            let target = (grid_h / 60).clamp(2, 6) as usize;
             let (ticks, step) = if hi > lo {
-                nice_ticks(lo, hi, 6)
+                nice_ticks(lo, hi, target)
             } else {
                 (vec![lo], 1.0)
             };
@@ -478,7 +482,7 @@ impl HeatmapLayout {
                 .collect();
             let label_w = max_text_width(ticks.iter().map(|(_, s)| s.as_str()), TICK_SIZE)?;
             let right = COLORBAR_GAP + COLORBAR_WIDTH + TICK_LEN + 6 + label_w + MARGIN + 4;
-            (ticks, right, grid_h.max(COLORBAR_MIN_HEIGHT))
+            (ticks, right, grid_h)
         } else {
             (Vec::new(), MARGIN + 6, 0)
         };
@@ -550,10 +554,10 @@ fn draw_heatmap(
             .max()
             .unwrap_or(1)
             .max(1);
-        // DejaVu digits are 0.547 of the font size wide; keep 15% of the cell free.
-        (c as f64 * 0.85 / (0.547 * longest as f64))
-            .min(c as f64 * 0.42)
-            .min(20.0)
+        // DejaVu digits are 0.547 of the font size wide; keep about a quarter of the cell free.
+        (c as f64 * 0.72 / (0.547 * longest as f64))
+            .min(c as f64 * 0.36)
+            .min(18.0)
     } else {
         0.0
     };
@@ -844,7 +848,7 @@ pub fn line_chart(
                 .axis_desc_style(font(DESC_SIZE).color(&TEXT))
                 .y_label_offset(plotters_bias(TICK_SIZE))
                 .bold_line_style(RGBColor(225, 225, 225))
-                .light_line_style(RGBColor(243, 243, 243))
+                .max_light_lines(0)
                 .axis_style(AXIS)
                 .draw()?;
             for (i, (s, points)) in series.iter().zip(&finite).enumerate() {
@@ -1042,4 +1046,370 @@ pub fn terminal_preview(pixels: &[u8], rows: usize, cols: usize) -> String {
         lines.push(line);
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(path: &Path) -> image::RgbImage {
+        image::open(path)
+            .unwrap_or_else(|e| panic!("{} does not decode: {e}", path.display()))
+            .to_rgb8()
+    }
+
+    fn pixel(img: &image::RgbImage, x: i32, y: i32) -> RGBColor {
+        let p = img.get_pixel(x as u32, y as u32);
+        RGBColor(p[0], p[1], p[2])
+    }
+
+    fn assert_plot_error(result: Result<()>, path: &Path, expected: &str) {
+        match result {
+            Err(Error::Plot { path: p, reason }) => {
+                assert_eq!(p, path);
+                assert!(
+                    reason.contains(expected),
+                    "reason {reason:?} lacks {expected:?}"
+                );
+            }
+            other => panic!("expected Error::Plot containing {expected:?}, got {other:?}"),
+        }
+        assert!(
+            !path.exists(),
+            "{} was written despite the error",
+            path.display()
+        );
+    }
+
+    /// Only the finished PNG is in `dir`: no temporary files are left behind.
+    fn assert_only_file(dir: &Path, name: &str) {
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![name.to_string()]);
+    }
+
+    #[test]
+    fn colormap_runs_from_dark_purple_to_yellow_and_clamps() {
+        assert_eq!(colormap(0.0), RGBColor(68, 1, 84));
+        assert_eq!(colormap(1.0), RGBColor(253, 231, 37));
+        assert_ne!(colormap(0.0), colormap(1.0));
+        assert_eq!(colormap(-3.0), colormap(0.0));
+        assert_eq!(colormap(7.0), colormap(1.0));
+        assert_eq!(colormap(f64::NAN), colormap(0.0));
+        // Perceptual: brightness rises steadily.
+        let lum: Vec<f64> = (0..=20)
+            .map(|i| luminance(colormap(i as f64 / 20.0)))
+            .collect();
+        assert!(lum.windows(2).all(|w| w[1] > w[0]), "{lum:?}");
+    }
+
+    #[test]
+    fn nice_ticks_are_round_and_inside_the_range() {
+        assert_eq!(
+            nice_ticks(0.0, 99.0, 6).0,
+            vec![0.0, 20.0, 40.0, 60.0, 80.0]
+        );
+        let (ticks, step) = nice_ticks(0.0, 1.0, 5);
+        let labels: Vec<String> = ticks.iter().map(|&v| format_tick(v, step)).collect();
+        assert_eq!(labels, ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        let (ticks, step) = nice_ticks(-0.3, 0.3, 6);
+        assert_eq!(step, 0.1);
+        assert_eq!(format_tick(ticks[0], step), "-0.3");
+        assert!(ticks.contains(&0.0));
+        assert_eq!(format_tick(250.0, 50.0), "250");
+    }
+
+    #[test]
+    fn heatmap_draws_cells_with_row_zero_at_the_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("digit.png");
+        // A digit-like 28x28 image: a bright ring on black, with value 0 at the top-left corner
+        // and 255 at the bottom-right one.
+        let mut values = vec![0.0; 28 * 28];
+        for r in 0..28 {
+            for c in 0..28 {
+                let d =
+                    (((c as f64 - 14.0) / 6.0).powi(2) + ((r as f64 - 14.0) / 9.0).powi(2)).sqrt();
+                values[r * 28 + c] =
+                    ((1.0 - (d - 1.0).abs() * 4.0).clamp(0.0, 1.0) * 255.0).round();
+            }
+        }
+        values[28 * 28 - 1] = 255.0;
+        let options = HeatmapOptions::new("digit", (0.0, 255.0));
+        heatmap(&path, &values, 28, 28, &options).unwrap();
+        assert_only_file(dir.path(), "digit.png");
+
+        let img = decode(&path);
+        let layout = HeatmapLayout::new(28, 28, &options).unwrap();
+        assert_eq!(img.dimensions(), (layout.width, layout.height));
+        assert!((600..=800).contains(&img.width()) && (550..=720).contains(&img.height()));
+        let (gx, gy) = layout.grid;
+        let centre = |r: i32, c: i32| {
+            (
+                gx + c * layout.cell + layout.cell / 2,
+                gy + r * layout.cell + layout.cell / 2,
+            )
+        };
+        let (x, y) = centre(0, 0);
+        assert_eq!(pixel(&img, x, y), colormap(0.0));
+        let (x, y) = centre(27, 27);
+        assert_eq!(pixel(&img, x, y), colormap(1.0));
+        // Row 5 crosses the ring at its top: a bright cell in the middle column.
+        let (x, y) = centre(5, 14);
+        assert_eq!(pixel(&img, x, y), colormap(values[5 * 28 + 14] / 255.0));
+        assert_ne!(pixel(&img, x, y), colormap(0.0));
+    }
+
+    #[test]
+    fn annotated_heatmap_writes_contrasting_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("confusion.png");
+        let mut counts = vec![3.0; 100];
+        for i in 0..10 {
+            counts[i * 11] = 980.0;
+        }
+        let mut options = HeatmapOptions::new("Confusion matrix", (0.0, 980.0));
+        options.annotate = true;
+        options.x_desc = Some("Predicted label".into());
+        options.y_desc = Some("True label".into());
+        heatmap(&path, &counts, 10, 10, &options).unwrap();
+        let img = decode(&path);
+        let layout = HeatmapLayout::new(10, 10, &options).unwrap();
+        assert_eq!(img.dimensions(), (layout.width, layout.height));
+        assert!(
+            layout.cell >= 40,
+            "cells too small to read: {}",
+            layout.cell
+        );
+        let (gx, gy, c) = (layout.grid.0, layout.grid.1, layout.cell);
+        let cell_pixels = |r: i32, col: i32| {
+            let mut px = Vec::new();
+            for y in gy + r * c + 2..gy + (r + 1) * c - 2 {
+                for x in gx + col * c + 2..gx + (col + 1) * c - 2 {
+                    px.push(pixel(&img, x, y));
+                }
+            }
+            px
+        };
+        // Dark off-diagonal cell: its colour plus white text.
+        let dark = cell_pixels(0, 1);
+        assert!(dark.contains(&colormap(3.0 / 980.0)));
+        assert!(dark.contains(&WHITE), "no white digits on a dark cell");
+        // Bright diagonal cell: its colour plus black text.
+        let bright = cell_pixels(0, 0);
+        assert!(bright.contains(&colormap(1.0)));
+        assert!(bright.contains(&BLACK), "no black digits on a bright cell");
+    }
+
+    #[test]
+    fn heatmap_rejects_bad_input_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.png");
+        let options = HeatmapOptions::new("bad", (0.0, 1.0));
+        assert_plot_error(heatmap(&path, &[0.0; 5], 2, 3, &options), &path, "6");
+        assert_plot_error(
+            heatmap(&path, &[], 0, 3, &options),
+            &path,
+            "at least one row",
+        );
+        assert_plot_error(
+            heatmap(&path, &[0.0, f64::NAN], 1, 2, &options),
+            &path,
+            "row 0, column 1",
+        );
+        let backwards = HeatmapOptions::new("bad", (1.0, 0.0));
+        assert_plot_error(heatmap(&path, &[0.0; 4], 2, 2, &backwards), &path, "range");
+        let mut labelled = options.clone();
+        labelled.x_labels = Some(vec!["a".into()]);
+        assert_plot_error(
+            heatmap(&path, &[0.0; 4], 2, 2, &labelled),
+            &path,
+            "x labels",
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn heatmap_handles_labels_without_colorbar_and_a_flat_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labels.png");
+        let mut options = HeatmapOptions::new("flat", (2.0, 2.0));
+        options.colorbar = false;
+        options.x_labels = Some(vec!["airplane".into(), "automobile".into()]);
+        options.y_labels = Some(vec!["a".into()]);
+        heatmap(&path, &[2.0, 2.0], 1, 2, &options).unwrap();
+        let layout = HeatmapLayout::new(1, 2, &options).unwrap();
+        assert!(layout.x_rotated);
+        assert_eq!(decode(&path).dimensions(), (layout.width, layout.height));
+    }
+
+    fn history(values: &[f64]) -> Vec<(f64, f64)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as f64 + 1.0, v))
+            .collect()
+    }
+
+    #[test]
+    fn line_chart_draws_each_series_in_its_colour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accuracy.png");
+        let series = [
+            Series {
+                name: "train".into(),
+                points: history(&[0.91, 0.95, 0.97, 0.98, 0.985]),
+            },
+            Series {
+                name: "test".into(),
+                points: history(&[0.93, 0.96, 0.975, 0.982, 0.987]),
+            },
+        ];
+        line_chart(&path, "Model accuracy", "epoch", "accuracy", &series).unwrap();
+        assert_only_file(dir.path(), "accuracy.png");
+        let img = decode(&path);
+        assert_eq!(img.dimensions(), (800, 500));
+        let count = |c: RGBColor| {
+            img.pixels()
+                .filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2)
+                .count()
+        };
+        assert!(count(TAB10[0]) > 200, "first series missing");
+        assert!(count(TAB10[1]) > 200, "second series missing");
+    }
+
+    #[test]
+    fn line_chart_handles_single_points_constants_and_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, points) in [
+            ("single.png", vec![(1.0, 0.25)]),
+            ("constant.png", history(&[0.5, 0.5, 0.5])),
+            ("zero.png", history(&[0.0, 0.0])),
+            ("nan.png", history(&[0.3, f64::NAN, 0.2])),
+        ] {
+            let path = dir.path().join(name);
+            let series = [Series {
+                name: "loss".into(),
+                points,
+            }];
+            line_chart(&path, "Model loss", "epoch", "loss", &series).unwrap();
+            assert_eq!(decode(&path).dimensions(), (800, 500), "{name}");
+        }
+    }
+
+    #[test]
+    fn line_chart_rejects_missing_data_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.png");
+        assert_plot_error(
+            line_chart(&path, "t", "x", "y", &[]),
+            &path,
+            "at least one series",
+        );
+        let empty = Series {
+            name: "val_loss".into(),
+            points: vec![],
+        };
+        assert_plot_error(
+            line_chart(&path, "t", "x", "y", &[empty]),
+            &path,
+            "val_loss",
+        );
+        let nan = Series {
+            name: "loss".into(),
+            points: vec![(1.0, f64::NAN)],
+        };
+        assert_plot_error(line_chart(&path, "t", "x", "y", &[nan]), &path, "finite");
+    }
+
+    #[test]
+    fn image_grid_scales_images_up_as_dark_ink_on_white() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mistakes.png");
+        // A 10x10 block of full ink inside each 28x28 image.
+        let mut pixels = vec![0u8; 28 * 28];
+        for r in 9..19 {
+            for c in 9..19 {
+                pixels[r * 28 + c] = 255;
+            }
+        }
+        let images: Vec<GridImage> = (0..7)
+            .map(|i| GridImage {
+                pixels: pixels.clone(),
+                rows: 28,
+                cols: 28,
+                caption: format!("true {i}, pred 9 (0.98)"),
+            })
+            .collect();
+        image_grid(&path, "Most confident mistakes", &images, 4).unwrap();
+        assert_only_file(dir.path(), "mistakes.png");
+        let img = decode(&path);
+        let (w, h) = img.dimensions();
+        // Two rows of four columns of 112-pixel images with captions and a title.
+        assert!((4 * 112..1000).contains(&w), "width {w}");
+        assert!((2 * 112 + 60..450).contains(&h), "height {h}");
+        // Text is dark grey and antialiased, so pure black comes only from the ink, scaled 4x.
+        let black = img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
+        assert_eq!(black, 7 * 40 * 40);
+        assert_eq!(img.get_pixel(0, 0).0, [255, 255, 255]);
+    }
+
+    #[test]
+    fn image_grid_rejects_bad_input_without_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.png");
+        let image = GridImage {
+            pixels: vec![0; 28 * 28],
+            rows: 28,
+            cols: 28,
+            caption: "x".into(),
+        };
+        assert_plot_error(image_grid(&path, "t", &[], 4), &path, "at least one image");
+        assert_plot_error(
+            image_grid(&path, "t", std::slice::from_ref(&image), 0),
+            &path,
+            "column",
+        );
+        let short = GridImage {
+            pixels: vec![0; 10],
+            ..image
+        };
+        assert_plot_error(image_grid(&path, "t", &[short], 4), &path, "784");
+    }
+
+    #[test]
+    fn terminal_preview_marks_bright_pixels_with_half_blocks() {
+        let mut pixels = vec![0u8; 28 * 28];
+        // A bright bar on rows 4..=6, columns 10..14 (row 6 pairs with dark row 7).
+        for r in 4..=6 {
+            for c in 10..14 {
+                pixels[r * 28 + c] = 200;
+            }
+        }
+        pixels[27 * 28] = 255; // bottom-left corner: lower half of the last line
+        let text = terminal_preview(&pixels, 28, 28);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 14);
+        assert!(lines.iter().all(|l| l.chars().count() == 28));
+        assert_eq!(
+            lines[2],
+            format!("{}████{}", " ".repeat(10), " ".repeat(14))
+        );
+        assert_eq!(
+            lines[3],
+            format!("{}▀▀▀▀{}", " ".repeat(10), " ".repeat(14))
+        );
+        assert!(lines[13].starts_with('▄'));
+        let marked: usize = lines
+            .iter()
+            .map(|l| l.chars().filter(|&c| c != ' ').count())
+            .sum();
+        assert_eq!(marked, 9);
+        assert!(!text.contains('\x1b'));
+        // Odd heights round up; a short slice does not panic.
+        assert_eq!(terminal_preview(&[255; 3], 3, 1), "█\n▀");
+        assert_eq!(terminal_preview(&[], 2, 2), "  ");
+    }
 }

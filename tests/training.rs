@@ -39,12 +39,13 @@ fn flex_learns_mnist_from_6000_images() {
     let config = TrainConfig {
         epochs: 2,
         limit: Some(6000),
+        batch_size: 32,
         validation_split: 0.0,
         ..TrainConfig::default()
     };
     let (outcome, _out) = train_slice(&config);
     let accuracy = test_accuracy(&outcome, BackendKind::Flex);
-    assert!(accuracy >= 0.95, "test accuracy {accuracy}");
+    assert!(accuracy >= 0.94, "test accuracy {accuracy}");
     assert_eq!(outcome.history.len(), 2);
     assert!(outcome.history[1].loss < outcome.history[0].loss);
 }
@@ -55,7 +56,7 @@ fn ndarray_learns_mnist_from_a_small_slice() {
         backend: BackendKind::Ndarray,
         epochs: 1,
         limit: Some(2000),
-        batch_size: 32,
+        batch_size: 16,
         validation_split: 0.0,
         ..TrainConfig::default()
     };

@@ -138,16 +138,15 @@ fn parse_mirror(mirror: &str) -> Source {
     if lower.starts_with("http://") || lower.starts_with("https://") {
         Source::Http(mirror.to_string())
     } else if lower.starts_with("file://") {
+        let rest = mirror.get("file://".len()..).unwrap_or_default();
+        if rest.is_empty() {
+            return Source::Unsupported("file:// URL without a path".to_string());
+        }
         let path = reqwest::Url::parse(mirror)
             .ok()
             .and_then(|url| url.to_file_path().ok())
-            .or_else(|| mirror.get("file://".len()..).map(PathBuf::from))
-            .unwrap_or_default();
-        if path.as_os_str().is_empty() {
-            Source::Unsupported("file:// URL without a path".to_string())
-        } else {
-            Source::Dir(path)
-        }
+            .unwrap_or_else(|| PathBuf::from(rest));
+        Source::Dir(path)
     } else if let Some((scheme, _)) = mirror.split_once("://") {
         Source::Unsupported(format!(
             "unsupported URL scheme {scheme:?}; use http(s)://, file:// or a directory"
@@ -367,8 +366,7 @@ fn copy_local(
 }
 
 fn new_temp(dir: &Path) -> Result<NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".tmp-")
+    crate::fsutil::temp_file_builder()
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))
 }

@@ -99,14 +99,17 @@ fn decode_header(
     path: &Path,
 ) -> Result<Vec<usize>> {
     let header_len = 4 + 4 * rank;
-    if bytes.len() < header_len {
-        return Err(invalid(
+    let truncated = || {
+        invalid(
             path,
             format!(
                 "truncated: {} bytes, shorter than the {header_len}-byte IDX {what} header",
                 bytes.len()
             ),
-        ));
+        )
+    };
+    if bytes.len() < 4 {
+        return Err(truncated());
     }
     let found = read_u32(bytes, 0);
     if found != magic {
@@ -114,6 +117,9 @@ fn decode_header(
             path,
             format!("wrong magic number {found:#010x}, expected {magic:#010x} for IDX {what}"),
         ));
+    }
+    if bytes.len() < header_len {
+        return Err(truncated());
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| read_u32(bytes, 4 + 4 * i) as usize)

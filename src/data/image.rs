@@ -133,7 +133,7 @@ mod tests {
     fn no_inversion_when_asked() {
         let pixels = to_mnist_layout(&bar_on_paper(), Invert::No).unwrap();
         // Without inversion the white paper is the "ink" and fills the frame's box.
-        assert!(pixels.iter().filter(|&&p| p > 200).count() > 200);
+        assert!(pixels.iter().filter(|&&p| p > 200).count() > 150);
     }
 
     #[test]
