@@ -62,23 +62,27 @@ impl std::fmt::Display for Architecture {
     }
 }
 
-/// Keras initialises Conv2D and Dense kernels with Glorot uniform; doing the same keeps the
-/// training curves comparable with the seed notebook.
+/// Keras initialises Conv2D and Dense kernels with Glorot uniform and biases with zeros; doing
+/// the same keeps the training curves comparable with the seed notebook.
 fn glorot() -> Initializer {
     Initializer::XavierUniform { gain: 1.0 }
 }
 
 fn dense(inputs: usize, outputs: usize, device: &Device) -> Linear {
-    LinearConfig::new(inputs, outputs)
+    let mut linear = LinearConfig::new(inputs, outputs)
         .with_initializer(glorot())
-        .init(device)
+        .init(device);
+    linear.bias = Some(Initializer::Zeros.init([outputs], device));
+    linear
 }
 
 fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
-    Conv2dConfig::new([inputs, outputs], [3, 3])
+    let mut conv = Conv2dConfig::new([inputs, outputs], [3, 3])
         .with_padding(PaddingConfig2d::Same)
         .with_initializer(glorot())
-        .init(device)
+        .init(device);
+    conv.bias = Some(Initializer::Zeros.init([outputs], device));
+    conv
 }
 
 fn pool2x2() -> MaxPool2d {
