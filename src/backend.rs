@@ -66,3 +66,17 @@ pub fn set_threads(threads: usize) -> crate::Result<()> {
 pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
+
+/// The process's peak resident memory, from Linux's /proc; `None` elsewhere.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}

@@ -10,11 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::backend::{self, BackendKind};
+use crate::bench;
 use crate::data::download::{self, DownloadOptions, FileOutcome};
 use crate::data::image::{Invert, load_digit};
 use crate::data::{self, SplitKind};
 use crate::evaluate::{self, MISTAKES_SHOWN};
-use crate::model::Architecture;
+use crate::fsutil::write_json_atomically;
+use crate::model::{Architecture, Network};
 use crate::plot::{HeatmapOptions, heatmap, terminal_preview};
 use crate::predict::{ClassProbability, top_classes};
 use crate::train::{self, EpochStats, RunInfo, TrainConfig, TrainEvent};
@@ -59,6 +61,36 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Classify your own digit pictures, or an image of the data set
     Predict(PredictArgs),
+    /// Measure training and evaluation speed per backend and batch size on real MNIST
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendKind::Flex])]
+    pub backends: Vec<BackendKind>,
+    /// Training batch sizes to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256])]
+    pub batch_sizes: Vec<usize>,
+    /// Evaluation batch sizes to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000])]
+    pub eval_batch_sizes: Vec<usize>,
+    /// Training images timed per configuration, after two warm-up steps
+    #[arg(long, default_value_t = 6400)]
+    pub train_images: usize,
+    /// Test images classified per evaluation configuration
+    #[arg(long, default_value_t = 10_000)]
+    pub eval_images: usize,
+    /// Also time the forward and backward pass of each CNN layer (at the first batch size)
+    #[arg(long)]
+    pub profile: bool,
+    /// The network to measure
+    #[arg(long, value_enum, default_value_t = ArchitectureArg::Cnn)]
+    pub model: ArchitectureArg,
+    /// Also write the results as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +239,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(&session, args),
         Command::Evaluate(args) => run_evaluate(&session, args),
         Command::Predict(args) => run_predict(&session, args),
+        Command::Bench(args) => run_bench(&session, args),
     }
 }
 
@@ -552,6 +585,112 @@ fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         results.push(json!({ "image": path, "top": top }));
     }
     session.print_json(&json!({ "predictions": results }))
+}
+
+/// Images in one training epoch with Keras's default 10% validation split.
+const EPOCH_IMAGES: f64 = 54_000.0;
+
+fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
+    if args.batch_sizes.contains(&0) || args.eval_batch_sizes.contains(&0) {
+        bail!("batch sizes must be at least 1");
+    }
+    if args.train_images == 0 || args.eval_images == 0 {
+        bail!("--train-images and --eval-images must be at least 1");
+    }
+    let architecture: Architecture = args.model.into();
+    let train_split = data::load_split(&session.data_dir, SplitKind::Train)?;
+    let test_split = data::load_split(&session.data_dir, SplitKind::Test)?;
+    let threads = backend::current_threads();
+    let say = |line: String| {
+        if session.human() {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "{architecture} on {threads} threads; training {} images per configuration",
+        args.train_images
+    ));
+    say(format!(
+        "{:<8} {:>6} {:>12} {:>16}",
+        "backend", "batch", "train img/s", "s/epoch (54k)"
+    ));
+    let mut training = Vec::new();
+    for &backend in &args.backends {
+        for &batch_size in &args.batch_sizes {
+            let result = bench::train_throughput(
+                architecture,
+                backend,
+                &train_split,
+                batch_size,
+                args.train_images,
+            );
+            say(format!(
+                "{:<8} {:>6} {:>12.0} {:>16.1}",
+                backend.name(),
+                batch_size,
+                result.images_per_second,
+                EPOCH_IMAGES / result.images_per_second
+            ));
+            training.push(result);
+        }
+    }
+    say(format!(
+        "\n{:<8} {:>6} {:>12}",
+        "backend", "batch", "eval img/s"
+    ));
+    let mut evaluation = Vec::new();
+    for &backend in &args.backends {
+        let device = backend.device();
+        device.seed(42);
+        let network = Network::new(architecture, &device);
+        for &batch_size in &args.eval_batch_sizes {
+            let result = bench::eval_throughput(
+                &network,
+                backend,
+                &test_split,
+                batch_size,
+                args.eval_images,
+            );
+            say(format!(
+                "{:<8} {:>6} {:>12.0}",
+                backend.name(),
+                batch_size,
+                result.images_per_second
+            ));
+            evaluation.push(result);
+        }
+    }
+    let mut profile = Vec::new();
+    if args.profile {
+        let batch_size = args.batch_sizes[0];
+        for &backend in &args.backends {
+            say(format!(
+                "\nper-layer time, {backend}, batch {batch_size} (ms per batch)\n{:<16} {:>10} {:>10}",
+                "layer", "forward", "backward"
+            ));
+            let layers = bench::layer_profile(backend, &train_split, batch_size, 10);
+            for layer in &layers {
+                say(format!(
+                    "{:<16} {:>10.2} {:>10.2}",
+                    layer.layer, layer.forward_ms, layer.backward_ms
+                ));
+            }
+            profile.push(json!({ "backend": backend, "batch_size": batch_size, "layers": layers }));
+        }
+    }
+    let result = json!({
+        "model": architecture,
+        "threads": threads,
+        "peak_rss_mb": backend::peak_rss_mb(),
+        "training": training,
+        "evaluation": evaluation,
+        "profile": profile,
+    });
+    if let Some(path) = &args.output {
+        write_json_atomically(path, &result)?;
+        say(format!("wrote {}", path.display()));
+    }
+    session.print_json(&result)
 }
 
 fn describe(top: &[ClassProbability]) -> String {

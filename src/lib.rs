@@ -5,6 +5,7 @@
 //! The `cli` module only parses arguments and dispatches to these.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;

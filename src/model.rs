@@ -126,7 +126,37 @@ impl Cnn {
         let x = self.relu.forward(self.dense2.forward(x));
         self.output.forward(x)
     }
+
+    /// The layers before Flatten, one by one, for the per-layer profile of `mnist-cnn bench`.
+    pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
+        vec![
+            ("conv2d", Box::new(|x| self.conv1.forward(x))),
+            ("relu", Box::new(|x| self.relu.forward(x))),
+            ("max_pooling2d", Box::new(|x| self.pool1.forward(x))),
+            ("conv2d_1", Box::new(|x| self.conv2.forward(x))),
+            ("relu_1", Box::new(|x| self.relu.forward(x))),
+            ("max_pooling2d_1", Box::new(|x| self.pool2.forward(x))),
+        ]
+    }
+
+    /// The layers after Flatten, one by one.
+    pub fn dense_layers(&self) -> Vec<(&'static str, Box<DenseLayer<'_>>)> {
+        vec![
+            (
+                "dense+relu",
+                Box::new(|x| self.relu.forward(self.dense1.forward(x))),
+            ),
+            (
+                "dense_1+relu",
+                Box::new(|x| self.relu.forward(self.dense2.forward(x))),
+            ),
+            ("dense_2", Box::new(|x| self.output.forward(x))),
+        ]
+    }
 }
+
+pub type FeatureLayer<'a> = dyn Fn(Tensor<4>) -> Tensor<4> + 'a;
+pub type DenseLayer<'a> = dyn Fn(Tensor<2>) -> Tensor<2> + 'a;
 
 #[derive(Module, Debug)]
 pub struct Mlp {

@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, BackendKind};
-use crate::data::batch::make_batch;
+use crate::data::batch::{Batch, make_batch};
 use crate::data::mnist::NUM_CLASSES;
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
@@ -134,6 +134,8 @@ pub struct RunInfo {
     pub data: DataInfo,
     pub completed_epochs: usize,
     pub train_seconds: f64,
+    /// Peak resident memory of the training process so far, in MiB (Linux only).
+    pub peak_rss_mb: Option<f64>,
     pub burn_version: String,
     pub mnist_cnn_version: String,
 }
@@ -216,7 +218,7 @@ pub fn train(
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     let mut network = Network::new(config.architecture, &train_device);
-    let mut optimizer = AdamConfig::new().with_epsilon(ADAM_EPSILON).init();
+    let mut optimizer = adam();
     let mut history = Vec::new();
     let mut run = RunInfo {
         config: config.clone(),
@@ -234,6 +236,7 @@ pub fn train(
         },
         completed_epochs: 0,
         train_seconds: 0.0,
+        peak_rss_mb: None,
         burn_version: BURN_VERSION.into(),
         mnist_cnn_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -273,12 +276,9 @@ pub fn train(
             .enumerate()
         {
             let batch = make_batch(data, indices, &train_device);
-            let logits = network.forward(batch.images);
-            let loss = categorical_cross_entropy(logits.clone(), batch.one_hot);
-            let loss_value: f32 = loss.clone().into_scalar();
-            let correct = count_correct(logits, &batch.labels);
-            let gradients = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(config.learning_rate, network, gradients);
+            let (stepped, loss_value, correct) =
+                train_step(network, &mut optimizer, config.learning_rate, batch);
+            network = stepped;
             totals.add(indices.len(), f64::from(loss_value), correct);
             observer(TrainEvent::BatchFinished {
                 batch: batch_index + 1,
@@ -314,6 +314,7 @@ pub fn train(
         history.push(stats);
         run.completed_epochs = history.len();
         run.train_seconds += started.elapsed().as_secs_f64();
+        run.peak_rss_mb = backend::peak_rss_mb();
         save_checkpoint(out_dir, &network, &optimizer, &history, &run)?;
         observer(TrainEvent::EpochFinished(
             history.last().expect("just pushed"),
@@ -328,6 +329,31 @@ pub fn train(
 }
 
 pub const BURN_VERSION: &str = "0.22.1";
+
+/// The Adam optimizer as configured for every run.
+pub fn adam() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
+}
+
+/// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
+/// many of its images were classified correctly before the update.
+pub fn train_step(
+    network: Network,
+    optimizer: &mut ModuleOptimizer,
+    learning_rate: f64,
+    batch: Batch,
+) -> (Network, f32, usize) {
+    let logits = network.forward(batch.images);
+    let loss = categorical_cross_entropy(logits.clone(), batch.one_hot);
+    let loss_value: f32 = loss.clone().into_scalar();
+    let correct = count_correct(logits, &batch.labels);
+    let gradients = GradientsParams::from_grads(loss.backward(), &network);
+    (
+        optimizer.step(learning_rate, network, gradients),
+        loss_value,
+        correct,
+    )
+}
 
 /// Mean categorical cross-entropy and accuracy over `indices`, without gradients.
 pub fn loss_and_accuracy(
@@ -483,9 +509,7 @@ impl Checkpoint {
         let optimizer_path = out_dir.join(OPTIMIZER_FILE);
         let optimizer_bytes =
             std::fs::read(&optimizer_path).map_err(|e| Error::io(&optimizer_path, e))?;
-        let optimizer = AdamConfig::new()
-            .with_epsilon(ADAM_EPSILON)
-            .init()
+        let optimizer = adam()
             .from_bytes(Bytes::from_bytes_vec(optimizer_bytes))
             .map_err(|e| {
                 Error::Model(format!(

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: mnist-cnn (burn) against Keras/TensorFlow on the same CPU, in one run.
+
+Trains the identical model with the identical batch size and thread count in both systems on the
+full 60,000 MNIST training images, then evaluates on the 10,000 test images, and prints the
+median epoch time, training and evaluation images/s, peak RSS and the ratios.
+
+    python3 -m venv .venv-keras && .venv-keras/bin/pip install -r benches/reference/requirements.txt
+    cargo build --release
+    python3 benches/compare.py --epochs 3 --batch-size 128 --threads 2 --backend flex
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(command):
+    print("$", " ".join(str(c) for c in command), file=sys.stderr, flush=True)
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+
+def median_after_warmup(values):
+    return statistics.median(values[1:] if len(values) >= 3 else values)
+
+
+def rust(args, out):
+    binary = ROOT / "target/release/mnist-cnn"
+    common = [binary, "--threads", str(args.threads), "--data-dir", ROOT / "data/mnist"]
+    trained = json.loads(run(common + [
+        "--json", "train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--validation-split", "0", "--backend", args.backend, "--out", out,
+    ]))
+    evaluated = json.loads(run(common + [
+        "--json", "evaluate", "--model-dir", out, "--batch-size", str(args.eval_batch_size),
+        "--backend", args.backend,
+    ]))
+    seconds = [e["seconds"] for e in trained["history"]]
+    return {
+        "system": f"mnist-cnn (burn {trained['run']['burn_version']}, {args.backend})",
+        "epoch_seconds": seconds,
+        "median_epoch_seconds": median_after_warmup(seconds),
+        "train_images_per_second": median_after_warmup(
+            [e["images_per_second"] for e in trained["history"]]),
+        "eval_images_per_second": evaluated["images_per_second"],
+        "test_accuracy": evaluated["accuracy"],
+        "peak_rss_mb": trained["run"]["peak_rss_mb"],
+    }
+
+
+def keras(args, out):
+    python = ROOT / ".venv-keras/bin/python"
+    run([python, ROOT / "benches/reference/keras_mnist.py", "--epochs", str(args.epochs),
+         "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+         "--eval-batch-size", str(args.eval_batch_size), "--json", out])
+    result = json.loads(Path(out).read_text())
+    seconds = [e["seconds"] for e in result["epochs"]]
+    return {
+        "system": f"Keras {result['keras']} / TensorFlow {result['tensorflow']}",
+        "epoch_seconds": seconds,
+        "median_epoch_seconds": median_after_warmup(seconds),
+        "train_images_per_second": median_after_warmup(
+            [e["images_per_second"] for e in result["epochs"]]),
+        "eval_images_per_second": result["eval_images_per_second"],
+        "test_accuracy": result["test_accuracy"],
+        "peak_rss_mb": result["peak_rss_mb"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--eval-batch-size", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", default="flex", choices=["flex", "ndarray"])
+    parser.add_argument("--skip-keras", action="store_true", help="measure mnist-cnn alone")
+    parser.add_argument("--json", type=Path, default=ROOT / "target/bench/compare.json")
+    args = parser.parse_args()
+    work = ROOT / "target/bench"
+    work.mkdir(parents=True, exist_ok=True)
+
+    ours = rust(args, work / f"rust-{args.backend}")
+    rows = [ours]
+    if not args.skip_keras:
+        rows.append(keras(args, work / "keras.json"))
+
+    print(f"\n{args.epochs} epochs, batch {args.batch_size}, {args.threads} threads, "
+          f"60,000 training images per epoch")
+    print(f"{'system':<42} {'s/epoch':>8} {'train img/s':>12} {'eval img/s':>11} "
+          f"{'peak RSS MB':>12} {'test acc':>9}")
+    for row in rows:
+        print(f"{row['system']:<42} {row['median_epoch_seconds']:>8.2f} "
+              f"{row['train_images_per_second']:>12.0f} {row['eval_images_per_second']:>11.0f} "
+              f"{row['peak_rss_mb']:>12.0f} {row['test_accuracy']:>9.4f}")
+    result = {"config": vars(args) | {"json": str(args.json)}, "systems": rows}
+    if len(rows) == 2:
+        theirs = rows[1]
+        ratios = {
+            "epoch_time_ratio": ours["median_epoch_seconds"] / theirs["median_epoch_seconds"],
+            "eval_speed_ratio": ours["eval_images_per_second"] / theirs["eval_images_per_second"],
+            "peak_rss_ratio": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
+        }
+        result["ratios"] = ratios
+        print(f"\nmnist-cnn / Keras: epoch time x{ratios['epoch_time_ratio']:.2f} "
+              f"(lower is better), eval speed x{ratios['eval_speed_ratio']:.2f} "
+              f"(higher is better), peak RSS x{ratios['peak_rss_ratio']:.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
