@@ -40,7 +40,15 @@ fn main() -> anyhow::Result<()> {
     );
 
     let device = BackendKind::Flex.device();
-    let metrics = evaluate(&outcome.network, &test_split, SplitKind::Test, 500, &device);
+    let class_names = &outcome.run.class_names;
+    let metrics = evaluate(
+        &outcome.network,
+        &test_split,
+        SplitKind::Test,
+        class_names,
+        500,
+        &device,
+    );
     println!(
         "test loss {:.4}, test accuracy {:.4}",
         metrics.loss, metrics.accuracy
@@ -49,6 +57,7 @@ fn main() -> anyhow::Result<()> {
     let index = 0;
     let top = top_classes(
         &outcome.network,
+        class_names,
         test_split.image(index),
         test_split.rows,
         test_split.cols,
@@ -57,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "test image {index} is a {}; the network says {} with probability {:.3}",
-        test_split.labels[index], top[0].class, top[0].probability
+        test_split.labels[index], top[0].name, top[0].probability
     );
     anyhow::ensure!(
         metrics.accuracy > 0.9,

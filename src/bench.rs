@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::backend::BackendKind;
 use crate::data::Split;
 use crate::data::batch::make_batch;
-use crate::model::{Architecture, Network, log_probabilities};
+use crate::model::{Architecture, InputShape, Network, log_probabilities};
 use crate::train::{adam, train_step};
 
 /// Steps run before timing starts, so one-off allocations and thread start-up are excluded.
@@ -43,7 +43,8 @@ pub fn train_throughput(
 ) -> TrainThroughput {
     let device = backend.device().autodiff();
     device.seed(42);
-    let mut network = Network::new(architecture, &device);
+    let shape = InputShape::of(data);
+    let mut network = Network::new(architecture, shape, &device);
     let mut optimizer = adam();
     let steps = images.div_ceil(batch_size).max(1);
     let batches = (0..WARMUP_STEPS + steps).map(|step| {
@@ -55,7 +56,7 @@ pub fn train_throughput(
         if step == WARMUP_STEPS {
             started = Instant::now();
         }
-        let batch = make_batch(data, &indices, &device);
+        let batch = make_batch(data, &indices, shape.classes, &device);
         network = train_step(network, &mut optimizer, 1e-3, batch).0;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -117,11 +118,12 @@ pub fn layer_profile(
 ) -> Vec<LayerTiming> {
     let device = backend.device().autodiff();
     device.seed(42);
-    let Network::Cnn(cnn) = Network::new(Architecture::Cnn, &device) else {
+    let shape = InputShape::of(data);
+    let Network::Cnn(cnn) = Network::new(Architecture::Cnn, shape, &device) else {
         unreachable!("asked for a CNN")
     };
     let indices: Vec<usize> = (0..batch_size.min(data.len())).collect();
-    let images = make_batch(data, &indices, &device).images;
+    let images = make_batch(data, &indices, shape.classes, &device).images;
     let mut timings = Vec::new();
     let mut activation = images;
     for (name, layer) in cnn.feature_layers() {

@@ -16,7 +16,7 @@ use crate::data::image::{Invert, load_digit};
 use crate::data::{self, SplitKind};
 use crate::evaluate::{self, MISTAKES_SHOWN};
 use crate::fsutil::write_json_atomically;
-use crate::model::{Architecture, Network};
+use crate::model::{Architecture, InputShape, Network};
 use crate::plot::{HeatmapOptions, heatmap, terminal_preview};
 use crate::predict::{ClassProbability, top_classes};
 use crate::train::{self, EpochStats, RunInfo, TrainConfig, TrainEvent};
@@ -309,17 +309,18 @@ fn run_heatmap(session: &Session, args: HeatmapArgs) -> Result<()> {
     let split = data::load_split(&session.data_dir, args.split)?;
     let pixels = split.checked_image(args.index, args.split)?;
     let label = split.labels[args.index];
+    let label_name = &split.class_names()[label as usize];
     let output = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("heatmap-{}-{}.png", args.split, args.index)));
     let values: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
     let options = HeatmapOptions::new(
-        format!("{} image {} (label {label})", args.split, args.index),
+        format!("{} image {} (label {label_name})", args.split, args.index),
         (0.0, 255.0),
     );
     heatmap(&output, &values, split.rows, split.cols, &options)?;
     if session.human() {
-        println!("{label}");
+        println!("{label_name}");
         println!("{}", terminal_preview(pixels, split.rows, split.cols));
         println!("wrote {}", output.display());
     }
@@ -327,6 +328,7 @@ fn run_heatmap(session: &Session, args: HeatmapArgs) -> Result<()> {
         "split": args.split,
         "index": args.index,
         "label": label,
+        "class_name": label_name,
         "output": output,
     }))
 }
@@ -345,12 +347,18 @@ fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
+    let shape = InputShape::of(&training_data);
+    shape.check(config.architecture)?;
     if session.human() {
-        print!("{}", summary_table(config.architecture));
+        print!("{}", summary_table(config.architecture, shape));
         if !training_data.is_canonical_mnist(SplitKind::Train) {
             println!(
-                "note: the data in {} is not the canonical MNIST set",
-                session.data_dir.display()
+                "note: the data in {} is not the canonical MNIST set: {} images of {}x{} pixels, {} classes",
+                session.data_dir.display(),
+                training_data.len(),
+                shape.rows,
+                shape.cols,
+                shape.classes
             );
         }
     }
@@ -409,8 +417,8 @@ fn validation_suffix(stats: &EpochStats) -> String {
 }
 
 /// Keras's `model.summary()`.
-fn summary_table(architecture: Architecture) -> String {
-    let layers = architecture.summary();
+fn summary_table(architecture: Architecture, shape: InputShape) -> String {
+    let layers = architecture.summary(shape);
     let total: usize = layers.iter().map(|l| l.2).sum();
     let mut out = format!(
         "Model: \"{architecture}\"\n{:<34}{:<22}{:>10}\n",
@@ -514,7 +522,15 @@ fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
     let device = args.backend.device();
     let network = run.load_network(&args.model_dir, &device)?;
     let split = data::load_split(&session.data_dir, args.split)?;
-    let evaluation = evaluate::evaluate(&network, &split, args.split, args.batch_size, &device);
+    run.check_data(&split, &session.data_dir)?;
+    let evaluation = evaluate::evaluate(
+        &network,
+        &split,
+        args.split,
+        &run.class_names,
+        args.batch_size,
+        &device,
+    );
     evaluation
         .write_reports(&args.model_dir, &split)
         .context("writing the evaluation reports")?;
@@ -554,9 +570,11 @@ fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     let mut results = Vec::new();
     if let Some(index) = args.index {
         let split = data::load_split(&session.data_dir, args.split)?;
+        run.check_data(&split, &session.data_dir)?;
         let pixels = split.checked_image(index, args.split)?;
         let top = top_classes(
             &network,
+            &run.class_names,
             pixels,
             split.rows,
             split.cols,
@@ -567,7 +585,7 @@ fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
             println!(
                 "{} image {index} (label {}): {}",
                 args.split,
-                split.labels[index],
+                run.class_names[split.labels[index] as usize],
                 describe(&top)
             );
         }
@@ -576,9 +594,17 @@ fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         }));
     }
     for path in &args.images {
-        let pixels = load_digit(path, args.invert)?;
-        let side = data::image::SIDE;
-        let top = top_classes(&network, &pixels, side, side, args.top.into(), &device);
+        let (rows, cols) = (run.shape.rows, run.shape.cols);
+        let pixels = load_digit(path, args.invert, rows, cols)?;
+        let top = top_classes(
+            &network,
+            &run.class_names,
+            &pixels,
+            rows,
+            cols,
+            args.top.into(),
+            &device,
+        );
         if session.human() {
             println!("{}: {}", path.display(), describe(&top));
         }
@@ -642,7 +668,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     for &backend in &args.backends {
         let device = backend.device();
         device.seed(42);
-        let network = Network::new(architecture, &device);
+        let network = Network::new(architecture, InputShape::of(&train_split), &device);
         for &batch_size in &args.eval_batch_sizes {
             let result = bench::eval_throughput(
                 &network,
@@ -695,7 +721,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
 
 fn describe(top: &[ClassProbability]) -> String {
     top.iter()
-        .map(|c| format!("{} ({:.1}%)", c.class, c.probability * 100.0))
+        .map(|c| format!("{} ({:.1}%)", c.name, c.probability * 100.0))
         .collect::<Vec<_>>()
         .join(", ")
 }

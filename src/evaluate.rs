@@ -6,7 +6,6 @@ use std::path::Path;
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::data::mnist::NUM_CLASSES;
 use crate::data::{Split, SplitKind};
 use crate::error::Result;
 use crate::fsutil::write_json_atomically;
@@ -23,6 +22,7 @@ pub const MISTAKES_SHOWN: usize = 25;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub class: usize,
+    pub name: String,
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
@@ -40,6 +40,7 @@ pub struct Mistake {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub split: SplitKind,
+    pub class_names: Vec<String>,
     pub images: usize,
     pub loss: f64,
     pub accuracy: f64,
@@ -53,27 +54,28 @@ pub struct Evaluation {
     pub images_per_second: f64,
 }
 
-/// Evaluates `network` on every image of `split`.
+/// Evaluates `network` on every image of `split`; `class_names` names its outputs.
 pub fn evaluate(
     network: &Network,
     split: &Split,
     kind: SplitKind,
+    class_names: &[String],
     batch_size: usize,
     device: &Device,
 ) -> Evaluation {
     let started = std::time::Instant::now();
     let indices: Vec<usize> = (0..split.len()).collect();
-    let log_probs = log_probabilities(network, split, &indices, batch_size, device);
+    let scores = log_probabilities(network, split, &indices, batch_size, device);
     let seconds = started.elapsed().as_secs_f64();
-    let predictions: Vec<(usize, f32)> = log_probs
-        .chunks(NUM_CLASSES)
+    let predictions: Vec<(usize, f32)> = scores
+        .rows()
         .map(|row| {
             let best = argmax(row);
             (best, row[best])
         })
         .collect();
-    let mut evaluation = from_predictions(kind, &split.labels, &predictions, |i| {
-        -f64::from(log_probs[i * NUM_CLASSES + split.labels[i] as usize])
+    let mut evaluation = from_predictions(kind, class_names, &split.labels, &predictions, |i| {
+        -f64::from(scores.row(i)[split.labels[i] as usize])
     });
     evaluation.seconds = seconds;
     evaluation.images_per_second = split.len() as f64 / seconds.max(f64::EPSILON);
@@ -84,11 +86,13 @@ pub fn evaluate(
 /// `loss_of(i)` is image i's cross-entropy.
 pub fn from_predictions(
     kind: SplitKind,
+    class_names: &[String],
     labels: &[u8],
     predictions: &[(usize, f32)],
     loss_of: impl Fn(usize) -> f64,
 ) -> Evaluation {
-    let mut confusion = vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES];
+    let classes = class_names.len();
+    let mut confusion = vec![vec![0usize; classes]; classes];
     let mut mistakes = Vec::new();
     let mut loss = 0.0;
     for (index, (&label, &(predicted, log_prob))) in labels.iter().zip(predictions).enumerate() {
@@ -105,7 +109,7 @@ pub fn from_predictions(
         }
     }
     mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-    let per_class: Vec<ClassMetrics> = (0..NUM_CLASSES)
+    let per_class: Vec<ClassMetrics> = (0..classes)
         .map(|class| {
             let true_positives = confusion[class][class] as f64;
             let predicted: usize = confusion.iter().map(|row| row[class]).sum();
@@ -114,6 +118,7 @@ pub fn from_predictions(
             let recall = ratio(true_positives, support as f64);
             ClassMetrics {
                 class,
+                name: class_names[class].clone(),
                 precision,
                 recall,
                 f1: ratio(2.0 * precision * recall, precision + recall),
@@ -122,13 +127,14 @@ pub fn from_predictions(
         })
         .collect();
     let images = labels.len();
-    let correct: usize = (0..NUM_CLASSES).map(|c| confusion[c][c]).sum();
+    let correct: usize = (0..classes).map(|c| confusion[c][c]).sum();
     Evaluation {
         split: kind,
+        class_names: class_names.to_vec(),
         images,
         loss: loss / images.max(1) as f64,
         accuracy: correct as f64 / images.max(1) as f64,
-        macro_f1: per_class.iter().map(|c| c.f1).sum::<f64>() / NUM_CLASSES as f64,
+        macro_f1: per_class.iter().map(|c| c.f1).sum::<f64>() / classes.max(1) as f64,
         per_class,
         confusion,
         mistakes,
@@ -148,19 +154,26 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 impl Evaluation {
     /// The per-class table, as scikit-learn's `classification_report` prints it.
     pub fn report_table(&self) -> String {
+        let width = self
+            .class_names
+            .iter()
+            .map(|name| name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(7);
         let mut out = format!(
-            "{:>7} {:>9} {:>9} {:>9} {:>9}\n",
+            "{:>width$} {:>9} {:>9} {:>9} {:>9}\n",
             "class", "precision", "recall", "f1-score", "support"
         );
         for c in &self.per_class {
             out += &format!(
-                "{:>7} {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
-                c.class, c.precision, c.recall, c.f1, c.support
+                "{:>width$} {:>9.4} {:>9.4} {:>9.4} {:>9}\n",
+                c.name, c.precision, c.recall, c.f1, c.support
             );
         }
         out += &format!(
-            "{:>7} {:>9} {:>9} {:>9.4} {:>9}\n",
-            "macro", "", "", self.macro_f1, self.images
+            "{:>width$} {:>9} {:>9} {:>9.4} {:>9}\n",
+            "macro avg", "", "", self.macro_f1, self.images
         );
         out
     }
@@ -168,7 +181,7 @@ impl Evaluation {
     /// The confusion matrix as text, true classes down, predicted across.
     pub fn confusion_table(&self) -> String {
         let mut out = format!("{:>10}", "true\\pred");
-        for class in 0..NUM_CLASSES {
+        for class in 0..self.class_names.len() {
             out += &format!("{class:>6}");
         }
         out.push('\n');
@@ -187,7 +200,8 @@ impl Evaluation {
         write_json_atomically(&dir.join(METRICS_FILE), self)?;
         let counts: Vec<f64> = self.confusion.iter().flatten().map(|&c| c as f64).collect();
         let max = counts.iter().copied().fold(1.0, f64::max);
-        let class_names: Vec<String> = (0..NUM_CLASSES).map(|c| c.to_string()).collect();
+        let classes = self.class_names.len();
+        let class_names = self.class_names.clone();
         let mut options = HeatmapOptions::new(
             format!(
                 "Confusion matrix, {} split (accuracy {:.4})",
@@ -203,8 +217,8 @@ impl Evaluation {
         heatmap(
             &dir.join(CONFUSION_PLOT),
             &counts,
-            NUM_CLASSES,
-            NUM_CLASSES,
+            classes,
+            classes,
             &options,
         )?;
         let shown: Vec<GridImage> = self
@@ -217,7 +231,7 @@ impl Evaluation {
                 cols: split.cols,
                 caption: format!(
                     "#{}: true {}, pred {} ({:.2})",
-                    m.index, m.label, m.predicted, m.confidence
+                    m.index, self.class_names[m.label], self.class_names[m.predicted], m.confidence
                 ),
             })
             .collect();
@@ -238,13 +252,19 @@ impl Evaluation {
 mod tests {
     use super::*;
 
+    fn digits() -> Vec<String> {
+        (0..10).map(|d| d.to_string()).collect()
+    }
+
     #[test]
     fn metrics_from_known_predictions() {
         // Labels 0,0,1,1; predictions 0,1,1,1: class 0 recall 0.5 precision 1; class 1
         // precision 2/3 recall 1.
         let labels = [0u8, 0, 1, 1];
         let predictions = [(0, -0.1f32), (1, -0.2), (1, -0.3), (1, -0.05)];
-        let evaluation = from_predictions(SplitKind::Test, &labels, &predictions, |i| i as f64);
+        let evaluation = from_predictions(SplitKind::Test, &digits(), &labels, &predictions, |i| {
+            i as f64
+        });
         assert_eq!(evaluation.accuracy, 0.75);
         assert_eq!(evaluation.loss, 1.5);
         assert_eq!(evaluation.confusion[0][1], 1);
@@ -268,10 +288,11 @@ mod tests {
     fn mistakes_are_sorted_most_confident_first() {
         let labels = [3u8, 3, 3];
         let predictions = [(5, -2.0f32), (5, -0.1), (3, -0.1)];
-        let evaluation = from_predictions(SplitKind::Test, &labels, &predictions, |_| 0.0);
+        let evaluation =
+            from_predictions(SplitKind::Test, &digits(), &labels, &predictions, |_| 0.0);
         let order: Vec<usize> = evaluation.mistakes.iter().map(|m| m.index).collect();
         assert_eq!(order, vec![1, 0]);
         assert!(evaluation.report_table().contains("macro"));
-        assert!(evaluation.confusion_table().lines().count() == NUM_CLASSES + 1);
+        assert!(evaluation.confusion_table().lines().count() == 11);
     }
 }

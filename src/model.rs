@@ -9,7 +9,6 @@ use burn::tensor::activation::{log_softmax, softmax};
 
 use crate::data::Split;
 use crate::data::batch::images_tensor;
-use crate::data::mnist::NUM_CLASSES;
 use crate::error::{Error, Result};
 
 /// Which network to build.
@@ -29,30 +28,95 @@ impl Architecture {
     }
 
     /// Layers as Keras's `model.summary()` lists them: name, output shape, parameters.
-    pub fn summary(self) -> Vec<(&'static str, &'static str, usize)> {
+    pub fn summary(self, shape: InputShape) -> Vec<(String, String, usize)> {
         let dense = |inputs: usize, units: usize| inputs * units + units;
+        let InputShape {
+            rows,
+            cols,
+            classes,
+        } = shape;
+        let layer = |name: &str, dims: &[usize], parameters: usize| {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+            (
+                name.to_string(),
+                format!("(None, {})", dims.join(", ")),
+                parameters,
+            )
+        };
+        let flat = shape.cnn_features();
         match self {
             Architecture::Cnn => vec![
-                ("conv2d (Conv2D, ReLU)", "(None, 28, 28, 16)", 9 * 16 + 16),
-                ("max_pooling2d (MaxPooling2D)", "(None, 14, 14, 16)", 0),
-                (
+                layer("conv2d (Conv2D, ReLU)", &[rows, cols, 16], 9 * 16 + 16),
+                layer("max_pooling2d (MaxPooling2D)", &[rows / 2, cols / 2, 16], 0),
+                layer(
                     "conv2d_1 (Conv2D, ReLU)",
-                    "(None, 14, 14, 32)",
+                    &[rows / 2, cols / 2, 32],
                     9 * 16 * 32 + 32,
                 ),
-                ("max_pooling2d_1 (MaxPooling2D)", "(None, 7, 7, 32)", 0),
-                ("flatten (Flatten)", "(None, 1568)", 0),
-                ("dense (Dense, ReLU)", "(None, 128)", dense(1568, 128)),
-                ("dense_1 (Dense, ReLU)", "(None, 128)", dense(128, 128)),
-                ("dense_2 (Dense, softmax)", "(None, 10)", dense(128, 10)),
+                layer(
+                    "max_pooling2d_1 (MaxPooling2D)",
+                    &[rows / 4, cols / 4, 32],
+                    0,
+                ),
+                layer("flatten (Flatten)", &[flat], 0),
+                layer("dense (Dense, ReLU)", &[128], dense(flat, 128)),
+                layer("dense_1 (Dense, ReLU)", &[128], dense(128, 128)),
+                layer("dense_2 (Dense, softmax)", &[classes], dense(128, classes)),
             ],
             Architecture::Mlp => vec![
-                ("flatten (Flatten)", "(None, 784)", 0),
-                ("dense (Dense, ReLU)", "(None, 128)", dense(784, 128)),
-                ("dense_1 (Dense, ReLU)", "(None, 128)", dense(128, 128)),
-                ("dense_2 (Dense, softmax)", "(None, 10)", dense(128, 10)),
+                layer("flatten (Flatten)", &[rows * cols], 0),
+                layer("dense (Dense, ReLU)", &[128], dense(rows * cols, 128)),
+                layer("dense_1 (Dense, ReLU)", &[128], dense(128, 128)),
+                layer("dense_2 (Dense, softmax)", &[classes], dense(128, classes)),
             ],
         }
+    }
+}
+
+/// What a network is built for: the image size and the number of classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputShape {
+    pub rows: usize,
+    pub cols: usize,
+    pub classes: usize,
+}
+
+impl InputShape {
+    pub const MNIST: InputShape = InputShape {
+        rows: 28,
+        cols: 28,
+        classes: 10,
+    };
+
+    /// The image size of `split` and the classes it names or uses.
+    pub fn of(split: &Split) -> Self {
+        Self {
+            rows: split.rows,
+            cols: split.cols,
+            classes: split.num_classes(),
+        }
+    }
+
+    /// Features after the two 2x2 poolings, which drop an odd last row or column (floor), as
+    /// Keras's MaxPooling2D does.
+    pub fn cnn_features(self) -> usize {
+        32 * (self.rows / 4) * (self.cols / 4)
+    }
+
+    pub fn check(self, architecture: Architecture) -> Result<()> {
+        if architecture == Architecture::Cnn && (self.rows < 4 || self.cols < 4) {
+            return Err(Error::InvalidArgument(format!(
+                "the CNN needs images of at least 4x4 pixels (two 2x2 poolings), got {}x{}",
+                self.rows, self.cols
+            )));
+        }
+        if self.classes < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "training needs at least 2 classes, the data has {}",
+                self.classes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -102,20 +166,21 @@ pub struct Cnn {
 }
 
 impl Cnn {
-    pub fn new(device: &Device) -> Self {
+    pub fn new(shape: InputShape, device: &Device) -> Self {
         Self {
             conv1: conv3x3(1, 16, device),
             pool1: pool2x2(),
             conv2: conv3x3(16, 32, device),
             pool2: pool2x2(),
-            dense1: dense(32 * 7 * 7, 128, device),
+            dense1: dense(shape.cnn_features(), 128, device),
             dense2: dense(128, 128, device),
-            output: dense(128, 10, device),
+            output: dense(128, shape.classes, device),
             relu: Relu::new(),
         }
     }
 
-    /// `images` is `[batch, 1, 28, 28]` with pixels in [0, 1]; returns logits `[batch, 10]`.
+    /// `images` is `[batch, 1, rows, cols]` with pixels in [0, 1]; returns logits
+    /// `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self
             .pool1
@@ -167,11 +232,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(device: &Device) -> Self {
+    pub fn new(shape: InputShape, device: &Device) -> Self {
         Self {
-            dense1: dense(28 * 28, 128, device),
+            dense1: dense(shape.rows * shape.cols, 128, device),
             dense2: dense(128, 128, device),
-            output: dense(128, 10, device),
+            output: dense(128, shape.classes, device),
             relu: Relu::new(),
         }
     }
@@ -194,10 +259,10 @@ pub enum Network {
 }
 
 impl Network {
-    pub fn new(architecture: Architecture, device: &Device) -> Self {
+    pub fn new(architecture: Architecture, shape: InputShape, device: &Device) -> Self {
         match architecture {
-            Architecture::Cnn => Network::Cnn(Cnn::new(device)),
-            Architecture::Mlp => Network::Mlp(Mlp::new(device)),
+            Architecture::Cnn => Network::Cnn(Cnn::new(shape, device)),
+            Architecture::Mlp => Network::Mlp(Mlp::new(shape, device)),
         }
     }
 
@@ -224,6 +289,7 @@ impl Network {
     /// Loads weights saved by [`Network::save`], mapping burn's errors to one clear line.
     pub fn load(
         architecture: Architecture,
+        shape: InputShape,
         path: &std::path::Path,
         device: &Device,
     ) -> Result<Self> {
@@ -233,7 +299,7 @@ impl Network {
                 path.display()
             )));
         }
-        Network::new(architecture, device)
+        Network::new(architecture, shape, device)
             .try_load_file(path)
             .map_err(|e| {
                 Error::Model(format!(
@@ -244,25 +310,45 @@ impl Network {
     }
 }
 
-/// Log-probabilities `[indices.len() * 10]` of the images of `split` at `indices`, computed in
-/// batches of `batch_size` without gradients.
+/// Log-probabilities of each image over the classes, one row per image.
+pub struct ClassScores {
+    pub classes: usize,
+    pub values: Vec<f32>,
+}
+
+impl ClassScores {
+    pub fn row(&self, image: usize) -> &[f32] {
+        &self.values[image * self.classes..(image + 1) * self.classes]
+    }
+
+    pub fn rows(&self) -> std::slice::Chunks<'_, f32> {
+        self.values.chunks(self.classes)
+    }
+}
+
+/// Log-probabilities of the images of `split` at `indices`, computed in batches of
+/// `batch_size` without gradients.
 pub fn log_probabilities(
     network: &Network,
     split: &Split,
     indices: &[usize],
     batch_size: usize,
     device: &Device,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(indices.len() * NUM_CLASSES);
+) -> ClassScores {
+    let mut scores = ClassScores {
+        classes: 1,
+        values: Vec::new(),
+    };
     for chunk in indices.chunks(batch_size.max(1)) {
         let logits = network.forward(images_tensor(split, chunk, device));
+        scores.classes = logits.dims()[1];
         let values: Vec<f32> = log_softmax(logits, 1)
             .into_data()
             .try_into_vec::<f32>()
             .expect("log-softmax of f32 logits is f32");
-        out.extend(values);
+        scores.values.extend(values);
     }
-    out
+    scores
 }
 
 /// Categorical cross-entropy of one-hot targets on the softmax of `logits`, averaged over the
@@ -284,17 +370,22 @@ mod tests {
     #[test]
     fn cnn_has_the_seed_parameter_count() {
         let device = Device::flex();
-        let network = Network::new(Architecture::Cnn, &device);
+        let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         assert_eq!(network.num_params(), 223_434);
-        let summary_total: usize = Architecture::Cnn.summary().iter().map(|l| l.2).sum();
-        assert_eq!(summary_total, 223_434);
+        let summary = Architecture::Cnn.summary(InputShape::MNIST);
+        assert_eq!(summary.iter().map(|l| l.2).sum::<usize>(), 223_434);
+        assert_eq!(summary[4].1, "(None, 1568)");
     }
 
     #[test]
     fn mlp_parameter_count_matches_summary() {
         let device = Device::flex();
-        let network = Network::new(Architecture::Mlp, &device);
-        let summary_total: usize = Architecture::Mlp.summary().iter().map(|l| l.2).sum();
+        let network = Network::new(Architecture::Mlp, InputShape::MNIST, &device);
+        let summary_total: usize = Architecture::Mlp
+            .summary(InputShape::MNIST)
+            .iter()
+            .map(|l| l.2)
+            .sum();
         assert_eq!(network.num_params(), summary_total);
         assert_eq!(summary_total, 118_282);
     }
@@ -303,7 +394,7 @@ mod tests {
     fn forward_gives_ten_logits_per_image_on_both_backends() {
         for device in [BackendKind::Flex.device(), BackendKind::Ndarray.device()] {
             for architecture in [Architecture::Cnn, Architecture::Mlp] {
-                let network = Network::new(architecture, &device);
+                let network = Network::new(architecture, InputShape::MNIST, &device);
                 let images = Tensor::<4>::ones([3, 1, 28, 28], &device);
                 assert_eq!(network.forward(images.clone()).dims(), [3, 10]);
                 let row_sums: Vec<f32> = network
@@ -317,6 +408,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn other_image_sizes_and_class_counts() {
+        let device = BackendKind::Flex.device();
+        let shape = InputShape {
+            rows: 13,
+            cols: 18,
+            classes: 3,
+        };
+        let network = Network::new(Architecture::Cnn, shape, &device);
+        let logits = network.forward(Tensor::<4>::ones([2, 1, 13, 18], &device));
+        assert_eq!(logits.dims(), [2, 3]);
+        let summary = Architecture::Cnn.summary(shape);
+        assert_eq!(
+            summary[4].1, "(None, 384)",
+            "32 x floor(13/4) x floor(18/4)"
+        );
+        assert_eq!(
+            network.num_params(),
+            summary.iter().map(|l| l.2).sum::<usize>()
+        );
+        assert!(
+            InputShape { rows: 3, ..shape }
+                .check(Architecture::Cnn)
+                .is_err()
+        );
+        assert!(
+            InputShape { rows: 3, ..shape }
+                .check(Architecture::Mlp)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -10,12 +10,15 @@ use crate::model::Network;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassProbability {
     pub class: usize,
+    pub name: String,
     pub probability: f64,
 }
 
-/// The `k` most probable classes of one image, most probable first.
+/// The `k` most probable classes of one image, most probable first; `class_names` names the
+/// network's outputs.
 pub fn top_classes(
     network: &Network,
+    class_names: &[String],
     pixels: &[u8],
     rows: usize,
     cols: usize,
@@ -32,6 +35,10 @@ pub fn top_classes(
         .enumerate()
         .map(|(class, &p)| ClassProbability {
             class,
+            name: class_names
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| class.to_string()),
             probability: f64::from(p),
         })
         .collect();

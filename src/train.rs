@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, BackendKind};
 use crate::data::batch::{Batch, make_batch};
-use crate::data::mnist::NUM_CLASSES;
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomically, write_json_atomically};
-use crate::model::{Architecture, Network, categorical_cross_entropy, log_probabilities};
+use crate::model::{
+    Architecture, InputShape, Network, categorical_cross_entropy, log_probabilities,
+};
 use crate::plot::{Series, line_chart};
 
 pub const MODEL_FILE: &str = "model.bpk";
@@ -127,6 +128,9 @@ pub struct DataInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub config: TrainConfig,
+    /// Image size and number of classes the network was built for.
+    pub shape: InputShape,
+    pub class_names: Vec<String>,
     pub parameters: usize,
     pub optimizer: String,
     pub loss: String,
@@ -156,9 +160,45 @@ impl RunInfo {
     pub fn load_network(&self, model_dir: &Path, device: &Device) -> Result<Network> {
         Network::load(
             self.config.architecture,
+            self.shape,
             &model_dir.join(MODEL_FILE),
             device,
         )
+    }
+
+    /// Refuses data the network was not trained for: another image size, labels beyond its
+    /// classes, or other class names.
+    pub fn check_data(&self, split: &Split, data_dir: &Path) -> Result<()> {
+        let retrain = "train a model on this data with `mnist-cnn train --data-dir`";
+        if (split.rows, split.cols) != (self.shape.rows, self.shape.cols) {
+            return Err(Error::Model(format!(
+                "the model was trained on {}x{} images but {} holds {}x{} images; {retrain}",
+                self.shape.rows,
+                self.shape.cols,
+                data_dir.display(),
+                split.rows,
+                split.cols
+            )));
+        }
+        if split.num_classes() > self.shape.classes {
+            return Err(Error::Model(format!(
+                "the model knows {} classes but the data in {} has {}; {retrain}",
+                self.shape.classes,
+                data_dir.display(),
+                split.num_classes()
+            )));
+        }
+        if let Some(names) = &split.class_names
+            && *names != self.class_names
+        {
+            return Err(Error::Model(format!(
+                "the model's classes ({}) differ from {}/classes.txt ({}); {retrain}",
+                self.class_names.join(", "),
+                data_dir.display(),
+                names.join(", ")
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -201,6 +241,8 @@ pub fn train(
     observer: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    let shape = InputShape::of(data);
+    shape.check(config.architecture)?;
     let canonical_mnist = data.is_canonical_mnist(SplitKind::Train);
     let used = config.limit.unwrap_or(data.len()).min(data.len());
     let validation_count = (used as f64 * config.validation_split).round() as usize;
@@ -217,11 +259,13 @@ pub fn train(
     let device = config.backend.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut network = Network::new(config.architecture, &train_device);
+    let mut network = Network::new(config.architecture, shape, &train_device);
     let mut optimizer = adam();
     let mut history = Vec::new();
     let mut run = RunInfo {
         config: config.clone(),
+        shape,
+        class_names: data.class_names(),
         parameters: network.num_params(),
         optimizer: "adam".into(),
         loss: "categorical_crossentropy".into(),
@@ -275,7 +319,7 @@ pub fn train(
             .take(batches_in_epoch)
             .enumerate()
         {
-            let batch = make_batch(data, indices, &train_device);
+            let batch = make_batch(data, indices, shape.classes, &train_device);
             let (stepped, loss_value, correct) =
                 train_step(network, &mut optimizer, config.learning_rate, batch);
             network = stepped;
@@ -363,10 +407,10 @@ pub fn loss_and_accuracy(
     batch_size: usize,
     device: &Device,
 ) -> (f64, f64) {
-    let log_probs = log_probabilities(network, data, indices, batch_size, device);
+    let scores = log_probabilities(network, data, indices, batch_size, device);
     let mut loss = 0.0f64;
     let mut correct = 0usize;
-    for (row, &index) in log_probs.chunks(NUM_CLASSES).zip(indices) {
+    for (row, &index) in scores.rows().zip(indices) {
         let label = data.labels[index] as usize;
         loss -= f64::from(row[label]);
         correct += usize::from(argmax(row) == label);
@@ -386,12 +430,13 @@ pub fn argmax(values: &[f32]) -> usize {
 }
 
 fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
+    let classes = logits.dims()[1];
     let values: Vec<f32> = logits
         .into_data()
         .try_into_vec::<f32>()
         .expect("logits of an f32 network are f32");
     values
-        .chunks(NUM_CLASSES)
+        .chunks(classes)
         .zip(labels)
         .filter(|(row, label)| argmax(row) == **label as usize)
         .count()
@@ -497,7 +542,10 @@ impl Checkpoint {
                 out_dir.display()
             ))
         })?;
-        if !saved.config.same_run_as(&fresh.config) || saved.data != fresh.data {
+        if !saved.config.same_run_as(&fresh.config)
+            || saved.data != fresh.data
+            || saved.shape != fresh.shape
+        {
             return Err(Error::InvalidArgument(format!(
                 "--resume: the run in {} was started with other settings or data; \
                  pass the same flags (apart from --epochs) or use another --out",
@@ -505,7 +553,7 @@ impl Checkpoint {
             )));
         }
         let history: Vec<EpochStats> = read_json(&out_dir.join(HISTORY_FILE))?;
-        let network = Network::load(saved.config.architecture, &out_dir.join(MODEL_FILE), device)?;
+        let network = saved.load_network(out_dir, device)?;
         let optimizer_path = out_dir.join(OPTIMIZER_FILE);
         let optimizer_bytes =
             std::fs::read(&optimizer_path).map_err(|e| Error::io(&optimizer_path, e))?;

@@ -332,12 +332,13 @@ fn resume_continues_exactly_where_an_interrupted_run_stopped() {
     let outputs = |name: &str| {
         let network = mnist_cnn::model::Network::load(
             mnist_cnn::model::Architecture::Cnn,
+            mnist_cnn::model::InputShape::MNIST,
             &dir.path().join(name).join("model.bpk"),
             &device,
         )
         .unwrap();
         let indices: Vec<usize> = (0..50).collect();
-        mnist_cnn::model::log_probabilities(&network, &test, &indices, 50, &device)
+        mnist_cnn::model::log_probabilities(&network, &test, &indices, 50, &device).values
     };
     assert_eq!(
         outputs("straight"),

@@ -28,6 +28,7 @@ fn test_accuracy(outcome: &TrainOutcome, backend: BackendKind) -> f64 {
         &outcome.network,
         &test,
         SplitKind::Test,
+        &outcome.run.class_names,
         500,
         &backend.device(),
     )

@@ -3,7 +3,6 @@
 use burn::prelude::*;
 
 use super::Split;
-use super::mnist::NUM_CLASSES;
 
 /// One mini-batch on a device: pixels scaled to [0, 1] and one-hot labels.
 pub struct Batch {
@@ -14,18 +13,15 @@ pub struct Batch {
     pub labels: Vec<u8>,
 }
 
-/// Gathers the items at `indices` into one batch.
-pub fn make_batch(split: &Split, indices: &[usize], device: &Device) -> Batch {
+/// Gathers the items at `indices` into one batch, with labels one-hot over `classes`.
+pub fn make_batch(split: &Split, indices: &[usize], classes: usize, device: &Device) -> Batch {
     let images = images_tensor(split, indices, device);
     let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
-    let mut one_hot = vec![0.0f32; indices.len() * NUM_CLASSES];
+    let mut one_hot = vec![0.0f32; indices.len() * classes];
     for (row, &label) in labels.iter().enumerate() {
-        one_hot[row * NUM_CLASSES + label as usize] = 1.0;
+        one_hot[row * classes + label as usize] = 1.0;
     }
-    let one_hot = Tensor::from_data(
-        TensorData::new(one_hot, [indices.len(), NUM_CLASSES]),
-        device,
-    );
+    let one_hot = Tensor::from_data(TensorData::new(one_hot, [indices.len(), classes]), device);
     Batch {
         images,
         one_hot,

@@ -7,9 +7,9 @@ use image::{GrayImage, Luma};
 
 use crate::error::{Error, Result};
 
-pub const SIDE: usize = 28;
-/// MNIST digits fit in a 20x20 box centred by mass in the 28x28 frame.
-const DIGIT_BOX: u32 = 20;
+/// MNIST digits fit in a 20x20 box centred by mass in the 28x28 frame; other sizes keep the
+/// same proportion.
+const DIGIT_BOX_FRACTION: f64 = 20.0 / 28.0;
 /// Pixels at least this bright (after inversion) count as ink when finding the digit.
 const INK_THRESHOLD: u8 = 40;
 
@@ -23,21 +23,28 @@ pub enum Invert {
     No,
 }
 
-/// Loads a PNG or JPEG of any size and returns 28x28 MNIST-style pixels.
-pub fn load_digit(path: &Path, invert: Invert) -> Result<Vec<u8>> {
+/// Loads a PNG or JPEG of any size and returns `rows` x `cols` MNIST-style pixels.
+pub fn load_digit(path: &Path, invert: Invert, rows: usize, cols: usize) -> Result<Vec<u8>> {
     let picture = image::open(path).map_err(|e| Error::Image {
         path: path.to_path_buf(),
         reason: format!("cannot read as an image ({e})"),
     })?;
-    to_mnist_layout(&picture.to_luma8(), invert).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
+    to_mnist_layout(&picture.to_luma8(), invert, rows as u32, cols as u32).map_err(|reason| {
+        Error::Image {
+            path: path.to_path_buf(),
+            reason,
+        }
     })
 }
 
 /// Grayscale, inversion, crop to the digit, fit into 20x20 keeping the aspect ratio, and
-/// centre by mass in 28x28, as the MNIST images were made.
-pub fn to_mnist_layout(gray: &GrayImage, invert: Invert) -> std::result::Result<Vec<u8>, String> {
+/// centre by mass in 28x28, as the MNIST images were made (scaled for other frame sizes).
+pub fn to_mnist_layout(
+    gray: &GrayImage,
+    invert: Invert,
+    rows: u32,
+    cols: u32,
+) -> std::result::Result<Vec<u8>, String> {
     let mut gray = gray.clone();
     let should_invert = match invert {
         Invert::Yes => true,
@@ -49,18 +56,22 @@ pub fn to_mnist_layout(gray: &GrayImage, invert: Invert) -> std::result::Result<
     }
     let (x0, y0, x1, y1) = ink_bounds(&gray).ok_or("no digit found: the image is blank")?;
     let digit = image::imageops::crop_imm(&gray, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
-    let scale = DIGIT_BOX as f64 / digit.width().max(digit.height()) as f64;
-    let width = ((digit.width() as f64 * scale).round() as u32).clamp(1, DIGIT_BOX);
-    let height = ((digit.height() as f64 * scale).round() as u32).clamp(1, DIGIT_BOX);
+    let box_width = ((cols as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1);
+    let box_height = ((rows as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1);
+    let scale =
+        (box_width as f64 / digit.width() as f64).min(box_height as f64 / digit.height() as f64);
+    let width = ((digit.width() as f64 * scale).round() as u32).clamp(1, box_width);
+    let height = ((digit.height() as f64 * scale).round() as u32).clamp(1, box_height);
     let resized = image::imageops::resize(&digit, width, height, FilterType::CatmullRom);
 
     let (mass_x, mass_y) = centre_of_mass(&resized);
-    let half = SIDE as f64 / 2.0;
-    let max_x = (SIDE as u32 - width) as f64;
-    let max_y = (SIDE as u32 - height) as f64;
-    let left = (half - mass_x).round().clamp(0.0, max_x) as u32;
-    let top = (half - mass_y).round().clamp(0.0, max_y) as u32;
-    let mut frame = GrayImage::from_pixel(SIDE as u32, SIDE as u32, Luma([0]));
+    let left = (cols as f64 / 2.0 - mass_x)
+        .round()
+        .clamp(0.0, (cols - width) as f64) as u32;
+    let top = (rows as f64 / 2.0 - mass_y)
+        .round()
+        .clamp(0.0, (rows - height) as f64) as u32;
+    let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     image::imageops::overlay(&mut frame, &resized, i64::from(left), i64::from(top));
     Ok(frame.into_raw())
 }
@@ -116,8 +127,8 @@ mod tests {
 
     #[test]
     fn light_background_is_inverted_and_digit_centred() {
-        let pixels = to_mnist_layout(&bar_on_paper(), Invert::Auto).unwrap();
-        assert_eq!(pixels.len(), SIDE * SIDE);
+        let pixels = to_mnist_layout(&bar_on_paper(), Invert::Auto, 28, 28).unwrap();
+        assert_eq!(pixels.len(), 28 * 28);
         let frame = GrayImage::from_raw(28, 28, pixels).unwrap();
         assert_eq!(frame.get_pixel(0, 0).0[0], 0, "background becomes black");
         assert!(
@@ -131,7 +142,7 @@ mod tests {
 
     #[test]
     fn no_inversion_when_asked() {
-        let pixels = to_mnist_layout(&bar_on_paper(), Invert::No).unwrap();
+        let pixels = to_mnist_layout(&bar_on_paper(), Invert::No, 28, 28).unwrap();
         // Without inversion the white paper is the "ink" and fills the frame's box.
         assert!(pixels.iter().filter(|&&p| p > 200).count() > 150);
     }
@@ -139,7 +150,7 @@ mod tests {
     #[test]
     fn blank_image_is_an_error() {
         let blank = GrayImage::from_pixel(10, 10, Luma([255]));
-        let error = to_mnist_layout(&blank, Invert::Auto).unwrap_err();
+        let error = to_mnist_layout(&blank, Invert::Auto, 28, 28).unwrap_err();
         assert!(error.contains("blank"), "{error}");
     }
 
@@ -148,7 +159,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("not-an-image.png");
         std::fs::write(&path, b"hello").unwrap();
-        let message = load_digit(&path, Invert::Auto).unwrap_err().to_string();
+        let message = load_digit(&path, Invert::Auto, 28, 28)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("cannot read as an image"), "{message}");
     }
 }

@@ -7,7 +7,8 @@ use md5::{Digest, Md5};
 use super::idx;
 use crate::error::{Error, Result};
 
-pub const NUM_CLASSES: usize = 10;
+/// Optional file in a data directory naming the classes, one per line in label order.
+pub const CLASSES_FILE: &str = "classes.txt";
 
 /// One of the four canonical MNIST files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,8 @@ pub struct Split {
     pub labels: Vec<u8>,
     /// MD5 of the decompressed images and labels files, in that order.
     pub checksums: [String; 2],
+    /// Names from `classes.txt`, when the data directory has one.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Split {
@@ -135,6 +138,21 @@ impl Split {
 
     pub fn image_len(&self) -> usize {
         self.rows * self.cols
+    }
+
+    /// Classes as named by `classes.txt`, else one more than the largest label.
+    pub fn num_classes(&self) -> usize {
+        match &self.class_names {
+            Some(names) => names.len(),
+            None => self.labels.iter().max().map_or(1, |&max| max as usize + 1),
+        }
+    }
+
+    /// Class names from `classes.txt`, else the labels as numbers.
+    pub fn class_names(&self) -> Vec<String> {
+        self.class_names
+            .clone()
+            .unwrap_or_else(|| (0..self.num_classes()).map(|c| c.to_string()).collect())
     }
 
     pub fn image(&self, index: usize) -> &[u8] {
@@ -189,16 +207,19 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
             ),
         });
     }
-    if let Some(position) = labels
-        .iter()
-        .position(|&label| label as usize >= NUM_CLASSES)
+    let class_names = read_class_names(dir)?;
+    if let Some(names) = &class_names
+        && let Some(position) = labels
+            .iter()
+            .position(|&label| label as usize >= names.len())
     {
         return Err(Error::InvalidIdx {
             path: labels_path,
             reason: format!(
-                "label {} at index {position} is outside 0..={}",
+                "label {} at index {position} has no name: {} names {} classes",
                 labels[position],
-                NUM_CLASSES - 1
+                dir.join(CLASSES_FILE).display(),
+                names.len()
             ),
         });
     }
@@ -208,7 +229,31 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
         pixels: images.pixels,
         checksums: [md5_hex(&image_bytes), md5_hex(&label_bytes)],
         labels,
+        class_names,
     })
+}
+
+/// The class names in `dir/classes.txt`, if present: one per line, blank lines ignored.
+pub fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
+    let path = dir.join(CLASSES_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() || names.len() > 256 {
+        return Err(Error::InvalidArgument(format!(
+            "{}: needs 1 to 256 class names, one per line; found {}",
+            path.display(),
+            names.len()
+        )));
+    }
+    Ok(Some(names))
 }
 
 /// Both splits.
@@ -265,13 +310,34 @@ mod tests {
     }
 
     #[test]
-    fn label_out_of_range_is_rejected() {
+    fn label_without_a_class_name_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         write_split(dir.path(), SplitKind::Train, 2, vec![1, 12]);
+        std::fs::write(dir.path().join(CLASSES_FILE), "a\nb\nc\n").unwrap();
         let message = load_split(dir.path(), SplitKind::Train)
             .unwrap_err()
             .to_string();
-        assert!(message.contains("label 12 at index 1"), "{message}");
+        assert!(
+            message.contains("label 12 at index 1 has no name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn classes_come_from_classes_txt_or_the_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Train, 2, vec![1, 4]);
+        let split = load_split(dir.path(), SplitKind::Train).unwrap();
+        assert_eq!(split.num_classes(), 5);
+        assert_eq!(split.class_names()[4], "4");
+        std::fs::write(
+            dir.path().join(CLASSES_FILE),
+            "zero\none\n\ntwo\nthree\nfour\nfive\n",
+        )
+        .unwrap();
+        let split = load_split(dir.path(), SplitKind::Train).unwrap();
+        assert_eq!(split.num_classes(), 6);
+        assert_eq!(split.class_names()[1], "one");
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod download;
 pub mod idx;
 pub mod image;
+pub mod import;
 pub mod mnist;
 
 pub use mnist::{Mnist, MnistFile, Split, SplitKind, load, load_split};

@@ -1,0 +1,618 @@
+//! `mnist-cnn import`: folders of labelled pictures -> an MNIST-like data set, i.e. the four
+//! gzipped IDX files plus `classes.txt` (class names in label order).
+//!
+//! Two layouts are accepted: `SRC/train/<class>/*` with `SRC/test/<class>/*`, or `SRC/<class>/*`
+//! split per class by a seeded shuffle. Everything is read, decoded and checked before the first
+//! byte is written, so a failed import leaves `out` as it was.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageReader, Luma};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use super::idx::{self, IdxImages};
+use super::image::Invert;
+use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
+
+/// Class names, one a line, in label order.
+pub const CLASSES_FILE: &str = "classes.txt";
+/// Labels are one byte each in IDX.
+pub const MAX_CLASSES: usize = 256;
+pub const MAX_SIDE: u32 = idx::MAX_IMAGE_SIDE as u32;
+pub const LAYOUT_TRAIN_TEST: &str = "train/test folders";
+pub const LAYOUT_SPLIT: &str = "one folder split by --test-fraction";
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Output image size as (width, height).
+    pub size: (u32, u32),
+    pub invert: Invert,
+    /// Share of each class held out for testing; only for the `SRC/<class>/*` layout.
+    pub test_fraction: f64,
+    pub seed: u64,
+    /// Fail on the first unreadable file instead of skipping it.
+    pub strict: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            size: (28, 28),
+            invert: Invert::Auto,
+            test_fraction: 0.2,
+            seed: 42,
+            strict: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub label: u8,
+    pub train: usize,
+    pub test: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub out_dir: PathBuf,
+    /// [`LAYOUT_TRAIN_TEST`] or [`LAYOUT_SPLIT`].
+    pub layout: String,
+    pub classes: Vec<ClassCount>,
+    /// Files that could not be read as images, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// The five files an import writes into `out`, in the order they are written.
+pub fn output_files() -> [String; 5] {
+    [
+        TRAIN_IMAGES.gz_name(),
+        TRAIN_LABELS.gz_name(),
+        TEST_IMAGES.gz_name(),
+        TEST_LABELS.gz_name(),
+        CLASSES_FILE.to_string(),
+    ]
+}
+
+/// Reads the labelled pictures under `src` and writes the MNIST-like data set into `out`.
+pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<ImportReport> {
+    validate_options(options)?;
+    let layout = find_layout(src, out)?;
+    let classes = layout.classes();
+    match classes.len() {
+        0 => {
+            return Err(invalid(format!(
+                "no class folders in {}: expected SRC/<class>/<images> or SRC/train/<class>/<images> with SRC/test/<class>/<images>",
+                layout.class_root().display()
+            )));
+        }
+        1 => {
+            return Err(invalid(format!(
+                "only one class (\"{}\") in {}: a classifier needs at least two class folders",
+                classes[0],
+                layout.class_root().display()
+            )));
+        }
+        n if n > MAX_CLASSES => {
+            return Err(invalid(format!(
+                "{n} class folders in {}: at most {MAX_CLASSES} classes fit in one-byte IDX labels",
+                layout.class_root().display()
+            )));
+        }
+        _ => {}
+    }
+
+    // Every file to decode, as (class index, is it from the test folder, path).
+    let mut jobs: Vec<(usize, bool, PathBuf)> = Vec::new();
+    let mut files_per_dir: Vec<usize> = Vec::new();
+    for (class, dirs) in layout.class_dirs().iter().enumerate() {
+        for (is_test, dir) in dirs {
+            let files = list_files(dir)?;
+            if !is_test {
+                files_per_dir.push(files.len());
+            }
+            jobs.extend(files.into_iter().map(|path| (class, *is_test, path)));
+        }
+    }
+
+    let decoded: Vec<std::result::Result<Vec<u8>, String>> = jobs
+        .par_iter()
+        .map(|(_, _, path)| load_picture(path, options))
+        .collect();
+
+    let mut skipped = Vec::new();
+    let mut train_sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); classes.len()];
+    let mut test_sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); classes.len()];
+    for ((class, is_test, path), result) in jobs.into_iter().zip(decoded) {
+        match result {
+            Ok(pixels) if is_test => test_sets[class].push(pixels),
+            Ok(pixels) => train_sets[class].push(pixels),
+            Err(reason) if options.strict => return Err(Error::Image { path, reason }),
+            Err(reason) => skipped.push((path, reason)),
+        }
+    }
+
+    let found: usize = train_sets.iter().chain(&test_sets).map(Vec::len).sum();
+    if found == 0 {
+        return Err(invalid(format!(
+            "no images found in {} ({} files, none readable as an image)",
+            src.display(),
+            skipped.len()
+        )));
+    }
+    for (class, set) in train_sets.iter().enumerate() {
+        if set.is_empty() {
+            let dir = &layout.class_dirs()[class][0].1;
+            let files = files_per_dir[class];
+            let detail = if files == 0 {
+                "the folder is empty".to_string()
+            } else {
+                format!("{files} files, none readable as an image")
+            };
+            return Err(invalid(format!(
+                "class \"{}\" has no images in {} ({detail})",
+                classes[class],
+                dir.display()
+            )));
+        }
+    }
+
+    if matches!(layout, Layout::Split { .. }) {
+        let mut rng = StdRng::seed_from_u64(options.seed);
+        for (train, test) in train_sets.iter_mut().zip(&mut test_sets) {
+            (*train, *test) = split(std::mem::take(train), options.test_fraction, &mut rng);
+        }
+    }
+
+    let train_count: usize = train_sets.iter().map(Vec::len).sum();
+    let test_count: usize = test_sets.iter().map(Vec::len).sum();
+    if train_count.max(test_count) > idx::MAX_ITEMS {
+        return Err(invalid(format!(
+            "{} images in one split, more than the IDX limit of {}",
+            train_count.max(test_count),
+            idx::MAX_ITEMS
+        )));
+    }
+
+    let (width, height) = options.size;
+    let (rows, cols) = (height as usize, width as usize);
+    let (train_images, train_labels) = assemble(&train_sets, rows, cols);
+    let (test_images, test_labels) = assemble(&test_sets, rows, cols);
+    write_gzipped(out, TRAIN_IMAGES, &idx::encode_images(&train_images))?;
+    write_gzipped(out, TRAIN_LABELS, &idx::encode_labels(&train_labels))?;
+    write_gzipped(out, TEST_IMAGES, &idx::encode_images(&test_images))?;
+    write_gzipped(out, TEST_LABELS, &idx::encode_labels(&test_labels))?;
+    let mut class_list = classes.join("\n");
+    class_list.push('\n');
+    write_atomically(&out.join(CLASSES_FILE), class_list.as_bytes())?;
+
+    Ok(ImportReport {
+        out_dir: out.to_path_buf(),
+        layout: layout.name().to_string(),
+        classes: classes
+            .iter()
+            .enumerate()
+            .map(|(label, class)| ClassCount {
+                class: class.clone(),
+                label: label as u8,
+                train: train_sets[label].len(),
+                test: test_sets[label].len(),
+            })
+            .collect(),
+        skipped,
+        train_images: train_count,
+        test_images: test_count,
+        rows,
+        cols,
+    })
+}
+
+fn validate_options(options: &ImportOptions) -> Result<()> {
+    let (width, height) = options.size;
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(invalid(format!(
+            "image size {width}x{height} is outside 1..={MAX_SIDE} pixels a side"
+        )));
+    }
+    if !(0.0..1.0).contains(&options.test_fraction) {
+        return Err(invalid(format!(
+            "test fraction {} is outside [0, 1)",
+            options.test_fraction
+        )));
+    }
+    Ok(())
+}
+
+/// Where the class folders are. Each class has one folder, or a train and a test folder.
+enum Layout {
+    TrainTest {
+        root: PathBuf,
+        classes: Vec<String>,
+        dirs: Vec<Vec<(bool, PathBuf)>>,
+    },
+    Split {
+        root: PathBuf,
+        classes: Vec<String>,
+        dirs: Vec<Vec<(bool, PathBuf)>>,
+    },
+}
+
+impl Layout {
+    fn classes(&self) -> &[String] {
+        match self {
+            Layout::TrainTest { classes, .. } | Layout::Split { classes, .. } => classes,
+        }
+    }
+
+    /// Per class, its folders as (is it the test folder, path); the first is never the test one.
+    fn class_dirs(&self) -> &[Vec<(bool, PathBuf)>] {
+        match self {
+            Layout::TrainTest { dirs, .. } | Layout::Split { dirs, .. } => dirs,
+        }
+    }
+
+    /// The folder whose subfolders are the classes (for layout A, the train folder).
+    fn class_root(&self) -> &Path {
+        match self {
+            Layout::TrainTest { root, .. } | Layout::Split { root, .. } => root,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Layout::TrainTest { .. } => LAYOUT_TRAIN_TEST,
+            Layout::Split { .. } => LAYOUT_SPLIT,
+        }
+    }
+}
+
+fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
+    let metadata = std::fs::metadata(src).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            invalid(format!("source folder {} does not exist", src.display()))
+        } else {
+            Error::io(src, e)
+        }
+    })?;
+    if !metadata.is_dir() {
+        return Err(invalid(format!(
+            "source {} is not a folder: expected a folder of class folders",
+            src.display()
+        )));
+    }
+    // An output folder inside the source is not a class (it matters when importing again).
+    let out = std::fs::canonicalize(out).ok();
+    let top = subfolders(src, out.as_deref())?;
+    let has = |name: &str| top.iter().any(|(n, _)| n == name);
+    match (has("train"), has("test")) {
+        (true, true) => {}
+        (false, false) => {
+            let classes: Vec<String> = top.iter().map(|(name, _)| name.clone()).collect();
+            let dirs = top.into_iter().map(|(_, dir)| vec![(false, dir)]).collect();
+            return Ok(Layout::Split {
+                root: src.to_path_buf(),
+                classes,
+                dirs,
+            });
+        }
+        (has_train, _) => {
+            let (present, absent) = if has_train {
+                ("train", "test")
+            } else {
+                ("test", "train")
+            };
+            return Err(invalid(format!(
+                "{} has a {present}/ folder but no {absent}/ folder: use SRC/train/<class> with SRC/test/<class>, or SRC/<class> alone",
+                src.display()
+            )));
+        }
+    }
+    if let Some((name, _)) = top.iter().find(|(n, _)| n != "train" && n != "test") {
+        return Err(invalid(format!(
+            "unexpected folder {} next to train/ and test/: with train/test folders the classes go inside them",
+            src.join(name).display()
+        )));
+    }
+
+    let train_root = src.join("train");
+    let test_root = src.join("test");
+    let train = subfolders(&train_root, out.as_deref())?;
+    let test = subfolders(&test_root, out.as_deref())?;
+    let names = |side: &[(String, PathBuf)]| -> Vec<String> {
+        side.iter().map(|(name, _)| name.clone()).collect()
+    };
+    let (train_names, test_names) = (names(&train), names(&test));
+    if let Some(name) = train_names.iter().find(|n| !test_names.contains(n)) {
+        return Err(invalid(format!(
+            "class \"{name}\" is in {} but not in {}: both need the same class folders",
+            train_root.display(),
+            test_root.display()
+        )));
+    }
+    if let Some(name) = test_names.iter().find(|n| !train_names.contains(n)) {
+        return Err(invalid(format!(
+            "class \"{name}\" is in {} but not in {}: both need the same class folders",
+            test_root.display(),
+            train_root.display()
+        )));
+    }
+    let dirs = train
+        .into_iter()
+        .zip(test)
+        .map(|((_, train_dir), (_, test_dir))| vec![(false, train_dir), (true, test_dir)])
+        .collect();
+    Ok(Layout::TrainTest {
+        root: train_root,
+        classes: train_names,
+        dirs,
+    })
+}
+
+/// Non-hidden subfolders of `dir` as (name, path), sorted by name, leaving out `exclude`.
+fn subfolders(dir: &Path, exclude: Option<&Path>) -> Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for (name, path) in visible_entries(dir)? {
+        if !path.is_dir() {
+            continue;
+        }
+        if exclude.is_some() && std::fs::canonicalize(&path).ok().as_deref() == exclude {
+            continue;
+        }
+        let Some(name) = name.to_str() else {
+            return Err(invalid(format!(
+                "class folder name {} is not valid UTF-8",
+                path.display()
+            )));
+        };
+        // classes.txt holds one trimmed name a line.
+        if name.contains(['\n', '\r']) || name.trim() != name {
+            return Err(invalid(format!(
+                "class folder name {name:?} has a line break or surrounding spaces, which {CLASSES_FILE} cannot keep; rename {}",
+                path.display()
+            )));
+        }
+        found.push((name.to_string(), path));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Non-hidden files (or links to files) in `dir`, sorted by name; subfolders are ignored.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<_> = visible_entries(dir)?
+        .into_iter()
+        .filter(|(_, path)| path.is_file())
+        .collect();
+    files.sort();
+    Ok(files.into_iter().map(|(_, path)| path).collect())
+}
+
+fn visible_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        if name.as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        entries.push((name, entry.path()));
+    }
+    Ok(entries)
+}
+
+/// Decodes one picture, by its content rather than its extension, and prepares its pixels.
+fn load_picture(path: &Path, options: &ImportOptions) -> std::result::Result<Vec<u8>, String> {
+    let picture = ImageReader::open(path)
+        .and_then(|reader| reader.with_guessed_format())
+        .map_err(|e| format!("cannot read ({e})"))?
+        .decode()
+        .map_err(|e| format!("cannot read as an image ({e})"))?;
+    if picture.width() == 0 || picture.height() == 0 {
+        return Err("the image has no pixels".to_string());
+    }
+    Ok(prepare(to_gray(&picture), options.invert, options.size))
+}
+
+/// Grayscale; transparent parts count as white paper, as in a drawing exported from a canvas.
+fn to_gray(picture: &DynamicImage) -> GrayImage {
+    if !picture.color().has_alpha() {
+        return picture.to_luma8();
+    }
+    let gray_alpha = picture.to_luma_alpha8();
+    GrayImage::from_fn(picture.width(), picture.height(), |x, y| {
+        let [value, alpha] = gray_alpha.get_pixel(x, y).0;
+        let (value, alpha) = (u32::from(value), u32::from(alpha));
+        Luma([((value * alpha + 255 * (255 - alpha) + 127) / 255) as u8])
+    })
+}
+
+/// Inversion (so the ink is light on dark, as in MNIST) and resizing to exactly `size`.
+pub fn prepare(mut gray: GrayImage, invert: Invert, (width, height): (u32, u32)) -> Vec<u8> {
+    let should_invert = match invert {
+        Invert::Yes => true,
+        Invert::No => false,
+        Invert::Auto => border_mean(&gray) > 127.0,
+    };
+    if should_invert {
+        image::imageops::invert(&mut gray);
+    }
+    if gray.dimensions() == (width, height) {
+        return gray.into_raw();
+    }
+    image::imageops::resize(&gray, width, height, FilterType::Triangle).into_raw()
+}
+
+/// Mean of the outermost pixels: light for dark ink on paper.
+fn border_mean(gray: &GrayImage) -> f64 {
+    let (width, height) = gray.dimensions();
+    let (mut sum, mut count) = (0u64, 0u64);
+    for (x, y, pixel) in gray.enumerate_pixels() {
+        if x == 0 || y == 0 || x + 1 == width || y + 1 == height {
+            sum += u64::from(pixel.0[0]);
+            count += 1;
+        }
+    }
+    sum as f64 / count.max(1) as f64
+}
+
+/// Splits one class's images (in file-name order) into (train, test) by a seeded shuffle,
+/// keeping at least one for training and the name order within each part.
+fn split<T>(items: Vec<T>, test_fraction: f64, rng: &mut StdRng) -> (Vec<T>, Vec<T>) {
+    let count = items.len();
+    let test_count = test_size(count, test_fraction);
+    let mut order: Vec<usize> = (0..count).collect();
+    order.shuffle(rng);
+    let mut is_test = vec![false; count];
+    for &index in &order[..test_count] {
+        is_test[index] = true;
+    }
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (item, is_test) in items.into_iter().zip(is_test) {
+        if is_test {
+            test.push(item);
+        } else {
+            train.push(item);
+        }
+    }
+    (train, test)
+}
+
+/// How many of `count` images go to the test split: the rounded fraction, leaving one to train.
+fn test_size(count: usize, test_fraction: f64) -> usize {
+    ((count as f64 * test_fraction).round() as usize).min(count.saturating_sub(1))
+}
+
+/// One IDX image set and its labels, class by class.
+fn assemble(sets: &[Vec<Vec<u8>>], rows: usize, cols: usize) -> (IdxImages, Vec<u8>) {
+    let count: usize = sets.iter().map(Vec::len).sum();
+    let mut pixels = Vec::with_capacity(count * rows * cols);
+    let mut labels = Vec::with_capacity(count);
+    for (label, set) in sets.iter().enumerate() {
+        for image in set {
+            debug_assert_eq!(image.len(), rows * cols);
+            pixels.extend_from_slice(image);
+            labels.push(label as u8);
+        }
+    }
+    let images = IdxImages {
+        count,
+        rows,
+        cols,
+        pixels,
+    };
+    (images, labels)
+}
+
+fn write_gzipped(out: &Path, file: MnistFile, bytes: &[u8]) -> Result<()> {
+    let path = out.join(file.gz_name());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).map_err(|e| Error::io(&path, e))?;
+    let compressed = encoder.finish().map_err(|e| Error::io(&path, e))?;
+    write_atomically(&path, &compressed)
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dark_square_on_paper() -> GrayImage {
+        GrayImage::from_fn(40, 30, |x, y| {
+            if (15..25).contains(&x) && (10..20).contains(&y) {
+                Luma([0])
+            } else {
+                Luma([255])
+            }
+        })
+    }
+
+    #[test]
+    fn auto_inversion_and_resize() {
+        let pixels = prepare(dark_square_on_paper(), Invert::Auto, (20, 15));
+        assert_eq!(pixels.len(), 20 * 15);
+        assert_eq!(pixels[0], 0, "paper becomes black");
+        assert!(pixels[7 * 20 + 10] > 200, "ink becomes bright");
+    }
+
+    #[test]
+    fn explicit_inversion_choices() {
+        let kept = prepare(dark_square_on_paper(), Invert::No, (40, 30));
+        assert_eq!(kept, dark_square_on_paper().into_raw());
+        let light_on_dark = GrayImage::from_pixel(8, 8, Luma([10]));
+        assert_eq!(prepare(light_on_dark.clone(), Invert::Auto, (8, 8))[0], 10);
+        assert_eq!(prepare(light_on_dark, Invert::Yes, (8, 8))[0], 245);
+    }
+
+    #[test]
+    fn transparency_counts_as_paper() {
+        let picture = DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_fn(4, 4, |x, _| {
+            if x == 0 {
+                image::LumaA([0, 255])
+            } else {
+                image::LumaA([0, 0])
+            }
+        }));
+        let gray = to_gray(&picture);
+        assert_eq!(gray.get_pixel(0, 0).0[0], 0);
+        assert_eq!(gray.get_pixel(2, 2).0[0], 255);
+    }
+
+    #[test]
+    fn test_size_keeps_one_for_training() {
+        assert_eq!(test_size(10, 0.2), 2);
+        assert_eq!(test_size(5, 0.3), 2);
+        assert_eq!(test_size(1, 0.5), 0);
+        assert_eq!(test_size(2, 0.9), 1);
+        assert_eq!(test_size(0, 0.5), 0);
+        assert_eq!(test_size(7, 0.0), 0);
+    }
+
+    #[test]
+    fn split_is_seeded_and_keeps_name_order() {
+        let items: Vec<u32> = (0..20).collect();
+        let run = |seed| split(items.clone(), 0.25, &mut StdRng::seed_from_u64(seed));
+        let (train, test) = run(3);
+        assert_eq!((train.len(), test.len()), (15, 5));
+        assert!(train.is_sorted() && test.is_sorted());
+        assert_eq!(run(3), (train.clone(), test.clone()));
+        assert_ne!(run(4).1, test);
+    }
+
+    #[test]
+    fn bad_options_are_rejected() {
+        let with = |change: fn(&mut ImportOptions)| {
+            let mut options = ImportOptions::default();
+            change(&mut options);
+            validate_options(&options).map_err(|e| e.to_string())
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(with(|o| o.size = (0, 28)).unwrap_err().contains("0x28"));
+        assert!(
+            with(|o| o.size = (28, 1025))
+                .unwrap_err()
+                .contains("28x1025")
+        );
+        assert!(
+            with(|o| o.test_fraction = 1.0)
+                .unwrap_err()
+                .contains("[0, 1)")
+        );
+        assert!(with(|o| o.test_fraction = -0.1).is_err());
+        assert!(with(|o| o.test_fraction = f64::NAN).is_err());
+    }
+}
