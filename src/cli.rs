@@ -13,6 +13,7 @@ use crate::backend::{self, BackendKind};
 use crate::bench;
 use crate::data::download::{self, DownloadOptions, FileOutcome};
 use crate::data::image::{Invert, load_digit};
+use crate::data::import::{ImportOptions, import_folder};
 use crate::data::{self, SplitKind};
 use crate::evaluate::{self, MISTAKES_SHOWN};
 use crate::fsutil::write_json_atomically;
@@ -63,6 +64,45 @@ pub enum Command {
     Predict(PredictArgs),
     /// Measure training and evaluation speed per backend and batch size on real MNIST
     Bench(BenchArgs),
+    /// Turn folders of labelled images into an IDX data set that every command can use
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Folder with train/<class>/* and test/<class>/*, or just <class>/*
+    #[arg(value_name = "SRC")]
+    pub source: PathBuf,
+    /// Directory to write the four IDX files and classes.txt to
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Image size as WIDTHxHEIGHT (or one number for square images)
+    #[arg(long, default_value = "28x28", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Invert pictures so the subject is light on dark, as in MNIST
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    pub invert: Invert,
+    /// Fraction of each class held out as the test split, for a single <class>/* tree
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Seed for the train/test split of a single <class>/* tree
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fail on the first unreadable or non-image file instead of skipping it
+    #[arg(long)]
+    pub strict: bool,
+}
+
+fn parse_size(text: &str) -> std::result::Result<(u32, u32), String> {
+    let parse = |part: &str| {
+        part.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{text}` is not a size like 28x28"))
+    };
+    match text.split_once(['x', 'X']) {
+        Some((width, height)) => Ok((parse(width)?, parse(height)?)),
+        None => parse(text).map(|side| (side, side)),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +280,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => run_evaluate(&session, args),
         Command::Predict(args) => run_predict(&session, args),
         Command::Bench(args) => run_bench(&session, args),
+        Command::Import(args) => run_import(&session, args),
     }
 }
 
@@ -611,6 +652,50 @@ fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         results.push(json!({ "image": path, "top": top }));
     }
     session.print_json(&json!({ "predictions": results }))
+}
+
+fn run_import(session: &Session, args: ImportArgs) -> Result<()> {
+    let options = ImportOptions {
+        size: args.size,
+        invert: args.invert,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+        strict: args.strict,
+    };
+    let report = import_folder(&args.source, &args.out, &options)?;
+    if session.human() {
+        println!(
+            "imported {} classes ({}) into {}: {} training and {} test images of {}x{} pixels",
+            report.classes.len(),
+            report.layout,
+            args.out.display(),
+            report.train_images,
+            report.test_images,
+            report.cols,
+            report.rows
+        );
+        println!(
+            "{:>6} {:<24} {:>8} {:>8}",
+            "label", "class", "train", "test"
+        );
+        for class in &report.classes {
+            println!(
+                "{:>6} {:<24} {:>8} {:>8}",
+                class.label, class.class, class.train, class.test
+            );
+        }
+        if !report.skipped.is_empty() {
+            println!(
+                "skipped {} files that are not readable images:",
+                report.skipped.len()
+            );
+            for (path, reason) in &report.skipped {
+                println!("  {}: {reason}", path.display());
+            }
+        }
+        println!("next: mnist-cnn --data-dir {} train", args.out.display());
+    }
+    session.print_json(&serde_json::to_value(&report)?)
 }
 
 /// Images in one training epoch with Keras's default 10% validation split.

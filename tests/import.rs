@@ -418,3 +418,31 @@ fn empty_training_class_is_an_error_even_with_test_images() {
     );
     assert!(message.contains("train"), "{message}");
 }
+
+#[test]
+fn split_does_not_depend_on_file_creation_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (forward, backward) = (dir.path().join("forward"), dir.path().join("backward"));
+    for class in [2, 0, 1] {
+        let shape = CLASSES[class];
+        for variant in 0..8 {
+            save(&forward.join(shape), shape, variant);
+            save(&backward.join(shape), shape, 7 - variant);
+        }
+    }
+    let options = ImportOptions {
+        test_fraction: 0.5,
+        seed: 3,
+        ..ImportOptions::default()
+    };
+    let (out_forward, out_backward) = (dir.path().join("a"), dir.path().join("b"));
+    import_folder(&forward, &out_forward, &options).unwrap();
+    import_folder(&backward, &out_backward, &options).unwrap();
+    for name in OUTPUTS {
+        assert_eq!(
+            std::fs::read(out_forward.join(name)).unwrap(),
+            std::fs::read(out_backward.join(name)).unwrap(),
+            "{name} depends on the order the files were created in"
+        );
+    }
+}
