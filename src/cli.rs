@@ -169,7 +169,7 @@ pub struct TrainArgs {
     /// Passes over the training data
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
-    /// Images per gradient step (128 trains fastest per epoch here while still reaching 99% test accuracy)
+    /// Images per gradient step (128 trains fastest per epoch on a 2-core CPU; see BENCHMARKS.md)
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// Adam learning rate

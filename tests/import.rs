@@ -6,7 +6,7 @@ use image::{GrayImage, Luma, Rgb, RgbImage};
 use mnist_cnn::data::idx::{IdxImages, decode_images, decode_labels, read_maybe_gzipped};
 use mnist_cnn::data::image::Invert;
 use mnist_cnn::data::import::{
-    ImportOptions, ImportReport, LAYOUT_SPLIT, LAYOUT_TRAIN_TEST, import_folder,
+    ImportOptions, ImportReport, LAYOUT_SPLIT, LAYOUT_TRAIN_TEST, import_folder, prepare,
 };
 
 const OUTPUTS: [&str; 5] = [
@@ -420,29 +420,54 @@ fn empty_training_class_is_an_error_even_with_test_images() {
 }
 
 #[test]
-fn split_does_not_depend_on_file_creation_order() {
+fn images_are_stored_in_file_name_order() {
     let dir = tempfile::tempdir().unwrap();
-    let (forward, backward) = (dir.path().join("forward"), dir.path().join("backward"));
+    let src = dir.path().join("src");
+    // Created out of name order, as PNG so the pixels are exactly predictable.
     for class in [2, 0, 1] {
         let shape = CLASSES[class];
-        for variant in 0..8 {
-            save(&forward.join(shape), shape, variant);
-            save(&backward.join(shape), shape, 7 - variant);
+        std::fs::create_dir_all(src.join(shape)).unwrap();
+        for variant in [3, 0, 5, 1, 4, 2] {
+            draw(shape, variant)
+                .save(src.join(shape).join(format!("{shape}-{variant:02}.png")))
+                .unwrap();
         }
     }
+    let out = dir.path().join("out");
     let options = ImportOptions {
-        test_fraction: 0.5,
-        seed: 3,
+        test_fraction: 0.0,
         ..ImportOptions::default()
     };
-    let (out_forward, out_backward) = (dir.path().join("a"), dir.path().join("b"));
-    import_folder(&forward, &out_forward, &options).unwrap();
-    import_folder(&backward, &out_backward, &options).unwrap();
-    for name in OUTPUTS {
-        assert_eq!(
-            std::fs::read(out_forward.join(name)).unwrap(),
-            std::fs::read(out_backward.join(name)).unwrap(),
-            "{name} depends on the order the files were created in"
-        );
+    import_folder(&src, &out, &options).unwrap();
+    let mut expected = Vec::new();
+    for shape in CLASSES {
+        for variant in 0..6 {
+            expected.extend(prepare(draw(shape, variant), Invert::Auto, (28, 28)));
+        }
+    }
+    let written = read_output(&out);
+    assert_eq!(
+        written.train_labels,
+        [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]
+    );
+    assert!(written.train.pixels == expected, "not in file name order");
+}
+
+#[test]
+fn output_inside_the_source_is_not_a_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src, &[2, 2, 2]);
+    let out = src.join("mnist");
+    for _ in 0..2 {
+        let report = import_folder(&src, &out, &ImportOptions::default()).unwrap();
+        assert_eq!(report.classes.len(), 3);
+    }
+    populate(&src.join("layout-a/train"), &[2, 2, 2]);
+    populate(&src.join("layout-a/test"), &[1, 1, 1]);
+    let out = src.join("layout-a/out");
+    for _ in 0..2 {
+        let report = import_folder(&src.join("layout-a"), &out, &ImportOptions::default());
+        assert_eq!(report.unwrap().layout, LAYOUT_TRAIN_TEST);
     }
 }

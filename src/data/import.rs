@@ -21,8 +21,7 @@ use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABE
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 
-/// Class names, one a line, in label order.
-pub const CLASSES_FILE: &str = "classes.txt";
+pub use super::mnist::CLASSES_FILE;
 /// Labels are one byte each in IDX.
 pub const MAX_CLASSES: usize = 256;
 pub const MAX_SIDE: u32 = idx::MAX_IMAGE_SIDE as u32;
@@ -90,25 +89,25 @@ pub fn output_files() -> [String; 5] {
 pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<ImportReport> {
     validate_options(options)?;
     let layout = find_layout(src, out)?;
-    let classes = layout.classes();
+    let classes = &layout.classes;
     match classes.len() {
         0 => {
             return Err(invalid(format!(
                 "no class folders in {}: expected SRC/<class>/<images> or SRC/train/<class>/<images> with SRC/test/<class>/<images>",
-                layout.class_root().display()
+                layout.root.display()
             )));
         }
         1 => {
             return Err(invalid(format!(
                 "only one class (\"{}\") in {}: a classifier needs at least two class folders",
                 classes[0],
-                layout.class_root().display()
+                layout.root.display()
             )));
         }
         n if n > MAX_CLASSES => {
             return Err(invalid(format!(
                 "{n} class folders in {}: at most {MAX_CLASSES} classes fit in one-byte IDX labels",
-                layout.class_root().display()
+                layout.root.display()
             )));
         }
         _ => {}
@@ -117,7 +116,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
     // Every file to decode, as (class index, is it from the test folder, path).
     let mut jobs: Vec<(usize, bool, PathBuf)> = Vec::new();
     let mut files_per_dir: Vec<usize> = Vec::new();
-    for (class, dirs) in layout.class_dirs().iter().enumerate() {
+    for (class, dirs) in layout.dirs.iter().enumerate() {
         for (is_test, dir) in dirs {
             let files = list_files(dir)?;
             if !is_test {
@@ -154,7 +153,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
     }
     for (class, set) in train_sets.iter().enumerate() {
         if set.is_empty() {
-            let dir = &layout.class_dirs()[class][0].1;
+            let dir = &layout.dirs[class][0].1;
             let files = files_per_dir[class];
             let detail = if files == 0 {
                 "the folder is empty".to_string()
@@ -169,7 +168,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         }
     }
 
-    if matches!(layout, Layout::Split { .. }) {
+    if layout.name == LAYOUT_SPLIT {
         let mut rng = StdRng::seed_from_u64(options.seed);
         for (train, test) in train_sets.iter_mut().zip(&mut test_sets) {
             (*train, *test) = split(std::mem::take(train), options.test_fraction, &mut rng);
@@ -200,7 +199,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
 
     Ok(ImportReport {
         out_dir: out.to_path_buf(),
-        layout: layout.name().to_string(),
+        layout: layout.name.to_string(),
         classes: classes
             .iter()
             .enumerate()
@@ -236,46 +235,14 @@ fn validate_options(options: &ImportOptions) -> Result<()> {
 }
 
 /// Where the class folders are. Each class has one folder, or a train and a test folder.
-enum Layout {
-    TrainTest {
-        root: PathBuf,
-        classes: Vec<String>,
-        dirs: Vec<Vec<(bool, PathBuf)>>,
-    },
-    Split {
-        root: PathBuf,
-        classes: Vec<String>,
-        dirs: Vec<Vec<(bool, PathBuf)>>,
-    },
-}
-
-impl Layout {
-    fn classes(&self) -> &[String] {
-        match self {
-            Layout::TrainTest { classes, .. } | Layout::Split { classes, .. } => classes,
-        }
-    }
-
-    /// Per class, its folders as (is it the test folder, path); the first is never the test one.
-    fn class_dirs(&self) -> &[Vec<(bool, PathBuf)>] {
-        match self {
-            Layout::TrainTest { dirs, .. } | Layout::Split { dirs, .. } => dirs,
-        }
-    }
-
-    /// The folder whose subfolders are the classes (for layout A, the train folder).
-    fn class_root(&self) -> &Path {
-        match self {
-            Layout::TrainTest { root, .. } | Layout::Split { root, .. } => root,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Layout::TrainTest { .. } => LAYOUT_TRAIN_TEST,
-            Layout::Split { .. } => LAYOUT_SPLIT,
-        }
-    }
+struct Layout {
+    /// [`LAYOUT_TRAIN_TEST`] or [`LAYOUT_SPLIT`].
+    name: &'static str,
+    /// The folder whose subfolders are the classes (for train/test folders, the train one).
+    root: PathBuf,
+    classes: Vec<String>,
+    /// Per class, its folders as (is it the test folder, path); the first is never a test one.
+    dirs: Vec<Vec<(bool, PathBuf)>>,
 }
 
 fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
@@ -301,7 +268,8 @@ fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
         (false, false) => {
             let classes: Vec<String> = top.iter().map(|(name, _)| name.clone()).collect();
             let dirs = top.into_iter().map(|(_, dir)| vec![(false, dir)]).collect();
-            return Ok(Layout::Split {
+            return Ok(Layout {
+                name: LAYOUT_SPLIT,
                 root: src.to_path_buf(),
                 classes,
                 dirs,
@@ -353,7 +321,8 @@ fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
         .zip(test)
         .map(|((_, train_dir), (_, test_dir))| vec![(false, train_dir), (true, test_dir)])
         .collect();
-    Ok(Layout::TrainTest {
+    Ok(Layout {
+        name: LAYOUT_TRAIN_TEST,
         root: train_root,
         classes: train_names,
         dirs,
