@@ -49,7 +49,7 @@ pub fn to_mnist_layout(
     let should_invert = match invert {
         Invert::Yes => true,
         Invert::No => false,
-        Invert::Auto => border_mean(&gray) > 127.0,
+        Invert::Auto => light_background(&gray),
     };
     if should_invert {
         image::imageops::invert(&mut gray);
@@ -74,6 +74,11 @@ pub fn to_mnist_layout(
     let mut frame = GrayImage::from_pixel(cols, rows, Luma([0]));
     image::imageops::overlay(&mut frame, &resized, i64::from(left), i64::from(top));
     Ok(frame.into_raw())
+}
+
+/// Whether the outermost pixels are mostly light, as for dark ink on paper.
+pub fn light_background(gray: &GrayImage) -> bool {
+    border_mean(gray) > 127.0
 }
 
 fn border_mean(gray: &GrayImage) -> f64 {

@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::idx::{self, IdxImages};
-use super::image::Invert;
+use super::image::{Invert, light_background};
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
@@ -412,7 +412,7 @@ pub fn prepare(mut gray: GrayImage, invert: Invert, (width, height): (u32, u32))
     let should_invert = match invert {
         Invert::Yes => true,
         Invert::No => false,
-        Invert::Auto => border_mean(&gray) > 127.0,
+        Invert::Auto => light_background(&gray),
     };
     if should_invert {
         image::imageops::invert(&mut gray);
@@ -421,19 +421,6 @@ pub fn prepare(mut gray: GrayImage, invert: Invert, (width, height): (u32, u32))
         return gray.into_raw();
     }
     image::imageops::resize(&gray, width, height, FilterType::Triangle).into_raw()
-}
-
-/// Mean of the outermost pixels: light for dark ink on paper.
-fn border_mean(gray: &GrayImage) -> f64 {
-    let (width, height) = gray.dimensions();
-    let (mut sum, mut count) = (0u64, 0u64);
-    for (x, y, pixel) in gray.enumerate_pixels() {
-        if x == 0 || y == 0 || x + 1 == width || y + 1 == height {
-            sum += u64::from(pixel.0[0]);
-            count += 1;
-        }
-    }
-    sum as f64 / count.max(1) as f64
 }
 
 /// Splits one class's images (in file-name order) into (train, test) by a seeded shuffle,
