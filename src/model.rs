@@ -151,16 +151,21 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
     conv
 }
 
-/// burn-ndarray's convolution backward falls back to a generic path that profiled at ~0.5 s per
-/// batch of 128 for the second convolution, so when training on ndarray the same weights are
-/// applied as im2col (nine shifted views of the padded input) and one batched matrix product,
-/// whose backward is two matrix products. Everywhere else burn's convolution is faster.
+/// While training, some convolutions run faster as im2col (nine shifted views of the padded
+/// input) and one batched matrix product, whose backward is two matrix products: every
+/// convolution on burn-ndarray, whose own backward falls back to a generic path (~0.5 s per batch
+/// of 128 for the second layer), and the one-channel first layer on burn-flex (backward 2.6 ms
+/// instead of 5.6 ms). Inference, and flex's 16-channel layer, are faster with burn's kernels.
+/// Per-layer timings are in BENCHMARKS.md (`mnist-cnn bench --profile`).
 fn conv3x3_forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let device = input.device();
-    if !(device.is_autodiff() && device.without_autodiff() == BackendKind::Ndarray.device()) {
-        return conv.forward(input);
+    let single_channel = input.dims()[1] == 1;
+    let on_ndarray = device.clone().without_autodiff() == BackendKind::Ndarray.device();
+    if device.is_autodiff() && (on_ndarray || single_channel) {
+        conv3x3_im2col(conv, input)
+    } else {
+        conv.forward(input)
     }
-    conv3x3_im2col(conv, input)
 }
 
 fn conv3x3_im2col(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
@@ -219,12 +224,14 @@ impl Cnn {
     /// `images` is `[batch, 1, rows, cols]` with pixels in [0, 1]; returns logits
     /// `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        // ReLU after pooling equals pooling after ReLU (both are monotonic) and touches a
+        // quarter of the values.
         let x = self
-            .pool1
-            .forward(self.relu.forward(conv3x3_forward(&self.conv1, images)));
+            .relu
+            .forward(self.pool1.forward(conv3x3_forward(&self.conv1, images)));
         let x = self
-            .pool2
-            .forward(self.relu.forward(conv3x3_forward(&self.conv2, x)));
+            .relu
+            .forward(self.pool2.forward(conv3x3_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.dense1.forward(x));
         let x = self.relu.forward(self.dense2.forward(x));
@@ -235,11 +242,11 @@ impl Cnn {
     pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
         vec![
             ("conv2d", Box::new(|x| conv3x3_forward(&self.conv1, x))),
-            ("relu", Box::new(|x| self.relu.forward(x))),
             ("max_pooling2d", Box::new(|x| self.pool1.forward(x))),
+            ("relu", Box::new(|x| self.relu.forward(x))),
             ("conv2d_1", Box::new(|x| conv3x3_forward(&self.conv2, x))),
-            ("relu_1", Box::new(|x| self.relu.forward(x))),
             ("max_pooling2d_1", Box::new(|x| self.pool2.forward(x))),
+            ("relu_1", Box::new(|x| self.relu.forward(x))),
         ]
     }
 
@@ -481,7 +488,10 @@ mod tests {
                 .try_into_vec::<f32>()
                 .unwrap()
         };
-        for (a, b) in weight_grad(&ours_grads).iter().zip(weight_grad(&burns_grads)) {
+        for (a, b) in weight_grad(&ours_grads)
+            .iter()
+            .zip(weight_grad(&burns_grads))
+        {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
