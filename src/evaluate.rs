@@ -160,7 +160,7 @@ impl Evaluation {
             .map(|name| name.chars().count())
             .max()
             .unwrap_or(0)
-            .max(7);
+            .max("macro avg".len());
         let mut out = format!(
             "{:>width$} {:>9} {:>9} {:>9} {:>9}\n",
             "class", "precision", "recall", "f1-score", "support"

@@ -160,12 +160,15 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
 fn conv3x3_forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     let device = input.device();
     let single_channel = input.dims()[1] == 1;
-    let on_ndarray = device.clone().without_autodiff() == BackendKind::Ndarray.device();
-    if device.is_autodiff() && (on_ndarray || single_channel) {
+    if device.is_autodiff() && (on_ndarray(&device) || single_channel) {
         conv3x3_im2col(conv, input)
     } else {
         conv.forward(input)
     }
+}
+
+fn on_ndarray(device: &Device) -> bool {
+    device.clone().without_autodiff() == BackendKind::Ndarray.device()
 }
 
 fn conv3x3_im2col(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
@@ -193,6 +196,25 @@ fn conv3x3_im2col(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
 
 fn pool2x2() -> MaxPool2d {
     MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+}
+
+/// 2x2 max pooling with stride 2 (floor). For inference on burn-flex it is two reductions over
+/// reshaped views: flex's pooling kernel records argmax indices even without gradients, which
+/// profiled at ~48% of evaluation time. Training keeps burn's kernel, whose backward uses those
+/// indices, and so does ndarray, whose reductions are slower than its pooling.
+fn max_pool_2x2(pool: &MaxPool2d, input: Tensor<4>) -> Tensor<4> {
+    let device = input.device();
+    if device.is_autodiff() || on_ndarray(&device) {
+        return pool.forward(input);
+    }
+    let [batch, channels, height, width] = input.dims();
+    let (half_height, half_width) = (height / 2, width / 2);
+    input
+        .slice([0..batch, 0..channels, 0..half_height * 2, 0..half_width * 2])
+        .reshape([batch * channels * half_height, 2, half_width, 2])
+        .max_dim(3)
+        .max_dim(1)
+        .reshape([batch, channels, half_height, half_width])
 }
 
 #[derive(Module, Debug)]
@@ -226,12 +248,13 @@ impl Cnn {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // ReLU after pooling equals pooling after ReLU (both are monotonic) and touches a
         // quarter of the values.
+        let x = self.relu.forward(max_pool_2x2(
+            &self.pool1,
+            conv3x3_forward(&self.conv1, images),
+        ));
         let x = self
             .relu
-            .forward(self.pool1.forward(conv3x3_forward(&self.conv1, images)));
-        let x = self
-            .relu
-            .forward(self.pool2.forward(conv3x3_forward(&self.conv2, x)));
+            .forward(max_pool_2x2(&self.pool2, conv3x3_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.dense1.forward(x));
         let x = self.relu.forward(self.dense2.forward(x));
@@ -242,10 +265,13 @@ impl Cnn {
     pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
         vec![
             ("conv2d", Box::new(|x| conv3x3_forward(&self.conv1, x))),
-            ("max_pooling2d", Box::new(|x| self.pool1.forward(x))),
+            ("max_pooling2d", Box::new(|x| max_pool_2x2(&self.pool1, x))),
             ("relu", Box::new(|x| self.relu.forward(x))),
             ("conv2d_1", Box::new(|x| conv3x3_forward(&self.conv2, x))),
-            ("max_pooling2d_1", Box::new(|x| self.pool2.forward(x))),
+            (
+                "max_pooling2d_1",
+                Box::new(|x| max_pool_2x2(&self.pool2, x)),
+            ),
             ("relu_1", Box::new(|x| self.relu.forward(x))),
         ]
     }
@@ -453,6 +479,27 @@ mod tests {
                     assert!((sum - 1.0).abs() < 1e-5, "{sum}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn inference_pooling_matches_burns_pooling() {
+        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+            let device = backend.device();
+            device.seed(9);
+            // Odd sides: the last row and column are dropped, as burn and Keras do.
+            let input = Tensor::<4>::random(
+                [2, 3, 7, 9],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let ours = max_pool_2x2(&pool2x2(), input.clone());
+            let burns = pool2x2().forward(input);
+            assert_eq!(ours.dims(), [2, 3, 3, 4]);
+            assert_eq!(
+                ours.into_data().try_into_vec::<f32>().unwrap(),
+                burns.into_data().try_into_vec::<f32>().unwrap()
+            );
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mnist_cnn::data::download::{DownloadOptions, FileOutcome, FileReport, download};
 use mnist_cnn::data::idx::read_maybe_gzipped;
-use mnist_cnn::data::mnist::{MNIST_FILES, MnistFile, md5_hex};
+use mnist_cnn::data::mnist::{self, MNIST_FILES, MnistFile, md5_hex};
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `/slow/` waits before answering: well past the client timeout.
@@ -563,4 +563,64 @@ fn a_file_url_mirror_works_after_a_failing_one() {
     assert_eq!(report_of(&reports, &test_labels).outcome, fetched(&mirror));
     assert_eq!(server.count("404"), 1);
     assert_eq!(entries(dir.path()), all_gz_names());
+}
+
+/// The real binary against the loopback server: the summary on success, one clean error line
+/// naming every mirror when all fail, and the exit codes.
+#[test]
+fn command_line_download_reports_each_file_and_fails_cleanly() {
+    let server = MirrorServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    seed(&data, &[mnist::TRAIN_IMAGES, mnist::TEST_IMAGES]);
+    let output = assert_cmd::Command::cargo_bin("mnist-cnn")
+        .unwrap()
+        .current_dir(dir.path())
+        .env_remove("MNIST_MIRROR")
+        .args(["--data-dir", "data", "download", "--timeout", "5"])
+        .args([
+            "--mirror",
+            &server.mirror("404"),
+            "--mirror",
+            &server.mirror("good"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("train-images-idx3-ubyte"), "{stdout}");
+    assert!(stdout.contains("already present, verified"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("fetched from {}, verified", server.mirror("good"))),
+        "{stdout}"
+    );
+    assert_eq!(entries(&data), all_gz_names());
+
+    let empty = dir.path().join("empty");
+    let output = assert_cmd::Command::cargo_bin("mnist-cnn")
+        .unwrap()
+        .current_dir(dir.path())
+        .env_remove("MNIST_MIRROR")
+        .args(["--data-dir", "empty", "download", "--timeout", "5"])
+        .args([
+            "--mirror",
+            &server.mirror("404"),
+            "--mirror",
+            &server.mirror("html"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: could not fetch"), "{stderr}");
+    assert!(stderr.contains(&server.mirror("404")), "{stderr}");
+    assert!(stderr.contains(&server.mirror("html")), "{stderr}");
+    assert!(stderr.contains("--mirror"), "{stderr}");
+    assert!(entries(&empty).is_empty(), "{:?}", entries(&empty));
 }
