@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -580,13 +579,4 @@ impl Checkpoint {
             train_seconds: saved.train_seconds,
         })
     }
-}
-
-/// Exposes the raw record bytes for tests and tools that compare weights.
-pub fn model_bytes(network: &Network) -> Result<Vec<u8>> {
-    let record: ModuleRecord = network.clone().into_record();
-    record
-        .into_bytes()
-        .map(|bytes| bytes.to_vec())
-        .map_err(|e| Error::Model(format!("cannot serialise the model: {e}")))
 }
