@@ -709,14 +709,21 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         bail!("--train-images and --eval-images must be at least 1");
     }
     let architecture: Architecture = args.model.into();
+    let loading = std::time::Instant::now();
     let train_split = data::load_split(&session.data_dir, SplitKind::Train)?;
     let test_split = data::load_split(&session.data_dir, SplitKind::Test)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
     let threads = backend::current_threads();
     let say = |line: String| {
         if session.human() {
             println!("{line}");
         }
     };
+    say(format!(
+        "loaded {} images (gunzip, validate, checksum) in {:.0} ms",
+        train_split.len() + test_split.len(),
+        load_seconds * 1000.0
+    ));
     say(format!(
         "{architecture} on {threads} threads; training {} images per configuration",
         args.train_images
@@ -792,6 +799,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     let result = json!({
         "model": architecture,
         "threads": threads,
+        "load_seconds": load_seconds,
         "peak_rss_mb": backend::peak_rss_mb(),
         "training": training,
         "evaluation": evaluation,

@@ -9,6 +9,13 @@ use mnist_cnn::cli::{Cli, run};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`),
+    // instead of Rust's default of panicking on the next print.
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any other thread exists, with a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -188,16 +188,7 @@ fn train_evaluate_predict_end_to_end() {
     assert_eq!(info["data"]["validation_images"], 300);
     assert_eq!(info["data"]["canonical_mnist"], true);
 
-    let output = mnist_cnn(dir.path())
-        .args(["--json", "evaluate", "--model-dir", "run"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metrics = common::evaluate_json(dir.path(), &[], "run");
     assert_eq!(metrics["images"], 10000);
     assert!(
         metrics["accuracy"].as_f64().unwrap() > 0.85,

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mnist_cnn, read_json};
+use common::{evaluate_json, mnist_cnn, read_json};
 use mnist_cnn::data::idx::{IdxImages, encode_images, encode_labels};
 use predicates::prelude::*;
 
@@ -90,23 +90,7 @@ fn idx_data_set_with_three_classes_of_12x12_images_end_to_end() {
     assert_eq!(info["class_names"][2], "diagonal");
     assert_eq!(info["data"]["canonical_mnist"], false);
 
-    let output = mnist_cnn(dir.path())
-        .args([
-            "--data-dir",
-            "strokes",
-            "--json",
-            "evaluate",
-            "--model-dir",
-            "run",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metrics = evaluate_json(dir.path(), &["--data-dir", "strokes"], "run");
     let accuracy = metrics["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.9, "chance is 0.33; got {accuracy}");
     assert_eq!(metrics["per_class"][1]["name"], "vertical");
@@ -239,23 +223,7 @@ fn folders_of_pictures_import_train_evaluate_predict() {
         .args(["--out", "run"])
         .assert()
         .success();
-    let output = mnist_cnn(dir.path())
-        .args([
-            "--data-dir",
-            "imported",
-            "--json",
-            "evaluate",
-            "--model-dir",
-            "run",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metrics = evaluate_json(dir.path(), &["--data-dir", "imported"], "run");
     let accuracy = metrics["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.85, "chance is 0.33; got {accuracy}");
 

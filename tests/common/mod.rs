@@ -35,3 +35,19 @@ pub fn temp_leftovers(dir: &Path) -> Vec<String> {
         .filter(|name| name.starts_with('.') || name.contains("tmp"))
         .collect()
 }
+
+/// `mnist-cnn --json evaluate` in `dir`, with extra global arguments; asserts success and
+/// returns the parsed result.
+pub fn evaluate_json(dir: &Path, global_args: &[&str], model_dir: &str) -> serde_json::Value {
+    let output = mnist_cnn(dir)
+        .args(global_args)
+        .args(["--json", "evaluate", "--model-dir", model_dir])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("evaluate --json prints JSON")
+}
