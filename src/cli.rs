@@ -268,8 +268,15 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(threads) = cli.global.threads {
         backend::set_threads(threads.into())?;
     }
+    // `download` fills the directory it is given or the local default; the other commands
+    // also fall back to the data shipped with the sources.
+    let data_dir = match (&cli.command, cli.global.data_dir.clone()) {
+        (_, Some(given)) => given,
+        (Command::Download(_), None) => PathBuf::from(DEFAULT_DATA_DIR),
+        (_, None) => default_data_dir(),
+    };
     let session = Session {
-        data_dir: resolve_data_dir(cli.global.data_dir.clone()),
+        data_dir,
         quiet: cli.global.quiet,
         json: cli.global.json,
     };
@@ -310,16 +317,14 @@ impl Session {
 
 /// The default data directory is relative to where the tool runs; a checkout run from
 /// elsewhere falls back to the data shipped beside its sources.
-fn resolve_data_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        let local = PathBuf::from(DEFAULT_DATA_DIR);
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DATA_DIR);
-        if !local.is_dir() && shipped.is_dir() {
-            shipped
-        } else {
-            local
-        }
-    })
+fn default_data_dir() -> PathBuf {
+    let local = PathBuf::from(DEFAULT_DATA_DIR);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_DATA_DIR);
+    if !local.is_dir() && shipped.is_dir() {
+        shipped
+    } else {
+        local
+    }
 }
 
 fn run_download(session: &Session, args: DownloadArgs) -> Result<()> {
