@@ -90,7 +90,12 @@ pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>
     let mut client = None;
     let mut reports = Vec::with_capacity(MNIST_FILES.len());
     for file in MNIST_FILES {
-        let report = match verified_existing(&file, dir).filter(|_| !options.force) {
+        let existing = if options.force {
+            None
+        } else {
+            verified_existing(&file, dir)
+        };
+        let report = match existing {
             Some(path) => {
                 let bytes = std::fs::metadata(&path)
                     .map_err(|e| Error::io(&path, e))?
