@@ -11,6 +11,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod fsutil;
+pub mod kernels;
 pub mod model;
 pub mod plot;
 pub mod predict;

@@ -2,7 +2,6 @@
 
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
@@ -12,6 +11,7 @@ use crate::backend::BackendKind;
 use crate::data::Split;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
+use crate::kernels::max_pool_2x2;
 
 /// Which network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -194,35 +194,10 @@ fn conv3x3_im2col(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     output.reshape([batch, filters, height, width])
 }
 
-fn pool2x2() -> MaxPool2d {
-    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
-}
-
-/// 2x2 max pooling with stride 2 (floor). For inference on burn-flex it is two reductions over
-/// reshaped views: flex's pooling kernel records argmax indices even without gradients, which
-/// profiled at ~48% of evaluation time. Training keeps burn's kernel, whose backward uses those
-/// indices, and so does ndarray, whose reductions are slower than its pooling.
-fn max_pool_2x2(pool: &MaxPool2d, input: Tensor<4>) -> Tensor<4> {
-    let device = input.device();
-    if device.is_autodiff() || on_ndarray(&device) {
-        return pool.forward(input);
-    }
-    let [batch, channels, height, width] = input.dims();
-    let (half_height, half_width) = (height / 2, width / 2);
-    input
-        .slice([0..batch, 0..channels, 0..half_height * 2, 0..half_width * 2])
-        .reshape([batch * channels * half_height, 2, half_width, 2])
-        .max_dim(3)
-        .max_dim(1)
-        .reshape([batch, channels, half_height, half_width])
-}
-
 #[derive(Module, Debug)]
 pub struct Cnn {
     conv1: Conv2d,
-    pool1: MaxPool2d,
     conv2: Conv2d,
-    pool2: MaxPool2d,
     dense1: Linear,
     dense2: Linear,
     output: Linear,
@@ -233,9 +208,7 @@ impl Cnn {
     pub fn new(shape: InputShape, device: &Device) -> Self {
         Self {
             conv1: conv3x3(1, 16, device),
-            pool1: pool2x2(),
             conv2: conv3x3(16, 32, device),
-            pool2: pool2x2(),
             dense1: dense(shape.cnn_features(), 128, device),
             dense2: dense(128, 128, device),
             output: dense(128, shape.classes, device),
@@ -248,13 +221,12 @@ impl Cnn {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         // ReLU after pooling equals pooling after ReLU (both are monotonic) and touches a
         // quarter of the values.
-        let x = self.relu.forward(max_pool_2x2(
-            &self.pool1,
-            conv3x3_forward(&self.conv1, images),
-        ));
         let x = self
             .relu
-            .forward(max_pool_2x2(&self.pool2, conv3x3_forward(&self.conv2, x)));
+            .forward(max_pool_2x2(conv3x3_forward(&self.conv1, images)));
+        let x = self
+            .relu
+            .forward(max_pool_2x2(conv3x3_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.dense1.forward(x));
         let x = self.relu.forward(self.dense2.forward(x));
@@ -265,13 +237,10 @@ impl Cnn {
     pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
         vec![
             ("conv2d", Box::new(|x| conv3x3_forward(&self.conv1, x))),
-            ("max_pooling2d", Box::new(|x| max_pool_2x2(&self.pool1, x))),
+            ("max_pooling2d", Box::new(max_pool_2x2)),
             ("relu", Box::new(|x| self.relu.forward(x))),
             ("conv2d_1", Box::new(|x| conv3x3_forward(&self.conv2, x))),
-            (
-                "max_pooling2d_1",
-                Box::new(|x| max_pool_2x2(&self.pool2, x)),
-            ),
+            ("max_pooling2d_1", Box::new(max_pool_2x2)),
             ("relu_1", Box::new(|x| self.relu.forward(x))),
         ]
     }
@@ -438,6 +407,46 @@ mod tests {
     use super::*;
     use crate::backend::BackendKind;
     use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+
+    /// burn's own pooling, the reference for the custom kernel.
+    fn pool2x2() -> MaxPool2d {
+        MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+    }
+
+    #[test]
+    fn pooling_kernel_matches_burns_gradients_on_both_backends() {
+        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+            let device = backend.device().autodiff();
+            device.seed(11);
+            // Zeros make ties, as in MNIST's background; odd sides drop the last row and column.
+            let input = Tensor::<4>::random(
+                [2, 3, 7, 9],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+            .clamp_min(0.0);
+            let weights = Tensor::<4>::random(
+                [2, 3, 3, 4],
+                burn::tensor::Distribution::Uniform(0.5, 2.0),
+                &device,
+            );
+            let gradient = |pool: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+                let leaf = input.clone().detach().require_grad();
+                let grads = (pool(leaf.clone()) * weights.clone()).sum().backward();
+                leaf.grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(
+                gradient(&max_pool_2x2),
+                gradient(&|x| pool2x2().forward(x)),
+                "{backend}"
+            );
+        }
+    }
 
     #[test]
     fn cnn_has_the_seed_parameter_count() {
@@ -493,7 +502,7 @@ mod tests {
                 burn::tensor::Distribution::Normal(0.0, 1.0),
                 &device,
             );
-            let ours = max_pool_2x2(&pool2x2(), input.clone());
+            let ours = max_pool_2x2(input.clone());
             let burns = pool2x2().forward(input);
             assert_eq!(ours.dims(), [2, 3, 3, 4]);
             assert_eq!(
