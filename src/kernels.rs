@@ -179,3 +179,26 @@ fn max_pool_2x2_f32(
         });
     (pooled, positions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_first_maximum_and_lets_nan_win() {
+        // One 2x4 plane: windows [1, 3; 3, 0] and [NaN, 2; 9, 9].
+        let plane = [1.0, 3.0, f32::NAN, 2.0, 3.0, 0.0, 9.0, 9.0];
+        let (pooled, positions) = max_pool_2x2_f32(&plane, 1, 2, 4);
+        assert_eq!(pooled[0], 3.0);
+        assert_eq!(positions, vec![1, 2], "first of the tied 3s; the NaN");
+        assert!(pooled[1].is_nan());
+    }
+
+    #[test]
+    fn odd_last_row_and_column_are_dropped() {
+        let plane: Vec<f32> = (0..15).map(|v| v as f32).collect(); // 3 rows x 5 columns
+        let (pooled, positions) = max_pool_2x2_f32(&plane, 1, 3, 5);
+        assert_eq!(pooled, vec![6.0, 8.0]);
+        assert_eq!(positions, vec![6, 8]);
+    }
+}
