@@ -44,11 +44,14 @@ pub trait PoolOps: Backend {
 /// The forward kernel with argmax positions, per concrete backend. By default, burn's pooling.
 pub trait PoolKernels: Backend {
     fn max_pool_2x2_with_indices(x: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>) {
-        let int_dtype = get_or_init_device_settings::<Self>(&x.device()).int_dtype;
-        let pooled =
-            Self::max_pool2d_with_indices(x, KERNEL, STRIDE, PADDING, DILATION, false, int_dtype);
-        (pooled.output, pooled.indices)
+        burns_pooling_with_indices::<Self>(x)
     }
+}
+
+fn burns_pooling_with_indices<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, IntTensor<B>) {
+    let int_dtype = get_or_init_device_settings::<B>(&x.device()).int_dtype;
+    let pooled = B::max_pool2d_with_indices(x, KERNEL, STRIDE, PADDING, DILATION, false, int_dtype);
+    (pooled.output, pooled.indices)
 }
 
 impl PoolKernels for NdArray {}
@@ -56,11 +59,7 @@ impl PoolKernels for NdArray {}
 impl PoolKernels for Flex {
     fn max_pool_2x2_with_indices(x: FlexTensor) -> (FlexTensor, FlexTensor) {
         if x.dtype() != DType::F32 {
-            let int_dtype = get_or_init_device_settings::<Self>(&x.device()).int_dtype;
-            let pooled = Self::max_pool2d_with_indices(
-                x, KERNEL, STRIDE, PADDING, DILATION, false, int_dtype,
-            );
-            return (pooled.output, pooled.indices);
+            return burns_pooling_with_indices::<Self>(x);
         }
         let x = x.to_contiguous();
         let shape = x.shape();
