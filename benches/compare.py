@@ -29,6 +29,20 @@ def median_after_warmup(values):
     return statistics.median(values[1:] if len(values) >= 3 else values)
 
 
+def summary(system, epochs, eval_images_per_second, test_accuracy, peak_rss_mb):
+    """One system's row; `epochs` holds dicts with `seconds` and `images_per_second`."""
+    seconds = [e["seconds"] for e in epochs]
+    return {
+        "system": system,
+        "epoch_seconds": seconds,
+        "median_epoch_seconds": median_after_warmup(seconds),
+        "train_images_per_second": median_after_warmup([e["images_per_second"] for e in epochs]),
+        "eval_images_per_second": eval_images_per_second,
+        "test_accuracy": test_accuracy,
+        "peak_rss_mb": peak_rss_mb,
+    }
+
+
 def rust(args, out):
     binary = ROOT / "target/release/mnist-cnn"
     common = [binary, "--threads", str(args.threads), "--data-dir", ROOT / "data/mnist"]
@@ -40,17 +54,13 @@ def rust(args, out):
         "--json", "evaluate", "--model-dir", out, "--batch-size", str(args.eval_batch_size),
         "--backend", args.backend,
     ]))
-    seconds = [e["seconds"] for e in trained["history"]]
-    return {
-        "system": f"mnist-cnn (burn {trained['run']['burn_version']}, {args.backend})",
-        "epoch_seconds": seconds,
-        "median_epoch_seconds": median_after_warmup(seconds),
-        "train_images_per_second": median_after_warmup(
-            [e["images_per_second"] for e in trained["history"]]),
-        "eval_images_per_second": evaluated["images_per_second"],
-        "test_accuracy": evaluated["accuracy"],
-        "peak_rss_mb": trained["run"]["peak_rss_mb"],
-    }
+    return summary(
+        f"mnist-cnn (burn {trained['run']['burn_version']}, {args.backend})",
+        trained["history"],
+        evaluated["images_per_second"],
+        evaluated["accuracy"],
+        trained["run"]["peak_rss_mb"],
+    )
 
 
 def keras(args, out):
@@ -59,17 +69,13 @@ def keras(args, out):
          "--batch-size", str(args.batch_size), "--threads", str(args.threads),
          "--eval-batch-size", str(args.eval_batch_size), "--json", out])
     result = json.loads(Path(out).read_text())
-    seconds = [e["seconds"] for e in result["epochs"]]
-    return {
-        "system": f"Keras {result['keras']} / TensorFlow {result['tensorflow']}",
-        "epoch_seconds": seconds,
-        "median_epoch_seconds": median_after_warmup(seconds),
-        "train_images_per_second": median_after_warmup(
-            [e["images_per_second"] for e in result["epochs"]]),
-        "eval_images_per_second": result["eval_images_per_second"],
-        "test_accuracy": result["test_accuracy"],
-        "peak_rss_mb": result["peak_rss_mb"],
-    }
+    return summary(
+        f"Keras {result['keras']} / TensorFlow {result['tensorflow']}",
+        result["epochs"],
+        result["eval_images_per_second"],
+        result["test_accuracy"],
+        result["peak_rss_mb"],
+    )
 
 
 def main():

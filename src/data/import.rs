@@ -74,17 +74,6 @@ pub struct ImportReport {
     pub cols: usize,
 }
 
-/// The five files an import writes into `out`, in the order they are written.
-pub fn output_files() -> [String; 5] {
-    [
-        TRAIN_IMAGES.gz_name(),
-        TRAIN_LABELS.gz_name(),
-        TEST_IMAGES.gz_name(),
-        TEST_LABELS.gz_name(),
-        CLASSES_FILE.to_string(),
-    ]
-}
-
 /// Reads the labelled pictures under `src` and writes the MNIST-like data set into `out`.
 pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<ImportReport> {
     validate_options(options)?;

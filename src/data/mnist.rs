@@ -166,14 +166,6 @@ impl Split {
         self.checksums[0] == images.md5 && self.checksums[1] == labels.md5
     }
 
-    /// The first `count` items (all of them if there are fewer).
-    pub fn truncated(mut self, count: usize) -> Self {
-        let count = count.min(self.len());
-        self.labels.truncate(count);
-        self.pixels.truncate(count * self.image_len());
-        self
-    }
-
     /// The image at `index`, or an error stating the valid range.
     pub fn checked_image(&self, index: usize, kind: SplitKind) -> Result<&[u8]> {
         if index >= self.len() {
@@ -254,20 +246,6 @@ pub fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
         )));
     }
     Ok(Some(names))
-}
-
-/// Both splits.
-#[derive(Debug, Clone)]
-pub struct Mnist {
-    pub train: Split,
-    pub test: Split,
-}
-
-pub fn load(dir: &Path) -> Result<Mnist> {
-    Ok(Mnist {
-        train: load_split(dir, SplitKind::Train)?,
-        test: load_split(dir, SplitKind::Test)?,
-    })
 }
 
 #[cfg(test)]

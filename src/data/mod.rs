@@ -7,4 +7,4 @@ pub mod image;
 pub mod import;
 pub mod mnist;
 
-pub use mnist::{Mnist, MnistFile, Split, SplitKind, load, load_split};
+pub use mnist::{MnistFile, Split, SplitKind, load_split};
