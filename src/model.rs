@@ -11,7 +11,7 @@ use crate::backend::BackendKind;
 use crate::data::Split;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::max_pool_2x2;
+use crate::kernels::{conv3x3_same, max_pool_2x2};
 
 /// Which network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -158,6 +158,13 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
 /// instead of 5.6 ms). Inference, and flex's 16-channel layer, are faster with burn's kernels.
 /// Per-layer timings are in BENCHMARKS.md (`mnist-cnn bench --profile`).
 fn conv3x3_forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+    if !on_ndarray(&input.device()) {
+        let bias = conv
+            .bias
+            .as_ref()
+            .expect("convolutions are built with a bias");
+        return conv3x3_same(input, conv.weight.val(), bias.val());
+    }
     let device = input.device();
     let single_channel = input.dims()[1] == 1;
     if device.is_autodiff() && (on_ndarray(&device) || single_channel) {
