@@ -5,13 +5,11 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::ops::PadMode;
 
-use crate::backend::BackendKind;
 use crate::data::Split;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::{conv3x3_same, max_pool_2x2};
+use crate::kernels::conv3x3_pool_relu;
 
 /// Which network to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -151,56 +149,6 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
     conv
 }
 
-/// While training, some convolutions run faster as im2col (nine shifted views of the padded
-/// input) and one batched matrix product, whose backward is two matrix products: every
-/// convolution on burn-ndarray, whose own backward falls back to a generic path (~0.5 s per batch
-/// of 128 for the second layer), and the one-channel first layer on burn-flex (backward 2.6 ms
-/// instead of 5.6 ms). Inference, and flex's 16-channel layer, are faster with burn's kernels.
-/// Per-layer timings are in BENCHMARKS.md (`mnist-cnn bench --profile`).
-fn conv3x3_forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
-    if !on_ndarray(&input.device()) {
-        let bias = conv
-            .bias
-            .as_ref()
-            .expect("convolutions are built with a bias");
-        return conv3x3_same(input, conv.weight.val(), bias.val());
-    }
-    let device = input.device();
-    let single_channel = input.dims()[1] == 1;
-    if device.is_autodiff() && (on_ndarray(&device) || single_channel) {
-        conv3x3_im2col(conv, input)
-    } else {
-        conv.forward(input)
-    }
-}
-
-fn on_ndarray(device: &Device) -> bool {
-    device.clone().without_autodiff() == BackendKind::Ndarray.device()
-}
-
-fn conv3x3_im2col(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
-    let [batch, channels, height, width] = input.dims();
-    let weight = conv.weight.val();
-    let filters = weight.dims()[0];
-    let padded = input.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-    let views: Vec<Tensor<5>> = (0..3)
-        .flat_map(|dy| (0..3).map(move |dx| (dy, dx)))
-        .map(|(dy, dx)| {
-            padded
-                .clone()
-                .slice([0..batch, 0..channels, dy..dy + height, dx..dx + width])
-                .reshape([batch, channels, 1, height, width])
-        })
-        .collect();
-    let patches: Tensor<3> = Tensor::cat(views, 2).reshape([batch, channels * 9, height * width]);
-    let kernel: Tensor<3> = weight.reshape([1, filters, channels * 9]);
-    let mut output = kernel.matmul(patches);
-    if let Some(bias) = &conv.bias {
-        output = output + bias.val().reshape([1, filters, 1]);
-    }
-    output.reshape([batch, filters, height, width])
-}
-
 #[derive(Module, Debug)]
 pub struct Cnn {
     conv1: Conv2d,
@@ -226,29 +174,35 @@ impl Cnn {
     /// `images` is `[batch, 1, rows, cols]` with pixels in [0, 1]; returns logits
     /// `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        // ReLU after pooling equals pooling after ReLU (both are monotonic) and touches a
-        // quarter of the values.
-        let x = self
-            .relu
-            .forward(max_pool_2x2(conv3x3_forward(&self.conv1, images)));
-        let x = self
-            .relu
-            .forward(max_pool_2x2(conv3x3_forward(&self.conv2, x)));
+        let x = self.feature_block(&self.conv1, images);
+        let x = self.feature_block(&self.conv2, x);
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.relu.forward(self.dense1.forward(x));
         let x = self.relu.forward(self.dense2.forward(x));
         self.output.forward(x)
     }
 
-    /// The layers before Flatten, one by one, for the per-layer profile of `mnist-cnn bench`.
+    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`), identical to the
+    /// three layers in sequence.
+    fn feature_block(&self, conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+        let bias = conv
+            .bias
+            .as_ref()
+            .expect("convolutions are built with a bias");
+        conv3x3_pool_relu(input, conv.weight.val(), bias.val())
+    }
+
+    /// The blocks before Flatten, one by one, for the per-layer profile of `mnist-cnn bench`.
     pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
         vec![
-            ("conv2d", Box::new(|x| conv3x3_forward(&self.conv1, x))),
-            ("max_pooling2d", Box::new(max_pool_2x2)),
-            ("relu", Box::new(|x| self.relu.forward(x))),
-            ("conv2d_1", Box::new(|x| conv3x3_forward(&self.conv2, x))),
-            ("max_pooling2d_1", Box::new(max_pool_2x2)),
-            ("relu_1", Box::new(|x| self.relu.forward(x))),
+            (
+                "conv2d+relu+max_pooling2d",
+                Box::new(|x| self.feature_block(&self.conv1, x)),
+            ),
+            (
+                "conv2d_1+relu+max_pooling2d_1",
+                Box::new(|x| self.feature_block(&self.conv2, x)),
+            ),
         ]
     }
 
@@ -414,46 +368,6 @@ mod tests {
     use super::*;
     use crate::backend::BackendKind;
     use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-
-    /// burn's own pooling, the reference for the custom kernel.
-    fn pool2x2() -> MaxPool2d {
-        MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
-    }
-
-    #[test]
-    fn pooling_kernel_matches_burns_gradients_on_both_backends() {
-        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-            let device = backend.device().autodiff();
-            device.seed(11);
-            // Zeros make ties, as in MNIST's background; odd sides drop the last row and column.
-            let input = Tensor::<4>::random(
-                [2, 3, 7, 9],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &device,
-            )
-            .clamp_min(0.0);
-            let weights = Tensor::<4>::random(
-                [2, 3, 3, 4],
-                burn::tensor::Distribution::Uniform(0.5, 2.0),
-                &device,
-            );
-            let gradient = |pool: &dyn Fn(Tensor<4>) -> Tensor<4>| {
-                let leaf = input.clone().detach().require_grad();
-                let grads = (pool(leaf.clone()) * weights.clone()).sum().backward();
-                leaf.grad(&grads)
-                    .unwrap()
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .unwrap()
-            };
-            assert_eq!(
-                gradient(&max_pool_2x2),
-                gradient(&|x| pool2x2().forward(x)),
-                "{backend}"
-            );
-        }
-    }
 
     #[test]
     fn cnn_has_the_seed_parameter_count() {
@@ -495,67 +409,6 @@ mod tests {
                     assert!((sum - 1.0).abs() < 1e-5, "{sum}");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn inference_pooling_matches_burns_pooling() {
-        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-            let device = backend.device();
-            device.seed(9);
-            // Odd sides: the last row and column are dropped, as burn and Keras do.
-            let input = Tensor::<4>::random(
-                [2, 3, 7, 9],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let ours = max_pool_2x2(input.clone());
-            let burns = pool2x2().forward(input);
-            assert_eq!(ours.dims(), [2, 3, 3, 4]);
-            assert_eq!(
-                ours.into_data().try_into_vec::<f32>().unwrap(),
-                burns.into_data().try_into_vec::<f32>().unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn im2col_convolution_matches_burns_forward_and_gradients() {
-        let device = BackendKind::Ndarray.device().autodiff();
-        device.seed(5);
-        let conv = conv3x3(3, 4, &device);
-        let input = Tensor::<4>::random(
-            [2, 3, 6, 5],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let weights = Tensor::<4>::random(
-            [2, 4, 6, 5],
-            burn::tensor::Distribution::Uniform(-1.0, 1.0),
-            &device,
-        );
-        let values = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
-        let ours = conv3x3_im2col(&conv, input.clone());
-        let burns = conv.forward(input);
-        for (a, b) in values(ours.clone()).iter().zip(values(burns.clone())) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
-        let ours_grads = (ours * weights.clone()).sum().backward();
-        let burns_grads = (burns * weights).sum().backward();
-        let weight_grad = |grads| {
-            conv.weight
-                .val()
-                .grad(grads)
-                .unwrap()
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap()
-        };
-        for (a, b) in weight_grad(&ours_grads)
-            .iter()
-            .zip(weight_grad(&burns_grads))
-        {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
 

@@ -1,0 +1,198 @@
+//! The building blocks of a 3x3 "same" convolution as matrix products: unfolding an image into
+//! an im2col matrix, folding a gradient back, and a checked single-threaded `gemm` call.
+
+/// Unfolds one `[channels, height, width]` image into `col`: row `(channel, ky, kx)` is the
+/// channel's plane shifted by `(ky - 1, kx - 1)`, with zeros where the shift leaves the image.
+pub fn im2col(image: &[f32], height: usize, width: usize, col: &mut [f32]) {
+    let plane = height * width;
+    for (channel, source) in image.chunks(plane).enumerate() {
+        for tap in 0..9 {
+            let row = &mut col[(channel * 9 + tap) * plane..][..plane];
+            let shift = Shift::of_tap(tap, width);
+            // One copy of the whole shifted plane, then zeros where it wrapped or ran off.
+            let (source_range, row_range) = shift.ranges(plane);
+            row[..row_range.start].fill(0.0);
+            row[row_range.end..].fill(0.0);
+            row[row_range].copy_from_slice(&source[source_range]);
+            shift.zero_outside(row, height, width);
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each row of `col_grad` back into `image_grad` at its shift.
+/// Entries that `im2col` fills with zeros are zeroed in `col_grad` first (they belong to no
+/// pixel), which lets every row be added as one contiguous run.
+pub fn col2im_add(col_grad: &mut [f32], height: usize, width: usize, image_grad: &mut [f32]) {
+    let plane = height * width;
+    for (channel, target) in image_grad.chunks_mut(plane).enumerate() {
+        for tap in 0..9 {
+            let row = &mut col_grad[(channel * 9 + tap) * plane..][..plane];
+            let shift = Shift::of_tap(tap, width);
+            shift.zero_outside(row, height, width);
+            let (target_range, row_range) = shift.ranges(plane);
+            add_assign(&mut target[target_range], &row[row_range]);
+        }
+    }
+}
+
+/// The displacement of one kernel tap: im2col row entry `p` reads pixel `p + offset` of the
+/// plane, unless that moves off the image vertically (`dy`) or wraps a row (`dx`).
+struct Shift {
+    dy: isize,
+    dx: isize,
+    offset: isize,
+}
+
+impl Shift {
+    fn of_tap(tap: usize, width: usize) -> Self {
+        let (dy, dx) = ((tap / 3) as isize - 1, (tap % 3) as isize - 1);
+        Shift {
+            dy,
+            dx,
+            offset: dy * width as isize + dx,
+        }
+    }
+
+    /// The pixels and the im2col entries that overlap once shifted.
+    fn ranges(&self, plane: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let distance = self.offset.unsigned_abs().min(plane);
+        let len = plane - distance;
+        if self.offset >= 0 {
+            (distance..plane, 0..len)
+        } else {
+            (0..len, distance..plane)
+        }
+    }
+
+    /// Zeroes the entries of an im2col row whose pixel lies outside the image.
+    fn zero_outside(&self, row: &mut [f32], height: usize, width: usize) {
+        match self.dy {
+            -1 => row[..width].fill(0.0),
+            1 => row[(height - 1) * width..].fill(0.0),
+            _ => {}
+        }
+        match self.dx {
+            -1 => row.iter_mut().step_by(width).for_each(|value| *value = 0.0),
+            1 => row[width - 1..]
+                .iter_mut()
+                .step_by(width)
+                .for_each(|value| *value = 0.0),
+            _ => {}
+        }
+    }
+}
+
+/// Element strides of a matrix view.
+#[derive(Clone, Copy)]
+pub struct Strides {
+    row: usize,
+    column: usize,
+}
+
+pub fn row_major(columns: usize) -> Strides {
+    Strides {
+        row: columns,
+        column: 1,
+    }
+}
+
+/// The transpose of a row-major matrix with `columns` columns.
+pub fn transposed(columns: usize) -> Strides {
+    Strides {
+        row: 1,
+        column: columns,
+    }
+}
+
+fn spans(len: usize, rows: usize, columns: usize, strides: Strides) -> bool {
+    rows == 0 || columns == 0 || (rows - 1) * strides.row + (columns - 1) * strides.column < len
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` on the calling thread (the callers already
+/// spread images over threads).
+pub fn matmul(
+    [m, n, k]: [usize; 3],
+    (dst, dst_strides): (&mut [f32], Strides),
+    accumulate: bool,
+    (lhs, lhs_strides): (&[f32], Strides),
+    (rhs, rhs_strides): (&[f32], Strides),
+) {
+    assert!(
+        spans(dst.len(), m, n, dst_strides)
+            && spans(lhs.len(), m, k, lhs_strides)
+            && spans(rhs.len(), k, n, rhs_strides),
+        "matmul operands are smaller than their shapes"
+    );
+    // SAFETY: the assertion above keeps every index gemm computes from these shapes and strides
+    // inside its slice, and `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides.column as isize,
+            dst_strides.row as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.column as isize,
+            lhs_strides.row as isize,
+            rhs.as_ptr(),
+            rhs_strides.column as isize,
+            rhs_strides.row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+pub fn add_assign(sum: &mut [f32], term: &[f32]) {
+    for (sum, term) in sum.iter_mut().zip(term) {
+        *sum += term;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for any x and c, borders included.
+        let (channels, height, width) = (2, 3, 4);
+        let plane = height * width;
+        let image: Vec<f32> = (0..channels * plane).map(|v| (v as f32).sin()).collect();
+        let col_values: Vec<f32> = (0..channels * 9 * plane)
+            .map(|v| (v as f32 * 0.7).cos())
+            .collect();
+        let mut col = vec![0f32; col_values.len()];
+        im2col(&image, height, width, &mut col);
+        let mut image_grad = vec![0f32; image.len()];
+        col2im_add(&mut col_values.clone(), height, width, &mut image_grad);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
+        assert!((dot(&col, &col_values) - dot(&image, &image_grad)).abs() < 1e-4);
+        // The centre tap of channel 0 is the plane itself; the top-left tap starts with zeros.
+        assert_eq!(&col[4 * plane..5 * plane], &image[..plane]);
+        assert_eq!(&col[..6], &[0.0, 0.0, 0.0, 0.0, 0.0, image[0]]);
+    }
+
+    #[test]
+    fn matmul_reads_transposed_operands_and_accumulates() {
+        // [1 2; 3 4] · [5 6; 7 8]ᵀ = [17 23; 39 53], added to a destination of ones.
+        let lhs = [1.0, 2.0, 3.0, 4.0];
+        let rhs = [5.0, 6.0, 7.0, 8.0];
+        let mut dst = [1.0; 4];
+        matmul(
+            [2, 2, 2],
+            (&mut dst, row_major(2)),
+            true,
+            (&lhs, row_major(2)),
+            (&rhs, transposed(2)),
+        );
+        assert_eq!(dst, [18.0, 24.0, 40.0, 54.0]);
+    }
+}
