@@ -1,13 +1,17 @@
 //! The building blocks of a 3x3 "same" convolution as matrix products: unfolding an image into
 //! an im2col matrix, folding a gradient back, and a checked single-threaded `gemm` call.
 
-/// Unfolds one `[channels, height, width]` image into `col`: row `(channel, ky, kx)` is the
-/// channel's plane shifted by `(ky - 1, kx - 1)`, with zeros where the shift leaves the image.
-pub fn im2col(image: &[f32], height: usize, width: usize, col: &mut [f32]) {
+use multiversion::multiversion;
+
+/// Unfolds one `[channels, height, width]` image into `col`, whose rows start `row_stride`
+/// apart (several images can sit side by side): row `(channel, ky, kx)` is the channel's plane
+/// shifted by `(ky - 1, kx - 1)`, with zeros where the shift leaves the image.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn im2col(image: &[f32], height: usize, width: usize, col: &mut [f32], row_stride: usize) {
     let plane = height * width;
     for (channel, source) in image.chunks(plane).enumerate() {
         for tap in 0..9 {
-            let row = &mut col[(channel * 9 + tap) * plane..][..plane];
+            let row = &mut col[(channel * 9 + tap) * row_stride..][..plane];
             let shift = Shift::of_tap(tap, width);
             // One copy of the whole shifted plane, then zeros where it wrapped or ran off.
             let (source_range, row_range) = shift.ranges(plane);
@@ -22,11 +26,18 @@ pub fn im2col(image: &[f32], height: usize, width: usize, col: &mut [f32]) {
 /// The adjoint of [`im2col`]: adds each row of `col_grad` back into `image_grad` at its shift.
 /// Entries that `im2col` fills with zeros are zeroed in `col_grad` first (they belong to no
 /// pixel), which lets every row be added as one contiguous run.
-pub fn col2im_add(col_grad: &mut [f32], height: usize, width: usize, image_grad: &mut [f32]) {
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn col2im_add(
+    col_grad: &mut [f32],
+    height: usize,
+    width: usize,
+    row_stride: usize,
+    image_grad: &mut [f32],
+) {
     let plane = height * width;
     for (channel, target) in image_grad.chunks_mut(plane).enumerate() {
         for tap in 0..9 {
-            let row = &mut col_grad[(channel * 9 + tap) * plane..][..plane];
+            let row = &mut col_grad[(channel * 9 + tap) * row_stride..][..plane];
             let shift = Shift::of_tap(tap, width);
             shift.zero_outside(row, height, width);
             let (target_range, row_range) = shift.ranges(plane);
@@ -170,9 +181,15 @@ mod tests {
             .map(|v| (v as f32 * 0.7).cos())
             .collect();
         let mut col = vec![0f32; col_values.len()];
-        im2col(&image, height, width, &mut col);
+        im2col(&image, height, width, &mut col, plane);
         let mut image_grad = vec![0f32; image.len()];
-        col2im_add(&mut col_values.clone(), height, width, &mut image_grad);
+        col2im_add(
+            &mut col_values.clone(),
+            height,
+            width,
+            plane,
+            &mut image_grad,
+        );
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f32>();
         assert!((dot(&col, &col_values) - dot(&image, &image_grad)).abs() < 1e-4);
         // The centre tap of channel 0 is the plane itself; the top-left tap starts with zeros.
