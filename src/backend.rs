@@ -67,6 +67,13 @@ pub fn current_threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Runs `work` on a thread of the global rayon pool. The tensor kernels it calls then fork and
+/// join inside the pool, with the calling thread doing its share, instead of handing every
+/// operation to the pool from outside and sleeping until the pool's threads are done.
+pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// The process's peak resident memory, from Linux's /proc; `None` elsewhere.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

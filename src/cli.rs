@@ -280,7 +280,7 @@ pub fn run(cli: Cli) -> Result<()> {
         quiet: cli.global.quiet,
         json: cli.global.json,
     };
-    match cli.command {
+    backend::on_compute_pool(|| match cli.command {
         Command::Download(args) => run_download(&session, args),
         Command::Heatmap(args) => run_heatmap(&session, args),
         Command::Train(args) => run_train(&session, args),
@@ -288,7 +288,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(&session, args),
         Command::Bench(args) => run_bench(&session, args),
         Command::Import(args) => run_import(&session, args),
-    }
+    })
 }
 
 struct Session {
