@@ -20,14 +20,12 @@ use rayon::prelude::*;
 
 use super::HostTensors;
 use super::im2col::{add_assign, col2im_add, im2col, matmul, row_major, transposed};
+use super::window::{CLAMPED, pool_relu_row, unpool_row};
 
 /// Images per parallel task: enough work to amortise a task, few enough to balance two to
 /// sixteen threads on a batch of 128. Fixed, so that the weight-gradient sum (and with it
 /// training) is the same whatever the thread count.
 const IMAGES_PER_TASK: usize = 4;
-
-/// Window position of a pooled value that ReLU set to zero: no gradient flows back.
-const CLAMPED: u8 = u8::MAX;
 
 /// `relu(max_pool_2x2(conv2d(input, weight, bias)))` for a `[batch, channels, height, width]`
 /// input, `[filters, channels, 3, 3]` weights and zero "same" padding; pooling has stride 2 and
@@ -337,44 +335,10 @@ fn pool_relu(
             .chunks_mut(pooled_width)
             .zip(winners.chunks_mut(pooled_width));
         for (pooled_y, (output, winners)) in rows.enumerate() {
-            let top = plane[2 * pooled_y * width..][..width].chunks_exact(2);
-            let bottom = plane[(2 * pooled_y + 1) * width..][..width].chunks_exact(2);
-            let windows = output.iter_mut().zip(winners).zip(top).zip(bottom);
-            for (((output, winner), top), bottom) in windows {
-                let (position, max) = window_max([top[0], top[1], bottom[0], bottom[1]]);
-                // NaN is kept (not clamped) so that a diverging run shows it.
-                let keep = max > 0.0 || max.is_nan();
-                *output = if keep { max } else { 0.0 };
-                *winner = if keep { position } else { CLAMPED };
-            }
+            let top = &plane[2 * pooled_y * width..][..width];
+            let bottom = &plane[(2 * pooled_y + 1) * width..][..width];
+            pool_relu_row(top, bottom, output, winners);
         }
-    }
-}
-
-/// The first maximum of a window (in row-major order) and its position; a NaN beats any
-/// number, as in burn. A branch-free tournament: each pair keeps its first of equals, and the
-/// bottom pair must beat the top pair strictly.
-#[inline(always)]
-fn window_max(window: [f32; 4]) -> (u8, f32) {
-    let beats = |challenger: f32, holder: f32| {
-        (challenger > holder) | (challenger.is_nan() & !holder.is_nan())
-    };
-    let top_second = beats(window[1], window[0]);
-    let bottom_second = beats(window[3], window[2]);
-    let (top, top_at) = if top_second {
-        (window[1], 1)
-    } else {
-        (window[0], 0)
-    };
-    let (bottom, bottom_at) = if bottom_second {
-        (window[3], 3)
-    } else {
-        (window[2], 2)
-    };
-    if beats(bottom, top) {
-        (bottom_at, bottom)
-    } else {
-        (top_at, top)
     }
 }
 
@@ -493,14 +457,7 @@ fn unpool(
             .zip(winners.chunks(pooled_width));
         for (pooled_y, (output_grad, winners)) in rows.enumerate() {
             let (top, bottom) = plane[2 * pooled_y * width..][..2 * width].split_at_mut(width);
-            let windows = top
-                .chunks_exact_mut(2)
-                .zip(bottom.chunks_exact_mut(2))
-                .zip(output_grad.iter().zip(winners));
-            for ((top, bottom), (&grad, &winner)) in windows {
-                let at = |position: u8| if winner == position { grad } else { 0.0 };
-                (top[0], top[1], bottom[0], bottom[1]) = (at(0), at(1), at(2), at(3));
-            }
+            unpool_row(output_grad, winners, top, bottom);
         }
         // Summed in 16 lanes so that the loop vectorizes (a single running sum cannot be
         // reordered).
@@ -613,15 +570,6 @@ mod tests {
                 &backend.to_string(),
             );
         }
-    }
-
-    #[test]
-    fn window_max_takes_the_first_maximum_and_lets_nan_win() {
-        assert_eq!(window_max([1.0, 3.0, 3.0, 0.0]), (1, 3.0));
-        assert_eq!(window_max([0.0, 0.0, 0.0, 0.0]), (0, 0.0));
-        let (position, value) = window_max([2.0, f32::NAN, 9.0, f32::NAN]);
-        assert_eq!(position, 1);
-        assert!(value.is_nan());
     }
 
     #[test]

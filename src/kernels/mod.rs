@@ -14,6 +14,7 @@
 
 mod block;
 mod im2col;
+mod window;
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
