@@ -19,8 +19,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::HostTensors;
-use super::im2col::{add_assign, col2im_add, im2col, matmul, row_major, transposed};
-use super::window::{CLAMPED, pool_relu_row, unpool_row};
+use super::im2col::{add_assign, im2col, matmul, row_major};
+use super::window::{CLAMPED, pool_relu_row};
 
 /// Images per parallel task: enough work to amortise a task, few enough to balance two to
 /// sixteen threads on a batch of 128. Fixed, so that the weight-gradient sum (and with it
@@ -222,47 +222,31 @@ impl BlockShape {
 struct Scratch<'a> {
     /// The images unfolded: `taps x columns`.
     col: &'a mut [f32],
-    /// Their convolution outputs, or the gradient of those: `filters x columns`.
+    /// Their convolution outputs: `filters x columns`.
     conv: &'a mut [f32],
-    /// The gradient of `col`, when the input gradient is wanted.
-    col_grad: &'a mut [f32],
     columns: usize,
 }
 
 thread_local! {
     /// Each thread's scratch buffers, kept between calls: allocating and zeroing them per
     /// task cost ~5% of a training step. Every use overwrites what it reads.
-    static BUFFERS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+    static BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
 /// Runs `work` with scratch matrices for `images` images on this thread's buffers.
-fn with_scratch<R>(
-    shape: BlockShape,
-    images: usize,
-    with_col_grad: bool,
-    work: impl FnOnce(Scratch<'_>) -> R,
-) -> R {
+fn with_scratch<R>(shape: BlockShape, images: usize, work: impl FnOnce(Scratch<'_>) -> R) -> R {
     let columns = images * shape.plane();
-    let lens = [
-        shape.taps() * columns,
-        shape.filters * columns,
-        if with_col_grad {
-            shape.taps() * columns
-        } else {
-            0
-        },
-    ];
+    let lens = [shape.taps() * columns, shape.filters * columns];
     BUFFERS.with_borrow_mut(|buffers| {
         for (buffer, &len) in buffers.iter_mut().zip(&lens) {
             if buffer.len() < len {
                 buffer.resize(len, 0.0);
             }
         }
-        let [col, conv, col_grad] = buffers;
+        let [col, conv] = buffers;
         work(Scratch {
             col: &mut col[..lens[0]],
             conv: &mut conv[..lens[1]],
-            col_grad: &mut col_grad[..lens[2]],
             columns,
         })
     })
@@ -285,7 +269,7 @@ fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: BlockShape) -> (V
         .enumerate()
         .for_each(|(task, (outputs, winners))| {
             let images = outputs.len() / output_len;
-            with_scratch(shape, images, false, |scratch| {
+            with_scratch(shape, images, |scratch| {
                 let columns = scratch.columns;
                 for image in 0..images {
                     let pixels = image_of(x, task * IMAGES_PER_TASK + image, shape.image_len());
@@ -348,6 +332,11 @@ struct GradientsF32 {
     bias: Vec<f32>,
 }
 
+/// The backward pass. Only the winning position of each window that ReLU let through has a
+/// gradient (under a quarter of the convolution outputs), so rather than multiplying mostly-zero
+/// matrices it visits those positions: each adds its gradient times the pixels under the kernel
+/// to the filter's weight gradient, and times the filter's weights to the input gradient. With
+/// the image stored pixel-major, each tap of either is one short vectorized loop over channels.
 fn backward_f32(
     x: &[f32],
     weight: &[f32],
@@ -356,8 +345,9 @@ fn backward_f32(
     shape: BlockShape,
     input_grad_needed: bool,
 ) -> GradientsF32 {
-    let (plane, taps, filters) = (shape.plane(), shape.taps(), shape.filters);
     let (image_len, output_len) = (shape.image_len(), shape.output_image_len());
+    let (taps, filters) = (shape.taps(), shape.filters);
+    let weight = tap_major(weight, filters, shape.channels);
     let tasks = shape.batch.div_ceil(IMAGES_PER_TASK);
     let mut input_grad = input_grad_needed.then(|| vec![0f32; shape.batch * image_len]);
     let input_grad_chunks: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
@@ -372,49 +362,30 @@ fn backward_f32(
     let partial_sums: Vec<(Vec<f32>, Vec<f32>)> = input_grad_chunks
         .into_par_iter()
         .enumerate()
-        .map(|(task, input_grads)| {
+        .map(|(task, mut input_grads)| {
+            let mut weight_grad = vec![0f32; filters * taps];
+            let mut bias_grad = vec![0f32; filters];
             let first = task * IMAGES_PER_TASK;
-            let images = IMAGES_PER_TASK.min(shape.batch - first);
-            with_scratch(shape, images, input_grads.is_some(), |scratch| {
-                let columns = scratch.columns;
-                let mut bias_grad = vec![0f32; filters];
-                for image in 0..images {
-                    unpool(
-                        image_of(output_grad, first + image, output_len),
-                        image_of(winners, first + image, output_len),
+            with_pixel_scratch(shape, |scratch| {
+                for image in first..(first + IMAGES_PER_TASK).min(shape.batch) {
+                    let image_grad = input_grads
+                        .as_deref_mut()
+                        .map(|grads| &mut grads[(image - first) * image_len..][..image_len]);
+                    image_backward(
+                        ImageGrads {
+                            x: image_of(x, image, image_len),
+                            winners: image_of(winners, image, output_len),
+                            output_grad: image_of(output_grad, image, output_len),
+                            weight: &weight,
+                        },
                         shape,
-                        (&mut scratch.conv[image * plane..], columns),
-                        &mut bias_grad,
+                        scratch,
+                        (&mut weight_grad, &mut bias_grad),
+                        image_grad,
                     );
-                    let pixels = image_of(x, first + image, image_len);
-                    let col = &mut scratch.col[image * plane..];
-                    im2col(pixels, shape.height, shape.width, col, columns);
                 }
-                let mut weight_grad = vec![0f32; filters * taps];
-                // weight_grad (filters x taps) = conv_grad (filters x columns) · colᵀ (columns x taps)
-                matmul(
-                    [filters, taps, columns],
-                    (&mut weight_grad, row_major(taps)),
-                    false,
-                    (scratch.conv, row_major(columns)),
-                    (scratch.col, transposed(columns)),
-                );
-                if let Some(input_grads) = input_grads {
-                    // col_grad (taps x columns) = weightᵀ (taps x filters) · conv_grad (filters x columns)
-                    matmul(
-                        [taps, columns, filters],
-                        (scratch.col_grad, row_major(columns)),
-                        false,
-                        (weight, transposed(taps)),
-                        (scratch.conv, row_major(columns)),
-                    );
-                    for (image, image_grad) in input_grads.chunks_mut(image_len).enumerate() {
-                        let col_grad = &mut scratch.col_grad[image * plane..];
-                        col2im_add(col_grad, shape.height, shape.width, columns, image_grad);
-                    }
-                }
-                (weight_grad, bias_grad)
-            })
+            });
+            (weight_grad, bias_grad)
         })
         .collect();
     let mut weight_grad = vec![0f32; filters * taps];
@@ -425,50 +396,213 @@ fn backward_f32(
     }
     GradientsF32 {
         input: input_grad,
-        weight: weight_grad,
+        weight: channel_major(&weight_grad, filters, shape.channels),
         bias: bias_grad,
     }
 }
 
-/// Routes one image's output gradient back through ReLU and pooling: each value goes to its
-/// window's winner in `conv_grad` (filter rows `row_stride` apart; every other entry becomes
-/// zero) and into its filter's bias gradient.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn unpool(
-    output_grad: &[f32],
-    winners: &[u8],
-    shape: BlockShape,
-    (conv_grad, row_stride): (&mut [f32], usize),
-    bias_grad: &mut [f32],
-) {
-    let (width, pooled_width) = (shape.width, shape.width / 2);
-    let filters = output_grad
-        .chunks(shape.pooled_plane())
-        .zip(winners.chunks(shape.pooled_plane()))
-        .zip(bias_grad);
-    for (filter, ((output_grad, winners), bias_grad)) in filters.enumerate() {
-        let plane = &mut conv_grad[filter * row_stride..][..shape.plane()];
-        if shape.height % 2 == 1 || width % 2 == 1 {
-            // The dropped last row or column is not written below.
-            plane.fill(0.0);
+/// `[filters, channels, 3, 3]` weights reordered to `[filters, 3, 3, channels]`, the order of a
+/// pixel-major unfolded image.
+fn tap_major(weight: &[f32], filters: usize, channels: usize) -> Vec<f32> {
+    let mut reordered = vec![0f32; weight.len()];
+    for filter in 0..filters {
+        for channel in 0..channels {
+            for tap in 0..9 {
+                reordered[(filter * 9 + tap) * channels + channel] =
+                    weight[(filter * channels + channel) * 9 + tap];
+            }
         }
+    }
+    reordered
+}
+
+/// The inverse of [`tap_major`].
+fn channel_major(weight: &[f32], filters: usize, channels: usize) -> Vec<f32> {
+    let mut reordered = vec![0f32; weight.len()];
+    for filter in 0..filters {
+        for channel in 0..channels {
+            for tap in 0..9 {
+                reordered[(filter * channels + channel) * 9 + tap] =
+                    weight[(filter * 9 + tap) * channels + channel];
+            }
+        }
+    }
+    reordered
+}
+
+/// One image's share of a backward pass.
+struct ImageGrads<'a> {
+    x: &'a [f32],
+    winners: &'a [u8],
+    output_grad: &'a [f32],
+    /// Tap-major weights (see [`tap_major`]).
+    weight: &'a [f32],
+}
+
+/// Per-thread buffers of the backward pass: one image and its gradient, pixel-major
+/// (`[pixel, channel]`, so that the channels under one kernel tap are contiguous) with a border
+/// of zeros one pixel wide, so that no tap needs a bounds check.
+struct PixelScratch<'a> {
+    pixels: &'a mut [f32],
+    pixels_grad: &'a mut [f32],
+}
+
+thread_local! {
+    static PIXEL_BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+fn with_pixel_scratch<R>(shape: BlockShape, work: impl FnOnce(&mut PixelScratch<'_>) -> R) -> R {
+    let len = (shape.height + 2) * (shape.width + 2) * shape.channels;
+    PIXEL_BUFFERS.with_borrow_mut(|buffers| {
+        for buffer in buffers.iter_mut() {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        }
+        let [pixels, pixels_grad] = buffers;
+        work(&mut PixelScratch {
+            pixels: &mut pixels[..len],
+            pixels_grad: &mut pixels_grad[..len],
+        })
+    })
+}
+
+fn image_backward(
+    image: ImageGrads<'_>,
+    shape: BlockShape,
+    scratch: &mut PixelScratch<'_>,
+    grads: (&mut [f32], &mut [f32]),
+    input_grad: Option<&mut [f32]>,
+) {
+    // The network's two channel counts get loops of constant length, which vectorize fully.
+    match shape.channels {
+        1 => image_backward_with::<1>(image, shape, scratch, grads, input_grad),
+        16 => image_backward_with::<16>(image, shape, scratch, grads, input_grad),
+        _ => image_backward_with::<0>(image, shape, scratch, grads, input_grad),
+    }
+}
+
+/// [`image_backward`] for `CHANNELS` channels, or any number when `CHANNELS` is 0.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn image_backward_with<const CHANNELS: usize>(
+    image: ImageGrads<'_>,
+    shape: BlockShape,
+    scratch: &mut PixelScratch<'_>,
+    (weight_grad, bias_grad): (&mut [f32], &mut [f32]),
+    input_grad: Option<&mut [f32]>,
+) {
+    let channels = if CHANNELS == 0 {
+        shape.channels
+    } else {
+        CHANNELS
+    };
+    let (padded_width, taps, pooled_width) = (shape.width + 2, shape.taps(), shape.width / 2);
+    let tap_offsets: [usize; 9] =
+        std::array::from_fn(|tap| (tap / 3 * padded_width + tap % 3) * channels);
+    to_padded_pixel_major(image.x, shape, scratch.pixels);
+    if input_grad.is_some() {
+        scratch.pixels_grad.fill(0.0);
+    }
+    let filters = image
+        .output_grad
+        .chunks(shape.pooled_plane())
+        .zip(image.winners.chunks(shape.pooled_plane()))
+        .zip(weight_grad.chunks_mut(taps))
+        .zip(image.weight.chunks(taps))
+        .zip(bias_grad);
+    for ((((output_grad, winners), filter_grad), filter), bias_grad) in filters {
+        // The filter's weight gradient, kept in registers while its windows are visited.
+        let mut filter_sums = [[0f32; CHANNELS]; 9];
         let rows = output_grad
             .chunks(pooled_width)
             .zip(winners.chunks(pooled_width));
         for (pooled_y, (output_grad, winners)) in rows.enumerate() {
-            let (top, bottom) = plane[2 * pooled_y * width..][..2 * width].split_at_mut(width);
-            unpool_row(output_grad, winners, top, bottom);
-        }
-        // Summed in 16 lanes so that the loop vectorizes (a single running sum cannot be
-        // reordered).
-        let mut lanes = [0f32; 16];
-        for (grads, winners) in output_grad.chunks(16).zip(winners.chunks(16)) {
-            for ((lane, &grad), &winner) in lanes.iter_mut().zip(grads).zip(winners) {
-                *lane += if winner == CLAMPED { 0.0 } else { grad };
+            for (pooled_x, (&grad, &winner)) in output_grad.iter().zip(winners).enumerate() {
+                if winner == CLAMPED {
+                    continue;
+                }
+                *bias_grad += grad;
+                let y = 2 * pooled_y + usize::from(winner / 2);
+                let x = 2 * pooled_x + usize::from(winner % 2);
+                // The top-left pixel under the kernel, in the padded image.
+                let corner = (y * padded_width + x) * channels;
+                for (tap, &offset) in tap_offsets.iter().enumerate() {
+                    let pixel = corner + offset..corner + offset + channels;
+                    if CHANNELS == 0 {
+                        let sums = &mut filter_grad[tap * channels..(tap + 1) * channels];
+                        axpy::<0>(grad, &scratch.pixels[pixel.clone()], sums);
+                    } else {
+                        axpy::<CHANNELS>(
+                            grad,
+                            &scratch.pixels[pixel.clone()],
+                            &mut filter_sums[tap],
+                        );
+                    }
+                    if input_grad.is_some() {
+                        let weights = &filter[tap * channels..(tap + 1) * channels];
+                        axpy::<CHANNELS>(grad, weights, &mut scratch.pixels_grad[pixel]);
+                    }
+                }
             }
         }
-        *bias_grad += lanes.iter().sum::<f32>();
+        if CHANNELS > 0 {
+            add_assign(filter_grad, filter_sums.as_flattened());
+        }
     }
+    if let Some(input_grad) = input_grad {
+        add_from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
+    }
+}
+
+/// `[channels, height, width]` reordered to `[height + 2, width + 2, channels]` with a zero
+/// border.
+fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
+    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
+    padded.fill(0.0);
+    for (channel, values) in image.chunks(plane).enumerate() {
+        for (y, row) in values.chunks(width).enumerate() {
+            let start = ((y + 1) * (width + 2) + 1) * channels + channel;
+            for (x, &value) in row.iter().enumerate() {
+                padded[start + x * channels] = value;
+            }
+        }
+    }
+}
+
+/// Adds the inside of a [`to_padded_pixel_major`] layout back into `[channels, height, width]`.
+fn add_from_padded_pixel_major(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
+    for (channel, values) in image.chunks_mut(plane).enumerate() {
+        for (y, row) in values.chunks_mut(width).enumerate() {
+            let start = ((y + 1) * (width + 2) + 1) * channels + channel;
+            for (x, value) in row.iter_mut().enumerate() {
+                *value += padded[start + x * channels];
+            }
+        }
+    }
+}
+
+/// `target += factor * source`, over `N` values (or any number when `N` is 0). Working on a
+/// local copy of fixed length lets the compiler use whole vector registers.
+#[inline(always)]
+fn axpy<const N: usize>(factor: f32, source: &[f32], target: &mut [f32]) {
+    if N == 0 {
+        for (target, source) in target.iter_mut().zip(source) {
+            *target += factor * source;
+        }
+        return;
+    }
+    let (Ok(source), Ok(target)) = (
+        <&[f32; N]>::try_from(source),
+        <&mut [f32; N]>::try_from(target),
+    ) else {
+        unreachable!("axpy over {N} values")
+    };
+    let mut sum = *target;
+    for (sum, source) in sum.iter_mut().zip(source) {
+        *sum += factor * source;
+    }
+    *target = sum;
 }
 
 #[cfg(test)]
@@ -507,7 +641,7 @@ mod tests {
     #[test]
     fn matches_burns_layers_and_their_gradients() {
         for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-            for (channels, train_input) in [(3, true), (1, false)] {
+            for (channels, train_input) in [(3, true), (1, false), (16, true)] {
                 let device = backend.device().autodiff();
                 device.seed(3);
                 let random = |dims: [usize; 4]| {
@@ -570,23 +704,5 @@ mod tests {
                 &backend.to_string(),
             );
         }
-    }
-
-    #[test]
-    fn unpool_routes_gradients_to_winners_and_skips_clamped_values() {
-        // One filter, a 2x4 image pooled to 1x2: the first window's winner is its bottom-right
-        // value, the second window was clamped by ReLU.
-        let shape = BlockShape::new(&[1, 1, 2, 4], &[1, 1, 3, 3]);
-        let mut conv_grad = vec![7.0; 8];
-        let mut bias_grad = vec![0.5];
-        unpool(
-            &[2.0, 5.0],
-            &[3, CLAMPED],
-            shape,
-            (&mut conv_grad, 8),
-            &mut bias_grad,
-        );
-        assert_eq!(conv_grad, [0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0]);
-        assert_eq!(bias_grad, [2.5]);
     }
 }

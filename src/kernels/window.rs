@@ -1,6 +1,6 @@
-//! 2x2 max pooling with ReLU, and its gradient routing, one row of windows at a time.
+//! 2x2 max pooling with ReLU, one row of windows at a time.
 //!
-//! The compiler does not vectorize these loops (stride-2 reads, byte-sized window positions and
+//! The compiler does not vectorize this loop (stride-2 reads, byte-sized window positions and
 //! NaN rules), and pooling profiled at ~25% of evaluation, so on CPUs with AVX-512 a row runs as
 //! 16 windows per instruction; elsewhere the scalar code below, which is also the reference the
 //! tests hold the vector code to.
@@ -24,20 +24,6 @@ pub fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &
     pool_relu_row_scalar(top, bottom, output, winners);
 }
 
-/// Routes one row of pooled gradients back: each window of `top` and `bottom` gets `grads[x]`
-/// at its winner's position and zeros elsewhere.
-pub fn unpool_row(grads: &[f32], winners: &[u8], top: &mut [f32], bottom: &mut [f32]) {
-    let windows = grads.len();
-    assert!(top.len() >= 2 * windows && bottom.len() >= 2 * windows && winners.len() == windows);
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: as in `pool_relu_row`.
-        unsafe { avx512::unpool_row(grads, winners, top, bottom) };
-        return;
-    }
-    unpool_row_scalar(grads, winners, top, bottom);
-}
-
 fn pool_relu_row_scalar(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
     let windows = output
         .iter_mut()
@@ -50,17 +36,6 @@ fn pool_relu_row_scalar(top: &[f32], bottom: &[f32], output: &mut [f32], winners
         let keep = max > 0.0 || max.is_nan();
         *output = if keep { max } else { 0.0 };
         *winner = if keep { position } else { CLAMPED };
-    }
-}
-
-fn unpool_row_scalar(grads: &[f32], winners: &[u8], top: &mut [f32], bottom: &mut [f32]) {
-    let windows = top
-        .chunks_exact_mut(2)
-        .zip(bottom.chunks_exact_mut(2))
-        .zip(grads.iter().zip(winners));
-    for ((top, bottom), (&grad, &winner)) in windows {
-        let at = |position: u8| if winner == position { grad } else { 0.0 };
-        (top[0], top[1], bottom[0], bottom[1]) = (at(0), at(1), at(2), at(3));
     }
 }
 
@@ -150,26 +125,6 @@ mod avx512 {
         )
     }
 
-    /// Interleaves `even` and `odd` and stores the first `2 * count` floats at `row`.
-    ///
-    /// # Safety
-    /// `row` must be writable for `2 * count` floats, `count <= 16`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store_pairs(row: *mut f32, count: usize, even: __m512, odd: __m512) {
-        let low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        let high = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-        let (low_lanes, high_lanes) = pair_lanes(2 * count);
-        // SAFETY: the masks only touch the first `2 * count` floats.
-        unsafe {
-            _mm512_mask_storeu_ps(row, low_lanes, _mm512_permutex2var_ps(even, low, odd));
-            _mm512_mask_storeu_ps(
-                row.add(LANES),
-                high_lanes,
-                _mm512_permutex2var_ps(even, high, odd),
-            );
-        }
-    }
-
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VL; `top` and `bottom` must hold at least
     /// `2 * output.len()` floats and `winners` `output.len()` bytes.
@@ -219,36 +174,6 @@ mod avx512 {
             }
         }
     }
-
-    /// # Safety
-    /// The CPU must have AVX-512 F, BW and VL; `top` and `bottom` must hold at least
-    /// `2 * grads.len()` floats and `winners` `grads.len()` bytes.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn unpool_row(grads: &[f32], winners: &[u8], top: &mut [f32], bottom: &mut [f32]) {
-        for start in (0..grads.len()).step_by(LANES) {
-            let count = (grads.len() - start).min(LANES);
-            let read = lanes(count);
-            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
-            let (grad, winner) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(read, grads.as_ptr().add(start)),
-                    _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(
-                        read,
-                        winners.as_ptr().add(start).cast(),
-                    )),
-                )
-            };
-            let at = |position: i32| {
-                let won = _mm512_cmpeq_epi32_mask(winner, _mm512_set1_epi32(position));
-                _mm512_maskz_mov_ps(won, grad)
-            };
-            // SAFETY: as above.
-            unsafe {
-                store_pairs(top.as_mut_ptr().add(2 * start), count, at(0), at(1));
-                store_pairs(bottom.as_mut_ptr().add(2 * start), count, at(2), at(3));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -256,7 +181,6 @@ mod tests {
     use super::*;
 
     type PoolRow = fn(&[f32], &[f32], &mut [f32], &mut [u8]);
-    type UnpoolRow = fn(&[f32], &[u8], &mut [f32], &mut [f32]);
 
     #[test]
     fn window_max_takes_the_first_maximum_and_lets_nan_win() {
@@ -283,7 +207,6 @@ mod tests {
         for windows in 0..=40 {
             let top: Vec<f32> = (0..2 * windows + 1).map(value).collect();
             let bottom: Vec<f32> = (0..2 * windows + 1).map(|i| value(i + 5)).collect();
-            let grads: Vec<f32> = (0..windows).map(|i| i as f32 + 0.25).collect();
             let pool = |kernel: PoolRow| {
                 let (mut output, mut winners) = (vec![7.0; windows], vec![9; windows]);
                 kernel(&top, &bottom, &mut output, &mut winners);
@@ -292,21 +215,10 @@ mod tests {
                     winners,
                 )
             };
-            let pooled = pool(pool_relu_row);
-            assert_eq!(pooled, pool(pool_relu_row_scalar), "{windows} windows");
-            let winners = pooled.1;
-            let unpool = |kernel: UnpoolRow| {
-                let (mut top, mut bottom) =
-                    (vec![5.0; 2 * windows + 1], vec![5.0; 2 * windows + 1]);
-                kernel(&grads, &winners, &mut top, &mut bottom);
-                (top, bottom)
-            };
-            let routed = unpool(unpool_row);
-            assert_eq!(routed, unpool(unpool_row_scalar), "{windows} windows");
             assert_eq!(
-                routed.0[2 * windows],
-                5.0,
-                "past the last window is untouched"
+                pool(pool_relu_row),
+                pool(pool_relu_row_scalar),
+                "{windows} windows"
             );
         }
     }
@@ -322,8 +234,5 @@ mod tests {
         );
         assert_eq!(output, [4.0, 0.0]);
         assert_eq!(winners, [2, CLAMPED]);
-        let (mut top, mut bottom) = ([9.0; 4], [9.0; 4]);
-        unpool_row(&[3.0, 8.0], &winners, &mut top, &mut bottom);
-        assert_eq!((top, bottom), ([0.0; 4], [3.0, 0.0, 0.0, 0.0]));
     }
 }
