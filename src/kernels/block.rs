@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::HostTensors;
 use super::im2col::{add_assign, im2col, matmul, row_major};
-use super::window::{CLAMPED, pool_relu_row};
+use super::window::{CLAMPED, pool_relu_planes};
 
 /// Images per parallel task: enough work to amortise a task, few enough to balance two to
 /// sixteen threads on a batch of 128. Fixed, so that the weight-gradient sum (and with it
@@ -270,11 +270,12 @@ fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: BlockShape) -> (V
         .for_each(|(task, (outputs, winners))| {
             let images = outputs.len() / output_len;
             with_scratch(shape, images, |scratch| {
-                let columns = scratch.columns;
+                let (columns, sides) = (scratch.columns, [shape.height, shape.width]);
+                let image_pixels =
+                    |image| image_of(x, task * IMAGES_PER_TASK + image, shape.image_len());
                 for image in 0..images {
-                    let pixels = image_of(x, task * IMAGES_PER_TASK + image, shape.image_len());
                     let col = &mut scratch.col[image * plane..];
-                    im2col(pixels, shape.height, shape.width, col, columns);
+                    im2col(image_pixels(image), shape.height, shape.width, col, columns);
                 }
                 for (filter_row, &filter_bias) in scratch.conv.chunks_mut(columns).zip(bias) {
                     filter_row.fill(filter_bias);
@@ -292,38 +293,11 @@ fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: BlockShape) -> (V
                     .zip(winners.chunks_mut(output_len));
                 for (image, (output, winners)) in images.enumerate() {
                     let conv = &scratch.conv[image * plane..];
-                    pool_relu(conv, columns, shape, output, winners);
+                    pool_relu_planes(conv, columns, sides, output, winners);
                 }
             })
         });
     (output, winners)
-}
-
-/// Max-pools one image's convolution output (filter rows `row_stride` apart) and clamps it at
-/// zero, recording which window position won.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn pool_relu(
-    conv: &[f32],
-    row_stride: usize,
-    shape: BlockShape,
-    output: &mut [f32],
-    winners: &mut [u8],
-) {
-    let (width, pooled_width) = (shape.width, shape.width / 2);
-    let filters = output
-        .chunks_mut(shape.pooled_plane())
-        .zip(winners.chunks_mut(shape.pooled_plane()));
-    for (filter, (output, winners)) in filters.enumerate() {
-        let plane = &conv[filter * row_stride..][..shape.plane()];
-        let rows = output
-            .chunks_mut(pooled_width)
-            .zip(winners.chunks_mut(pooled_width));
-        for (pooled_y, (output, winners)) in rows.enumerate() {
-            let top = &plane[2 * pooled_y * width..][..width];
-            let bottom = &plane[(2 * pooled_y + 1) * width..][..width];
-            pool_relu_row(top, bottom, output, winners);
-        }
-    }
 }
 
 struct GradientsF32 {

@@ -1,4 +1,4 @@
-//! 2x2 max pooling with ReLU, one row of windows at a time.
+//! 2x2 max pooling with ReLU.
 //!
 //! The compiler does not vectorize this loop (stride-2 reads, byte-sized window positions and
 //! NaN rules), and pooling profiled at ~25% of evaluation, so on CPUs with AVX-512 a row runs as
@@ -8,20 +8,75 @@
 /// Window position of a pooled value that ReLU set to zero: no gradient flows back.
 pub const CLAMPED: u8 = u8::MAX;
 
-/// Pools the windows of one pair of rows: `output[x]` is the maximum of `top[2x..2x+2]` and
-/// `bottom[2x..2x+2]` clamped at zero, `winners[x]` its position (0-3 in row-major order) or
-/// [`CLAMPED`]. The first of equal values wins and a NaN beats any number, as in burn.
-pub fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
-    let windows = output.len();
-    assert!(top.len() >= 2 * windows && bottom.len() >= 2 * windows && winners.len() == windows);
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has the features the function is compiled for, and the assertion above
-        // bounds every access it makes.
-        unsafe { avx512::pool_relu_row(top, bottom, output, winners) };
+/// Pools `planes` (each `height x width`, starting `plane_stride` apart in `conv`) into
+/// `output` (`height / 2 x width / 2` each, an odd last row or column dropped): each value is
+/// its window's maximum clamped at zero, and `winners` holds the window position it came from
+/// (0-3 in row-major order) or [`CLAMPED`]. The first of equal values wins and a NaN beats any
+/// number, as in burn.
+pub fn pool_relu_planes(
+    conv: &[f32],
+    plane_stride: usize,
+    [height, width]: [usize; 2],
+    output: &mut [f32],
+    winners: &mut [u8],
+) {
+    let pooled_plane = (height / 2) * (width / 2);
+    if pooled_plane == 0 {
         return;
     }
-    pool_relu_row_scalar(top, bottom, output, winners);
+    let planes = output.len() / pooled_plane;
+    assert!(
+        output.len() == planes * pooled_plane
+            && winners.len() == output.len()
+            && (planes == 0 || (planes - 1) * plane_stride + height * width <= conv.len()),
+        "pool_relu_planes: buffers do not match their shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has the features the function is compiled for; the assertion above
+        // keeps every row the loops hand it inside its slice.
+        unsafe { avx512::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
+        return;
+    }
+    for_each_row_pair(
+        conv,
+        plane_stride,
+        [height, width],
+        output,
+        winners,
+        pool_relu_row_scalar,
+    );
+}
+
+/// Calls `pool_row` on each pair of rows with its share of `output` and `winners`.
+#[inline(always)]
+fn for_each_row_pair(
+    conv: &[f32],
+    plane_stride: usize,
+    [height, width]: [usize; 2],
+    output: &mut [f32],
+    winners: &mut [u8],
+    mut pool_row: impl FnMut(&[f32], &[f32], &mut [f32], &mut [u8]),
+) {
+    let pooled_width = width / 2;
+    let pooled_plane = (height / 2) * pooled_width;
+    if pooled_plane == 0 {
+        return;
+    }
+    let planes = output
+        .chunks_mut(pooled_plane)
+        .zip(winners.chunks_mut(pooled_plane));
+    for (index, (output, winners)) in planes.enumerate() {
+        let plane = &conv[index * plane_stride..][..height * width];
+        let rows = output
+            .chunks_mut(pooled_width)
+            .zip(winners.chunks_mut(pooled_width));
+        for (pooled_y, (output, winners)) in rows.enumerate() {
+            let top = &plane[2 * pooled_y * width..][..2 * pooled_width];
+            let bottom = &plane[(2 * pooled_y + 1) * width..][..2 * pooled_width];
+            pool_row(top, bottom, output, winners);
+        }
+    }
 }
 
 fn pool_relu_row_scalar(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
@@ -126,15 +181,34 @@ mod avx512 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512 F, BW and VL; `top` and `bottom` must hold at least
-    /// `2 * output.len()` floats and `winners` `output.len()` bytes.
+    /// The CPU must have AVX-512 F, BW and VL, and the planes must lie inside `conv`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn pool_relu_row(
-        top: &[f32],
-        bottom: &[f32],
+    pub unsafe fn pool_relu_planes(
+        conv: &[f32],
+        plane_stride: usize,
+        shape: [usize; 2],
         output: &mut [f32],
         winners: &mut [u8],
     ) {
+        super::for_each_row_pair(
+            conv,
+            plane_stride,
+            shape,
+            output,
+            winners,
+            |top, bottom, output, winners| {
+                // SAFETY: each row pair holds two values per window of `output`.
+                unsafe { pool_relu_row(top, bottom, output, winners) }
+            },
+        );
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VL; `top` and `bottom` must hold at least
+    /// `2 * output.len()` floats and `winners` `output.len()` bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
         let position = |value: i32| _mm512_set1_epi32(value);
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
@@ -180,8 +254,6 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    type PoolRow = fn(&[f32], &[f32], &mut [f32], &mut [u8]);
-
     #[test]
     fn window_max_takes_the_first_maximum_and_lets_nan_win() {
         assert_eq!(window_max([1.0, 3.0, 3.0, 0.0]), (1, 3.0));
@@ -192,11 +264,11 @@ mod tests {
         assert!(value.is_nan());
     }
 
-    /// Rows of every length up to 40 windows (partial vectors, several vectors) with ties,
-    /// NaNs, negatives and zeros: the dispatched kernel (vector code on AVX-512 machines) gives
-    /// exactly the scalar results.
+    /// Planes of every width up to 81 (partial vectors, several vectors, odd widths) and
+    /// heights up to 5, with ties, NaNs, negatives and zeros, spaced apart in a larger buffer:
+    /// the dispatched kernel (vector code on AVX-512 machines) gives exactly the scalar results.
     #[test]
-    fn dispatched_rows_match_the_scalar_reference() {
+    fn dispatched_pooling_matches_the_scalar_reference() {
         let value = |i: usize| match (i * 7 + i / 3) % 11 {
             0 => f32::NAN,
             1 | 2 => 0.0,
@@ -204,34 +276,43 @@ mod tests {
             4 | 5 => 2.0,
             k => k as f32 - 6.5,
         };
-        for windows in 0..=40 {
-            let top: Vec<f32> = (0..2 * windows + 1).map(value).collect();
-            let bottom: Vec<f32> = (0..2 * windows + 1).map(|i| value(i + 5)).collect();
-            let pool = |kernel: PoolRow| {
-                let (mut output, mut winners) = (vec![7.0; windows], vec![9; windows]);
-                kernel(&top, &bottom, &mut output, &mut winners);
-                (
-                    output.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    winners,
-                )
-            };
-            assert_eq!(
-                pool(pool_relu_row),
-                pool(pool_relu_row_scalar),
-                "{windows} windows"
-            );
+        for width in 0..=81 {
+            for height in 0..=5 {
+                let (planes, plane_stride) = (3, height * width + 5);
+                let conv: Vec<f32> = (0..planes * plane_stride).map(value).collect();
+                let pool = |scalar: bool| {
+                    let len = planes * (height / 2) * (width / 2);
+                    let (mut output, mut winners) = (vec![7.0f32; len], vec![9; len]);
+                    let sides = [height, width];
+                    if scalar {
+                        let (output, winners) = (&mut output, &mut winners);
+                        for_each_row_pair(
+                            &conv,
+                            plane_stride,
+                            sides,
+                            output,
+                            winners,
+                            pool_relu_row_scalar,
+                        );
+                    } else {
+                        pool_relu_planes(&conv, plane_stride, sides, &mut output, &mut winners);
+                    }
+                    (
+                        output.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        winners,
+                    )
+                };
+                assert_eq!(pool(false), pool(true), "{height}x{width}");
+            }
         }
     }
 
     #[test]
     fn pooling_clamps_and_records_positions() {
+        // One 2x4 plane: windows [1 2; 4 0] and [-1 -3; -2 -0.5].
+        let conv = [1.0, 2.0, -1.0, -3.0, 4.0, 0.0, -2.0, -0.5];
         let (mut output, mut winners) = ([0.0; 2], [0; 2]);
-        pool_relu_row(
-            &[1.0, 2.0, -1.0, -3.0],
-            &[4.0, 0.0, -2.0, -0.5],
-            &mut output,
-            &mut winners,
-        );
+        pool_relu_planes(&conv, 8, [2, 4], &mut output, &mut winners);
         assert_eq!(output, [4.0, 0.0]);
         assert_eq!(winners, [2, CLAMPED]);
     }
