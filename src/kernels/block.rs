@@ -55,7 +55,7 @@ impl ConvBlockOps for Flex {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        forward::<Self>(x, weight, bias).0
+        forward::<Self>(x, weight, bias, false).0
     }
 }
 
@@ -65,7 +65,7 @@ impl ConvBlockOps for NdArray {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        forward::<Self>(x, weight, bias).0
+        forward::<Self>(x, weight, bias, false).0
     }
 }
 
@@ -86,6 +86,7 @@ impl<B: HostTensors, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
+                    true,
                 );
                 prep.finish((x_node, weight_node, Arc::new(winners)), output)
             }
@@ -94,6 +95,7 @@ impl<B: HostTensors, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
+                    false,
                 )
                 .0,
             ),
@@ -101,17 +103,20 @@ impl<B: HostTensors, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
     }
 }
 
-/// The block's output and, for every output value, which of its 2x2 window won (0-3 in
-/// row-major order, or [`CLAMPED`]).
+/// The block's output and, when `record_winners` (for a backward pass), for every output value
+/// which of its 2x2 window won (0-3 in row-major order, or [`CLAMPED`]).
 fn forward<B: HostTensors>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: FloatTensor<B>,
+    record_winners: bool,
 ) -> (FloatTensor<B>, Vec<u8>) {
     let shape = BlockShape::new(&x.shape(), &weight.shape());
     let (output, winners) = B::read_f32(x, |x| {
         B::read_f32(weight, |weight| {
-            B::read_f32(bias, |bias| forward_f32(x, weight, bias, shape))
+            B::read_f32(bias, |bias| {
+                forward_f32(x, weight, bias, shape, record_winners)
+            })
         })
     });
     (B::from_f32(output, &shape.output_dims()), winners)
@@ -256,18 +261,41 @@ fn image_of<T>(batch: &[T], image: usize, image_len: usize) -> &[T] {
     &batch[image * image_len..(image + 1) * image_len]
 }
 
-fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: BlockShape) -> (Vec<f32>, Vec<u8>) {
+fn forward_f32(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    shape: BlockShape,
+    record_winners: bool,
+) -> (Vec<f32>, Vec<u8>) {
     let (plane, output_len) = (shape.plane(), shape.output_image_len());
     let mut output = vec![0f32; shape.batch * output_len];
-    let mut winners = vec![CLAMPED; output.len()];
+    let mut winners = vec![CLAMPED; if record_winners { output.len() } else { 0 }];
     if output.is_empty() {
         return (output, winners);
     }
+    let task_len = IMAGES_PER_TASK * output_len;
+    let winner_chunks: Vec<Option<&mut [u8]>> = if record_winners {
+        winners.chunks_mut(task_len).map(Some).collect()
+    } else {
+        (0..shape.batch.div_ceil(IMAGES_PER_TASK))
+            .map(|_| None)
+            .collect()
+    };
     output
-        .par_chunks_mut(IMAGES_PER_TASK * output_len)
-        .zip(winners.par_chunks_mut(IMAGES_PER_TASK * output_len))
+        .par_chunks_mut(task_len)
+        .zip(winner_chunks)
         .enumerate()
         .for_each(|(task, (outputs, winners))| {
+            // Inference has no use for the winners: they go to a small buffer and are dropped.
+            let mut discarded = Vec::new();
+            let winners = match winners {
+                Some(winners) => winners,
+                None => {
+                    discarded.resize(outputs.len(), CLAMPED);
+                    &mut discarded
+                }
+            };
             let images = outputs.len() / output_len;
             with_scratch(shape, images, |scratch| {
                 let (columns, sides) = (scratch.columns, [shape.height, shape.width]);
