@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// The network to measure
     #[arg(long, value_enum, default_value_t = ArchitectureArg::Cnn)]
     pub model: ArchitectureArg,
+    /// Measure evaluation with the trained model in this directory (from `train`) instead of a
+    /// freshly initialized one
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
     /// Also write the results as JSON to this file
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
@@ -718,6 +722,14 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     let train_split = data::load_split(&session.data_dir, SplitKind::Train)?;
     let test_split = data::load_split(&session.data_dir, SplitKind::Test)?;
     let load_seconds = loading.elapsed().as_secs_f64();
+    let trained = match &args.model_dir {
+        Some(dir) => {
+            let run = RunInfo::load(dir)?;
+            run.check_data(&test_split, &session.data_dir)?;
+            Some((dir, run))
+        }
+        None => None,
+    };
     let threads = backend::current_threads();
     let say = |line: String| {
         if session.human() {
@@ -765,7 +777,10 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     for &backend in &args.backends {
         let device = backend.device();
         device.seed(42);
-        let network = Network::new(architecture, InputShape::of(&train_split), &device);
+        let network = match &trained {
+            Some((dir, run)) => run.load_network(dir, &device)?,
+            None => Network::new(architecture, InputShape::of(&train_split), &device),
+        };
         for &batch_size in &args.eval_batch_sizes {
             let result = bench::eval_throughput(
                 &network,

@@ -208,6 +208,39 @@ fn train_evaluate_predict_end_to_end() {
         .sum();
     assert_eq!(total, 10000);
 
+    // `bench` measures the trained model's evaluation speed when given its directory.
+    let bench = mnist_cnn(dir.path())
+        .args([
+            "--json",
+            "bench",
+            "--model-dir",
+            "run",
+            "--batch-sizes",
+            "16",
+            "--train-images",
+            "16",
+            "--eval-batch-sizes",
+            "50",
+            "--eval-images",
+            "200",
+        ])
+        .assert()
+        .success();
+    let bench: serde_json::Value = serde_json::from_slice(&bench.get_output().stdout).unwrap();
+    assert_eq!(bench["evaluation"][0]["images"], 200);
+    assert!(
+        bench["evaluation"][0]["images_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(bench["training"][0]["batch_size"], 16);
+    mnist_cnn(dir.path())
+        .args(["bench", "--model-dir", "no-such-run"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no trained model in no-such-run"));
+
     // Test image 0 is a 7; a digit drawn on white paper at another size must be read too.
     mnist_cnn(dir.path())
         .args(["predict", "--model-dir", "run", "--index", "0"])
