@@ -499,8 +499,6 @@ fn image_backward_with<const CHANNELS: usize>(
         CHANNELS
     };
     let (padded_width, taps, pooled_width) = (shape.width + 2, shape.taps(), shape.width / 2);
-    let tap_offsets: [usize; 9] =
-        std::array::from_fn(|tap| (tap / 3 * padded_width + tap % 3) * channels);
     to_padded_pixel_major(image.x, shape, scratch.pixels);
     if input_grad.is_some() {
         scratch.pixels_grad.fill(0.0);
@@ -526,23 +524,31 @@ fn image_backward_with<const CHANNELS: usize>(
                 *bias_grad += grad;
                 let y = 2 * pooled_y + usize::from(winner / 2);
                 let x = 2 * pooled_x + usize::from(winner % 2);
-                // The top-left pixel under the kernel, in the padded image.
+                // The kernel's three rows of three pixels, in the padded image.
                 let corner = (y * padded_width + x) * channels;
-                for (tap, &offset) in tap_offsets.iter().enumerate() {
-                    let pixel = corner + offset..corner + offset + channels;
+                for kernel_row in 0..3 {
+                    let start = corner + kernel_row * padded_width * channels;
+                    let pixels = scratch.pixels[start..start + 3 * channels].chunks_exact(channels);
+                    let taps = 3 * kernel_row..3 * kernel_row + 3;
                     if CHANNELS == 0 {
-                        let sums = &mut filter_grad[tap * channels..(tap + 1) * channels];
-                        axpy::<0>(grad, &scratch.pixels[pixel.clone()], sums);
+                        let sums = filter_grad[taps.start * channels..taps.end * channels]
+                            .chunks_exact_mut(channels);
+                        for (sums, pixel) in sums.zip(pixels) {
+                            axpy::<0>(grad, pixel, sums);
+                        }
                     } else {
-                        axpy::<CHANNELS>(
-                            grad,
-                            &scratch.pixels[pixel.clone()],
-                            &mut filter_sums[tap],
-                        );
+                        for (sums, pixel) in filter_sums[taps.clone()].iter_mut().zip(pixels) {
+                            axpy::<CHANNELS>(grad, pixel, sums);
+                        }
                     }
                     if input_grad.is_some() {
-                        let weights = &filter[tap * channels..(tap + 1) * channels];
-                        axpy::<CHANNELS>(grad, weights, &mut scratch.pixels_grad[pixel]);
+                        let grads = scratch.pixels_grad[start..start + 3 * channels]
+                            .chunks_exact_mut(channels);
+                        let weights = filter[taps.start * channels..taps.end * channels]
+                            .chunks_exact(channels);
+                        for (grads, weights) in grads.zip(weights) {
+                            axpy::<CHANNELS>(grad, weights, grads);
+                        }
                     }
                 }
             }
