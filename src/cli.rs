@@ -803,13 +803,13 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         let batch_size = args.batch_sizes[0];
         for &backend in &args.backends {
             say(format!(
-                "\nper-layer time, {backend}, batch {batch_size} (ms per batch)\n{:<16} {:>10} {:>10}",
+                "\nper-layer time, {backend}, batch {batch_size} (ms per batch)\n{:<30} {:>10} {:>10}",
                 "layer", "forward", "backward"
             ));
             let layers = bench::layer_profile(backend, &train_split, batch_size, 10);
             for layer in &layers {
                 say(format!(
-                    "{:<16} {:>10.2} {:>10.2}",
+                    "{:<30} {:>10.2} {:>10.2}",
                     layer.layer, layer.forward_ms, layer.backward_ms
                 ));
             }
