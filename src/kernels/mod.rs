@@ -8,7 +8,7 @@
 //! convolution outputs that only feed a pooling.
 //!
 //! - Forward: a few images at a time are unfolded (im2col) and convolved by one `gemm` call into
-//!   a per-thread buffer, then pooled straight from it (AVX-512 where available), recording
+//!   a per-thread buffer, then pooled straight from it (AVX-512 or AVX2 where available), recording
 //!   which position of each window won.
 //! - Backward: only those winners, where ReLU let the value through, have a gradient (under a
 //!   quarter of the convolution outputs), so instead of dense matrix products the kernel visits

@@ -1,9 +1,9 @@
 //! 2x2 max pooling with ReLU.
 //!
 //! The compiler does not vectorize this loop (stride-2 reads, byte-sized window positions and
-//! NaN rules), and pooling profiled at ~25% of evaluation, so on CPUs with AVX-512 a row runs as
-//! 16 windows per instruction; elsewhere the scalar code below, which is also the reference the
-//! tests hold the vector code to.
+//! NaN rules), and pooling profiled at ~25% of evaluation, so a row runs as 16 windows per
+//! instruction on CPUs with AVX-512 and 8 with AVX2; elsewhere the scalar code below, which is
+//! also the reference the tests hold the vector code to.
 
 /// Window position of a pooled value that ReLU set to zero: no gradient flows back.
 pub const CLAMPED: u8 = u8::MAX;
@@ -36,6 +36,12 @@ pub fn pool_relu_planes(
         // SAFETY: the CPU has the features the function is compiled for; the assertion above
         // keeps every row the loops hand it inside its slice.
         unsafe { avx512::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: as above.
+        unsafe { avx2::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
         return;
     }
     for_each_row_pair(
@@ -250,9 +256,140 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use super::CLAMPED;
+
+    const LANES: usize = 8;
+
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2"))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2, and the planes must lie inside `conv`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn pool_relu_planes(
+        conv: &[f32],
+        plane_stride: usize,
+        shape: [usize; 2],
+        output: &mut [f32],
+        winners: &mut [u8],
+    ) {
+        super::for_each_row_pair(
+            conv,
+            plane_stride,
+            shape,
+            output,
+            winners,
+            |top, bottom, output, winners| {
+                // SAFETY: each row pair holds two values per window of `output`.
+                unsafe { pool_relu_row(top, bottom, output, winners) }
+            },
+        );
+    }
+
+    /// Lanes `0..count` as an AVX2 mask (all bits set in the lanes that take part).
+    #[target_feature(enable = "avx2")]
+    fn lanes(count: usize) -> __m256i {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane)
+    }
+
+    /// All bits set where `challenger` beats `holder`: greater, or NaN while `holder` is not.
+    #[target_feature(enable = "avx2")]
+    fn beats(challenger: __m256, holder: __m256) -> __m256 {
+        let greater = _mm256_cmp_ps::<_CMP_GT_OQ>(challenger, holder);
+        let challenger_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(challenger, challenger);
+        let holder_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(holder, holder);
+        _mm256_or_ps(greater, _mm256_andnot_ps(holder_nan, challenger_nan))
+    }
+
+    /// The even and odd elements of the `2 * count` floats at `row`, as two vectors.
+    ///
+    /// # Safety
+    /// `row` must be readable for `2 * count` floats, `count <= 8`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_pairs(row: *const f32, count: usize) -> (__m256, __m256) {
+        let (low_count, high_count) = ((2 * count).min(LANES), (2 * count).saturating_sub(LANES));
+        // SAFETY: the masks only touch the first `2 * count` floats.
+        let (low, high) = unsafe {
+            (
+                _mm256_maskload_ps(row, lanes(low_count)),
+                _mm256_maskload_ps(row.add(LANES), lanes(high_count)),
+            )
+        };
+        // Within each 128-bit half: [low0 low2 high0 high2 | low4 low6 high4 high6]; then the
+        // 64-bit quarters are put in order.
+        let even = _mm256_shuffle_ps::<0b10_00_10_00>(low, high);
+        let odd = _mm256_shuffle_ps::<0b11_01_11_01>(low, high);
+        let in_order = |v: __m256| {
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+        };
+        (in_order(even), in_order(odd))
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `top` and `bottom` must hold at least `2 * output.len()` floats
+    /// and `winners` `output.len()` bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
+        let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
+        for start in (0..output.len()).step_by(LANES) {
+            let count = (output.len() - start).min(LANES);
+            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
+            let ((a, b), (c, d)) = unsafe {
+                (
+                    load_pairs(top.as_ptr().add(2 * start), count),
+                    load_pairs(bottom.as_ptr().add(2 * start), count),
+                )
+            };
+            // `blendv(x, y, mask)` takes `y` where the mask is set.
+            let top_second = beats(b, a);
+            let top_max = _mm256_blendv_ps(a, b, top_second);
+            let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
+            let bottom_second = beats(d, c);
+            let bottom_max = _mm256_blendv_ps(c, d, bottom_second);
+            let bottom_at = _mm256_blendv_ps(position(2), position(3), bottom_second);
+            let bottom_wins = beats(bottom_max, top_max);
+            let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
+            let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
+            // NaN is kept (not clamped) so that a diverging run shows it.
+            let keep = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps()),
+                _mm256_cmp_ps::<_CMP_UNORD_Q>(max, max),
+            );
+            let pooled = _mm256_and_ps(keep, max);
+            let at = _mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep);
+            let mut positions = [0i32; LANES];
+            // SAFETY: the mask keeps the store to `count` windows; `positions` holds 8 lanes.
+            unsafe {
+                _mm256_maskstore_ps(output.as_mut_ptr().add(start), lanes(count), pooled);
+                _mm256_storeu_si256(positions.as_mut_ptr().cast(), _mm256_castps_si256(at));
+            }
+            for (winner, &position) in winners[start..start + count].iter_mut().zip(&positions) {
+                *winner = position as u8;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Copy)]
+    enum Kernel {
+        Scalar,
+        Dispatched,
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+    }
 
     #[test]
     fn window_max_takes_the_first_maximum_and_lets_nan_win() {
@@ -266,7 +403,8 @@ mod tests {
 
     /// Planes of every width up to 81 (partial vectors, several vectors, odd widths) and
     /// heights up to 5, with ties, NaNs, negatives and zeros, spaced apart in a larger buffer:
-    /// the dispatched kernel (vector code on AVX-512 machines) gives exactly the scalar results.
+    /// the dispatched kernel (AVX-512 or AVX2 where the CPU has them) and the AVX2 kernel give
+    /// exactly the scalar results.
     #[test]
     fn dispatched_pooling_matches_the_scalar_reference() {
         let value = |i: usize| match (i * 7 + i / 3) % 11 {
@@ -280,29 +418,47 @@ mod tests {
             for height in 0..=5 {
                 let (planes, plane_stride) = (3, height * width + 5);
                 let conv: Vec<f32> = (0..planes * plane_stride).map(value).collect();
-                let pool = |scalar: bool| {
+                let pool = |kernel: Kernel| {
                     let len = planes * (height / 2) * (width / 2);
                     let (mut output, mut winners) = (vec![7.0f32; len], vec![9; len]);
-                    let sides = [height, width];
-                    if scalar {
-                        let (output, winners) = (&mut output, &mut winners);
-                        for_each_row_pair(
+                    let (sides, output_ref, winners_ref) =
+                        ([height, width], &mut output, &mut winners);
+                    match kernel {
+                        Kernel::Scalar => for_each_row_pair(
                             &conv,
                             plane_stride,
                             sides,
-                            output,
-                            winners,
+                            output_ref,
+                            winners_ref,
                             pool_relu_row_scalar,
-                        );
-                    } else {
-                        pool_relu_planes(&conv, plane_stride, sides, &mut output, &mut winners);
+                        ),
+                        Kernel::Dispatched => {
+                            pool_relu_planes(&conv, plane_stride, sides, output_ref, winners_ref)
+                        }
+                        // SAFETY: only called where the CPU has AVX2 (checked below).
+                        #[cfg(target_arch = "x86_64")]
+                        Kernel::Avx2 => unsafe {
+                            avx2::pool_relu_planes(
+                                &conv,
+                                plane_stride,
+                                sides,
+                                output_ref,
+                                winners_ref,
+                            )
+                        },
                     }
                     (
                         output.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                         winners,
                     )
                 };
-                assert_eq!(pool(false), pool(true), "{height}x{width}");
+                let reference = pool(Kernel::Scalar);
+                assert_eq!(pool(Kernel::Dispatched), reference, "{height}x{width}");
+                // On AVX-512 machines the dispatched kernel is the AVX-512 one: AVX2 separately.
+                #[cfg(target_arch = "x86_64")]
+                if avx2::available() {
+                    assert_eq!(pool(Kernel::Avx2), reference, "AVX2, {height}x{width}");
+                }
             }
         }
     }
