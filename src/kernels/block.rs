@@ -403,8 +403,8 @@ fn backward_f32(
     }
 }
 
-/// `[filters, channels, 3, 3]` weights reordered to `[filters, 3, 3, channels]`, the order of a
-/// pixel-major unfolded image.
+/// `[filters, channels, 3, 3]` weights reordered to `[filters, 3, 3, channels]`, the order in
+/// which the backward pass reads a pixel-major image under the kernel.
 fn tap_major(weight: &[f32], filters: usize, channels: usize) -> Vec<f32> {
     let mut reordered = vec![0f32; weight.len()];
     for filter in 0..filters {
