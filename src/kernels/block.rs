@@ -23,9 +23,13 @@ use super::im2col::{add_assign, im2col, matmul, row_major};
 use super::window::{CLAMPED, pool_relu_planes};
 
 /// Images per parallel task: enough work to amortise a task, few enough to balance two to
-/// sixteen threads on a batch of 128. Fixed, so that the weight-gradient sum (and with it
-/// training) is the same whatever the thread count.
+/// sixteen threads on a batch of 128. It depends on the shape only, so that the weight-gradient
+/// sum (and with it training) is the same whatever the thread count.
 const IMAGES_PER_TASK: usize = 4;
+
+/// A task's forward scratch matrices stay within this many bytes when one image allows it, so
+/// large images of your own do not multiply memory use by the task size.
+const TASK_SCRATCH_BYTES: usize = 8 << 20;
 
 /// `relu(max_pool_2x2(conv2d(input, weight, bias)))` for a `[batch, channels, height, width]`
 /// input, `[filters, channels, 3, 3]` weights and zero "same" padding; pooling has stride 2 and
@@ -220,6 +224,13 @@ impl BlockShape {
     fn weight_dims(&self) -> [usize; 4] {
         [self.filters, self.channels, 3, 3]
     }
+
+    /// [`IMAGES_PER_TASK`], or fewer (at least one) for images whose unfolded matrix and
+    /// convolution output would not fit [`TASK_SCRATCH_BYTES`] that many times.
+    fn images_per_task(&self) -> usize {
+        let scratch_per_image = (self.taps() + self.filters) * self.plane() * size_of::<f32>();
+        (TASK_SCRATCH_BYTES / scratch_per_image.max(1)).clamp(1, IMAGES_PER_TASK)
+    }
 }
 
 /// Per-task scratch matrices, with the task's images side by side (column
@@ -274,11 +285,12 @@ fn forward_f32(
     if output.is_empty() {
         return (output, winners);
     }
-    let task_len = IMAGES_PER_TASK * output_len;
+    let images_per_task = shape.images_per_task();
+    let task_len = images_per_task * output_len;
     let winner_chunks: Vec<Option<&mut [u8]>> = if record_winners {
         winners.chunks_mut(task_len).map(Some).collect()
     } else {
-        (0..shape.batch.div_ceil(IMAGES_PER_TASK))
+        (0..shape.batch.div_ceil(images_per_task))
             .map(|_| None)
             .collect()
     };
@@ -300,7 +312,7 @@ fn forward_f32(
             with_scratch(shape, images, |scratch| {
                 let (columns, sides) = (scratch.columns, [shape.height, shape.width]);
                 let image_pixels =
-                    |image| image_of(x, task * IMAGES_PER_TASK + image, shape.image_len());
+                    |image| image_of(x, task * images_per_task + image, shape.image_len());
                 for image in 0..images {
                     let col = &mut scratch.col[image * plane..];
                     im2col(image_pixels(image), shape.height, shape.width, col, columns);
@@ -350,11 +362,12 @@ fn backward_f32(
     let (image_len, output_len) = (shape.image_len(), shape.output_image_len());
     let (taps, filters) = (shape.taps(), shape.filters);
     let weight = tap_major(weight, filters, shape.channels);
-    let tasks = shape.batch.div_ceil(IMAGES_PER_TASK);
+    let images_per_task = shape.images_per_task();
+    let tasks = shape.batch.div_ceil(images_per_task);
     let mut input_grad = input_grad_needed.then(|| vec![0f32; shape.batch * image_len]);
     let input_grad_chunks: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
         Some(grad) if !grad.is_empty() => grad
-            .chunks_mut(IMAGES_PER_TASK * image_len)
+            .chunks_mut(images_per_task * image_len)
             .map(Some)
             .collect(),
         _ => (0..tasks).map(|_| None).collect(),
@@ -367,9 +380,9 @@ fn backward_f32(
         .map(|(task, mut input_grads)| {
             let mut weight_grad = vec![0f32; filters * taps];
             let mut bias_grad = vec![0f32; filters];
-            let first = task * IMAGES_PER_TASK;
+            let first = task * images_per_task;
             with_pixel_scratch(shape, |scratch| {
-                for image in first..(first + IMAGES_PER_TASK).min(shape.batch) {
+                for image in first..(first + images_per_task).min(shape.batch) {
                     let image_grad = input_grads
                         .as_deref_mut()
                         .map(|grads| &mut grads[(image - first) * image_len..][..image_len]);
@@ -694,6 +707,18 @@ mod tests {
                 assert_close(&ours.3, &burns.3, &format!("bias gradient ({case})"));
             }
         }
+    }
+
+    #[test]
+    fn large_images_get_fewer_images_per_task() {
+        let shape = |side: usize, channels: usize, filters: usize| {
+            BlockShape::new(&[8, channels, side, side], &[filters, channels, 3, 3])
+        };
+        assert_eq!(shape(28, 1, 16).images_per_task(), IMAGES_PER_TASK);
+        assert_eq!(shape(14, 16, 32).images_per_task(), IMAGES_PER_TASK);
+        // (144 + 32) values per pixel of a 128x128 image: 11.5 MB, more than the budget.
+        assert_eq!(shape(128, 16, 32).images_per_task(), 1);
+        assert_eq!(shape(64, 16, 32).images_per_task(), 2);
     }
 
     #[test]
