@@ -46,20 +46,20 @@ impl std::fmt::Display for BackendKind {
     }
 }
 
-/// Sizes the global rayon pool that both backends compute on. Only the first call can take
-/// effect, so later calls with another count are reported as an error.
-pub fn set_threads(threads: usize) -> crate::Result<()> {
+/// Builds the global rayon pool that both backends compute on: `threads` threads (by default
+/// one per core, or `RAYON_NUM_THREADS`), each with a main thread's 8 MiB of stack, since whole
+/// commands run on them (see [`on_compute_pool`]). Only the first call can take effect, so a
+/// later call asking for another count is reported as an error.
+pub fn set_threads(threads: Option<usize>) -> crate::Result<()> {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(threads.unwrap_or(0))
+        .stack_size(8 << 20)
         .build_global()
-        .or_else(|e| {
-            if rayon::current_num_threads() == threads {
-                Ok(())
-            } else {
-                Err(crate::Error::InvalidArgument(format!(
-                    "cannot use {threads} threads: {e}"
-                )))
-            }
+        .or_else(|e| match threads {
+            Some(threads) if rayon::current_num_threads() != threads => Err(
+                crate::Error::InvalidArgument(format!("cannot use {threads} threads: {e}")),
+            ),
+            _ => Ok(()),
         })
 }
 

@@ -269,9 +269,7 @@ pub struct PredictArgs {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    if let Some(threads) = cli.global.threads {
-        backend::set_threads(threads.into())?;
-    }
+    backend::set_threads(cli.global.threads.map(Into::into))?;
     // `download` fills the directory it is given or the local default; the other commands
     // also fall back to the data shipped with the sources.
     let data_dir = match (&cli.command, cli.global.data_dir.clone()) {
@@ -293,6 +291,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => run_bench(&session, args),
         Command::Import(args) => run_import(&session, args),
     })
+}
+
+/// "1 thread", "2 threads".
+fn counted(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
 }
 
 struct Session {
@@ -425,11 +428,11 @@ fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
     if session.human() {
         if let Some(last) = last {
             println!(
-                "trained {} epochs in {:.1}s on {} ({} threads): loss {:.4}, accuracy {:.4}{}",
-                outcome.run.completed_epochs,
+                "trained {} in {:.1}s on {} ({}): loss {:.4}, accuracy {:.4}{}",
+                counted(outcome.run.completed_epochs, "epoch"),
                 outcome.run.train_seconds,
                 config.backend,
-                outcome.run.threads,
+                counted(outcome.run.threads, "thread"),
                 last.loss,
                 last.accuracy,
                 validation_suffix(last),
@@ -742,7 +745,8 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         load_seconds * 1000.0
     ));
     say(format!(
-        "{architecture} on {threads} threads; training {} images per configuration",
+        "{architecture} on {}; training {} images per configuration",
+        counted(threads, "thread"),
         args.train_images
     ));
     say(format!(
