@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -253,18 +254,28 @@ thread_local! {
 fn with_scratch<R>(shape: BlockShape, images: usize, work: impl FnOnce(Scratch<'_>) -> R) -> R {
     let columns = images * shape.plane();
     let lens = [shape.taps() * columns, shape.filters * columns];
-    BUFFERS.with_borrow_mut(|buffers| {
-        for (buffer, &len) in buffers.iter_mut().zip(&lens) {
+    with_thread_buffers(&BUFFERS, lens, |[col, conv]| {
+        work(Scratch { col, conv, columns })
+    })
+}
+
+/// Runs `work` on this thread's `buffers`, each grown to at least its length in `lens` and
+/// handed over cut to it. Nothing is cleared: every user overwrites what it reads.
+fn with_thread_buffers<const N: usize, R>(
+    buffers: &'static LocalKey<RefCell<[Vec<f32>; N]>>,
+    lens: [usize; N],
+    work: impl FnOnce([&mut [f32]; N]) -> R,
+) -> R {
+    buffers.with_borrow_mut(|buffers| {
+        let mut buffers = buffers.iter_mut().zip(lens).map(|(buffer, len)| {
             if buffer.len() < len {
                 buffer.resize(len, 0.0);
             }
-        }
-        let [col, conv] = buffers;
-        work(Scratch {
-            col: &mut col[..lens[0]],
-            conv: &mut conv[..lens[1]],
-            columns,
-        })
+            &mut buffer[..len]
+        });
+        work(std::array::from_fn(|_| {
+            buffers.next().expect("one buffer per length")
+        }))
     })
 }
 
@@ -324,7 +335,6 @@ fn forward_f32(
                 matmul(
                     [shape.filters, columns, shape.taps()],
                     (scratch.conv, row_major(columns)),
-                    true,
                     (weight, row_major(shape.taps())),
                     (scratch.col, row_major(columns)),
                 );
@@ -468,16 +478,10 @@ thread_local! {
 
 fn with_pixel_scratch<R>(shape: BlockShape, work: impl FnOnce(&mut PixelScratch<'_>) -> R) -> R {
     let len = (shape.height + 2) * (shape.width + 2) * shape.channels;
-    PIXEL_BUFFERS.with_borrow_mut(|buffers| {
-        for buffer in buffers.iter_mut() {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-        }
-        let [pixels, pixels_grad] = buffers;
+    with_thread_buffers(&PIXEL_BUFFERS, [len; 2], |[pixels, pixels_grad]| {
         work(&mut PixelScratch {
-            pixels: &mut pixels[..len],
-            pixels_grad: &mut pixels_grad[..len],
+            pixels,
+            pixels_grad,
         })
     })
 }

@@ -88,12 +88,11 @@ fn spans(len: usize, rows: usize, columns: usize, strides: Strides) -> bool {
     rows == 0 || columns == 0 || (rows - 1) * strides.row + (columns - 1) * strides.column < len
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` on the calling thread (the callers already
+/// `dst (m x n) += lhs (m x k) · rhs (k x n)` on the calling thread (the callers already
 /// spread images over threads).
 pub fn matmul(
     [m, n, k]: [usize; 3],
     (dst, dst_strides): (&mut [f32], Strides),
-    accumulate: bool,
     (lhs, lhs_strides): (&[f32], Strides),
     (rhs, rhs_strides): (&[f32], Strides),
 ) {
@@ -113,7 +112,7 @@ pub fn matmul(
             dst.as_mut_ptr(),
             dst_strides.column as isize,
             dst_strides.row as isize,
-            accumulate,
+            true,
             lhs.as_ptr(),
             lhs_strides.column as isize,
             lhs_strides.row as isize,
@@ -185,7 +184,6 @@ mod tests {
         matmul(
             [2, 2, 2],
             (&mut dst, row_major(2)),
-            true,
             (&lhs, row_major(2)),
             (&rhs, rhs_transposed),
         );

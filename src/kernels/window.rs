@@ -130,19 +130,16 @@ fn beats(challenger: f32, holder: f32) -> bool {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::CLAMPED;
 
     const LANES: usize = 16;
 
+    /// std caches the CPU's features, so this is cheap to ask each time.
     pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-        })
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
     }
 
     /// Lanes `0..count` set.
@@ -259,15 +256,13 @@ mod avx512 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::CLAMPED;
 
     const LANES: usize = 8;
 
     pub fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx2"))
+        is_x86_feature_detected!("avx2")
     }
 
     /// # Safety
