@@ -5,6 +5,8 @@
 //! `image` crate and written with [`crate::fsutil::write_atomically`], so a failed drawing never
 //! leaves a half-written file. Text uses the bundled DejaVu Sans (no system fonts are needed).
 
+pub mod picture;
+
 use std::path::Path;
 use std::sync::OnceLock;
 

@@ -112,6 +112,7 @@ pub fn train(
         mnist_cnn_version: env!("CARGO_PKG_VERSION").into(),
         history: Vec::new(),
         checkpoint: None,
+        pipeline: Some(data.pipeline),
     };
 
     if resume {

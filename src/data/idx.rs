@@ -6,6 +6,10 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Colour images: rank 4, `count x rows x cols x channels` (channels interleaved per pixel).
+pub const COLOR_IMAGES_MAGIC: u32 = 0x0000_0804;
+/// Gray (1), RGB (3) or RGBA (4).
+pub const MAX_CHANNELS: usize = 4;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// No IDX data set we read comes near this; a header claiming more is corrupt or hostile.
@@ -16,13 +20,29 @@ pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Images of one IDX file, row-major, one byte a pixel.
+/// Images of one IDX file, row-major, `channels` bytes a pixel (interleaved, as RGB).
+/// Grayscale images are the rank-3 files of MNIST; colour ones a rank-4 file
+/// (`count x rows x cols x channels`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
     pub count: usize,
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
     pub pixels: Vec<u8>,
+}
+
+impl IdxImages {
+    /// Grayscale images, one byte a pixel.
+    pub fn gray(count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Self {
+        Self {
+            count,
+            rows,
+            cols,
+            channels: 1,
+            pixels,
+        }
+    }
 }
 
 /// Reads a file, gunzipping it when it starts with the gzip magic.
@@ -51,19 +71,33 @@ pub fn gunzip(compressed: &[u8]) -> std::result::Result<Vec<u8>, String> {
 }
 
 pub fn decode_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
-    let dims = decode_header(bytes, IMAGES_MAGIC, 3, "images", path)?;
+    let color = bytes.len() >= 4 && read_u32(bytes, 0) == COLOR_IMAGES_MAGIC;
+    let (magic, rank) = if color {
+        (COLOR_IMAGES_MAGIC, 4)
+    } else {
+        (IMAGES_MAGIC, 3)
+    };
+    let dims = decode_header(bytes, magic, rank, "images", path)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
+    let channels = if color { dims[3] } else { 1 };
+    if !(1..=MAX_CHANNELS).contains(&channels) {
+        return Err(invalid(
+            path,
+            format!("{channels} channels a pixel is outside 1..={MAX_CHANNELS}"),
+        ));
+    }
     if rows == 0 || cols == 0 || rows > MAX_IMAGE_SIDE || cols > MAX_IMAGE_SIDE {
         return Err(invalid(
             path,
             format!("image size {rows}x{cols} is outside 1..={MAX_IMAGE_SIDE} pixels a side"),
         ));
     }
-    let pixels = checked_body(bytes, 16, count * rows * cols, path)?;
+    let pixels = checked_body(bytes, 4 + 4 * rank, count * rows * cols * channels, path)?;
     Ok(IdxImages {
         count,
         rows,
         cols,
+        channels,
         pixels: pixels.to_vec(),
     })
 }
@@ -74,10 +108,17 @@ pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
 }
 
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + images.pixels.len());
-    out.extend_from_slice(&IMAGES_MAGIC.to_be_bytes());
+    let mut out = Vec::with_capacity(20 + images.pixels.len());
+    if images.channels == 1 {
+        out.extend_from_slice(&IMAGES_MAGIC.to_be_bytes());
+    } else {
+        out.extend_from_slice(&COLOR_IMAGES_MAGIC.to_be_bytes());
+    }
     for dim in [images.count, images.rows, images.cols] {
         out.extend_from_slice(&(dim as u32).to_be_bytes());
+    }
+    if images.channels != 1 {
+        out.extend_from_slice(&(images.channels as u32).to_be_bytes());
     }
     out.extend_from_slice(&images.pixels);
     out
@@ -185,12 +226,26 @@ mod tests {
     }
 
     fn sample_images() -> IdxImages {
-        IdxImages {
-            count: 3,
-            rows: 4,
-            cols: 5,
-            pixels: (0..60).map(|i| (i * 4) as u8).collect(),
-        }
+        IdxImages::gray(3, 4, 5, (0..60).map(|i| (i * 4) as u8).collect())
+    }
+
+    #[test]
+    fn colour_images_round_trip_as_rank_4() {
+        let images = IdxImages {
+            count: 2,
+            rows: 3,
+            cols: 4,
+            channels: 3,
+            pixels: (0..72).map(|i| (i * 3) as u8).collect(),
+        };
+        let bytes = encode_images(&images);
+        assert_eq!(read_u32(&bytes, 0), COLOR_IMAGES_MAGIC);
+        assert_eq!(read_u32(&bytes, 16), 3);
+        assert_eq!(decode_images(&bytes, path()).unwrap(), images);
+        let mut bad = bytes.clone();
+        bad[16..20].copy_from_slice(&9u32.to_be_bytes());
+        let message = error_of(decode_images(&bad, path()));
+        assert!(message.contains("9 channels"), "{message}");
     }
 
     fn error_of<T: std::fmt::Debug>(result: Result<T>) -> String {
@@ -290,12 +345,7 @@ mod tests {
 
     #[test]
     fn zero_sized_images_are_rejected() {
-        let images = IdxImages {
-            count: 0,
-            rows: 0,
-            cols: 28,
-            pixels: vec![],
-        };
+        let images = IdxImages::gray(0, 0, 28, vec![]);
         let message = error_of(decode_images(&encode_images(&images), path()));
         assert!(message.contains("image size 0x28"), "{message}");
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::data::Split;
+use crate::data::pipeline::Pipeline;
 use crate::error::{Error, Result};
 use crate::fsutil::read_json;
 use crate::model::{Architecture, InputShape, Network};
@@ -173,6 +174,10 @@ pub struct RunInfo {
     /// manifest, whose weights are `model.bpk` unchecked.
     #[serde(default)]
     pub checkpoint: Option<checkpoint::CheckpointFiles>,
+    /// How the training pictures were prepared (from the data set's `dataset.json`, else
+    /// MNIST's); absent in runs written before pipelines were recorded.
+    #[serde(default)]
+    pub pipeline: Option<Pipeline>,
 }
 
 impl RunInfo {
@@ -216,6 +221,15 @@ impl RunInfo {
         })
     }
 
+    /// How to prepare a new picture for this model: the pipeline its training data was made
+    /// with; MNIST's for runs that recorded none.
+    pub fn pipeline(&self) -> Pipeline {
+        self.pipeline.unwrap_or(Pipeline {
+            color: self.shape.channels == 3,
+            ..Pipeline::mnist(self.shape.rows, self.shape.cols)
+        })
+    }
+
     /// The trained network from `model_dir`, on `device`, after checking its file against the
     /// checksum this manifest recorded.
     pub fn load_network(&self, model_dir: &Path, device: &Device) -> Result<Network> {
@@ -244,6 +258,14 @@ impl RunInfo {
                 data_dir.display(),
                 split.rows,
                 split.cols
+            )));
+        }
+        if split.channels != self.shape.channels {
+            return Err(Error::DataMismatch(format!(
+                "the model was trained on images of {} channels but {} holds images of {}",
+                self.shape.channels,
+                data_dir.display(),
+                split.channels
             )));
         }
         if split.num_classes() > self.shape.classes {
