@@ -15,7 +15,18 @@ pub struct Batch {
 
 /// Gathers the items at `indices` into one batch, with labels one-hot over `classes`.
 pub fn make_batch(split: &Split, indices: &[usize], classes: usize, device: &Device) -> Batch {
-    let images = images_tensor(split, indices, device);
+    batch_with_images(split, indices, classes, images_tensor(split, indices, device), device)
+}
+
+/// The batch of the items at `indices` with `images` (already prepared, e.g. augmented) as its
+/// pixels.
+pub fn batch_with_images(
+    split: &Split,
+    indices: &[usize],
+    classes: usize,
+    images: Tensor<4>,
+    device: &Device,
+) -> Batch {
     let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
     let mut one_hot = vec![0.0f32; indices.len() * classes];
     for (row, &label) in labels.iter().enumerate() {

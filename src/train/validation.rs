@@ -1,0 +1,320 @@
+//! Which training images a run learns from and which it validates on.
+//!
+//! Keras's `validation_split` takes the last fraction of the data before shuffling; that is
+//! only a fair validation set when the data is in random order, as MNIST's files are. On data
+//! stored class by class it is one or two classes alone, which the model then never learns.
+//! [`select`] keeps Keras's choice where it is fair and otherwise picks a seeded stratified
+//! sample, and says so; the same goes for a limit on the number of images.
+
+use std::collections::BTreeSet;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+/// Where the validation images come from.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationFrom {
+    /// The last fraction (Keras) when it holds the same classes as the rest, as on data in
+    /// random order; a seeded stratified pick when it does not, as on data sorted by class
+    #[default]
+    Auto,
+    /// The last fraction of the training data, as Keras's validation_split
+    Last,
+    /// A seeded pick of the fraction from every class (stratified)
+    Random,
+}
+
+/// What a warning is about, so a front end can add how to change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// The validation images and the training images hold different classes.
+    ValidationClasses,
+    /// The first images up to the limit miss some classes.
+    LimitClasses,
+    /// The last fraction was unfair, so a stratified pick was made instead.
+    ValidationResampled,
+}
+
+/// Something about the data a user should know before trusting the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub kind: WarningKind,
+    pub message: String,
+}
+
+/// The images of one run, as indices into the training split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Training images, in the order of the file.
+    pub train: Vec<usize>,
+    /// Validation images, in the order of the file.
+    pub validation: Vec<usize>,
+    /// How the validation images were actually chosen (never `Auto`).
+    pub from: ValidationFrom,
+    pub warnings: Vec<Warning>,
+}
+
+const LIMIT_STREAM: u64 = 0x4c49_4d49_5400_0001;
+const VALIDATION_STREAM: u64 = 0x5641_4c49_4400_0002;
+
+/// Chooses the training and validation images among `labels`: at most `limit` images (the
+/// first ones when they hold every class, else a stratified sample), of which `fraction` are
+/// held out for validation as `from` says. Seeded by `seed`; `class_names` names the classes in
+/// warnings.
+pub fn select(
+    labels: &[u8],
+    class_names: &[String],
+    limit: Option<usize>,
+    fraction: f64,
+    from: ValidationFrom,
+    seed: u64,
+) -> Selection {
+    let mut warnings = Vec::new();
+    let all: Vec<usize> = (0..labels.len()).collect();
+    let used = match limit {
+        Some(limit) if limit < labels.len() => {
+            let first: Vec<usize> = (0..limit).collect();
+            let missing = difference(&classes_of(labels, &all), &classes_of(labels, &first));
+            if missing.is_empty() {
+                first
+            } else {
+                warnings.push(Warning {
+                    kind: WarningKind::LimitClasses,
+                    message: format!(
+                        "the first {limit} training images hold no {} (the data looks sorted by class): using a stratified random sample of {limit} images instead",
+                        names(&missing, class_names)
+                    ),
+                });
+                stratified(labels, &all, limit as f64 / labels.len() as f64, seed ^ LIMIT_STREAM)
+                    .0
+            }
+        }
+        _ => all,
+    };
+    let validation_count = (used.len() as f64 * fraction).round() as usize;
+    if validation_count == 0 {
+        return Selection {
+            train: used,
+            validation: Vec::new(),
+            from: if from == ValidationFrom::Random {
+                ValidationFrom::Random
+            } else {
+                ValidationFrom::Last
+            },
+            warnings,
+        };
+    }
+    let last = || {
+        let split = used.len() - validation_count;
+        (used[..split].to_vec(), used[split..].to_vec())
+    };
+    let random = || stratified(labels, &used, fraction, seed ^ VALIDATION_STREAM);
+    let ((validation, train), from) = match from {
+        ValidationFrom::Last => {
+            let (train, validation) = last();
+            ((validation, train), ValidationFrom::Last)
+        }
+        ValidationFrom::Random => (random(), ValidationFrom::Random),
+        ValidationFrom::Auto => {
+            let (train, validation) = last();
+            if class_mismatch(labels, &train, &validation, class_names).is_none() {
+                ((validation, train), ValidationFrom::Last)
+            } else {
+                let share = (fraction * 100.0).round();
+                warnings.push(Warning {
+                    kind: WarningKind::ValidationResampled,
+                    message: format!(
+                        "the last {share}% of the training images holds only {} while the rest holds {} (the data looks sorted by class): validating on a stratified random {share}% instead",
+                        names(&classes_of(labels, &validation), class_names),
+                        names(&classes_of(labels, &train), class_names)
+                    ),
+                });
+                (random(), ValidationFrom::Random)
+            }
+        }
+    };
+    if let Some(message) = class_mismatch(labels, &train, &validation, class_names) {
+        warnings.push(Warning {
+            kind: WarningKind::ValidationClasses,
+            message,
+        });
+    }
+    Selection {
+        train,
+        validation,
+        from,
+        warnings,
+    }
+}
+
+/// A seeded pick of `fraction` of each class's images among `indices`: (picked, the rest),
+/// both in file order.
+fn stratified(labels: &[u8], indices: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut picked = vec![false; labels.len()];
+    for class in classes_of(labels, indices) {
+        let mut members: Vec<usize> = indices
+            .iter()
+            .copied()
+            .filter(|&i| labels[i] == class)
+            .collect();
+        members.shuffle(&mut rng);
+        let count = (members.len() as f64 * fraction).round() as usize;
+        for &i in &members[..count.min(members.len())] {
+            picked[i] = true;
+        }
+    }
+    indices.iter().partition(|&&i| picked[i])
+}
+
+/// Why `validation` is not a fair test of `train`, if it is not: the classes one has and the
+/// other lacks.
+fn class_mismatch(
+    labels: &[u8],
+    train: &[usize],
+    validation: &[usize],
+    class_names: &[String],
+) -> Option<String> {
+    if validation.is_empty() {
+        return None;
+    }
+    let (train_classes, validation_classes) = (classes_of(labels, train), classes_of(labels, validation));
+    let unvalidated = difference(&train_classes, &validation_classes);
+    let untrained = difference(&validation_classes, &train_classes);
+    let mut parts = Vec::new();
+    if !unvalidated.is_empty() {
+        parts.push(format!(
+            "the validation images hold no {}",
+            names(&unvalidated, class_names)
+        ));
+    }
+    if !untrained.is_empty() {
+        parts.push(format!(
+            "the training images hold no {}, which the model can never learn",
+            names(&untrained, class_names)
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "{}: validate on a stratified random pick, or shuffle the data",
+            parts.join(", and ")
+        )
+    })
+}
+
+fn classes_of(labels: &[u8], indices: &[usize]) -> BTreeSet<u8> {
+    indices.iter().map(|&i| labels[i]).collect()
+}
+
+fn difference(a: &BTreeSet<u8>, b: &BTreeSet<u8>) -> BTreeSet<u8> {
+    a.difference(b).copied().collect()
+}
+
+/// `class "7"` or `classes "8", "9"`, by name.
+fn names(classes: &BTreeSet<u8>, class_names: &[String]) -> String {
+    let listed: Vec<String> = classes
+        .iter()
+        .map(|&c| {
+            let name = class_names
+                .get(c as usize)
+                .cloned()
+                .unwrap_or_else(|| c.to_string());
+            format!("\"{name}\"")
+        })
+        .collect();
+    let noun = if listed.len() == 1 { "class" } else { "classes" };
+    format!("{noun} {}", listed.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names10() -> Vec<String> {
+        (0..10).map(|c| c.to_string()).collect()
+    }
+
+    /// 10 classes of 20 images, stored class by class.
+    fn sorted_labels() -> Vec<u8> {
+        (0..200).map(|i| (i / 20) as u8).collect()
+    }
+
+    /// The same classes in a seeded random order.
+    fn shuffled_labels() -> Vec<u8> {
+        let mut labels = sorted_labels();
+        labels.shuffle(&mut StdRng::seed_from_u64(1));
+        labels
+    }
+
+    #[test]
+    fn random_order_keeps_keras_last_fraction() {
+        let labels = shuffled_labels();
+        let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
+        assert_eq!(s.from, ValidationFrom::Last);
+        assert_eq!(s.train, (0..180).collect::<Vec<_>>());
+        assert_eq!(s.validation, (180..200).collect::<Vec<_>>());
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn sorted_data_gets_a_stratified_pick_and_a_warning() {
+        let labels = sorted_labels();
+        let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
+        assert_eq!(s.from, ValidationFrom::Random);
+        assert_eq!(s.validation.len(), 20);
+        assert_eq!(classes_of(&labels, &s.validation).len(), 10, "two of each class");
+        assert_eq!(s.train.len() + s.validation.len(), 200);
+        assert_eq!(s.warnings.len(), 1);
+        assert_eq!(s.warnings[0].kind, WarningKind::ValidationResampled);
+        assert!(s.warnings[0].message.contains("holds only class \"9\""), "{:?}", s.warnings);
+        // Seeded: the same seed picks the same images, another seed others.
+        let again = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
+        assert_eq!(again, s);
+        let other = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 43);
+        assert_ne!(other.validation, s.validation);
+    }
+
+    #[test]
+    fn explicit_last_on_sorted_data_warns_naming_the_classes() {
+        let labels = sorted_labels();
+        let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Last, 42);
+        assert_eq!(s.validation, (180..200).collect::<Vec<_>>());
+        assert_eq!(s.warnings.len(), 1);
+        let message = &s.warnings[0].message;
+        assert_eq!(s.warnings[0].kind, WarningKind::ValidationClasses);
+        assert!(message.contains("validation images hold no classes \"0\", \"1\""), "{message}");
+        assert!(message.contains("training images hold no class \"9\""), "{message}");
+        assert!(message.contains("stratified random pick"), "{message}");
+    }
+
+    #[test]
+    fn limit_on_sorted_data_samples_every_class() {
+        let labels = sorted_labels();
+        let s = select(&labels, &names10(), Some(50), 0.0, ValidationFrom::Auto, 42);
+        assert_eq!(s.train.len(), 50);
+        assert_eq!(classes_of(&labels, &s.train).len(), 10);
+        assert_eq!(s.warnings[0].kind, WarningKind::LimitClasses);
+        assert!(s.warnings[0].message.contains("hold no classes \"3\""), "{:?}", s.warnings);
+        // On data in random order the first N are kept, as before.
+        let labels = shuffled_labels();
+        let s = select(&labels, &names10(), Some(100), 0.0, ValidationFrom::Auto, 42);
+        assert_eq!(s.train, (0..100).collect::<Vec<_>>());
+        assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_class_too_small_to_validate_is_named() {
+        // Class 2 has one image, which stays in training.
+        let mut labels: Vec<u8> = (0..40).map(|i| (i % 2) as u8).collect();
+        labels.push(2);
+        let s = select(&labels, &["a".into(), "b".into(), "c".into()], None, 0.2, ValidationFrom::Random, 1);
+        assert_eq!(s.warnings.len(), 1);
+        assert!(s.warnings[0].message.contains("validation images hold no class \"c\""));
+    }
+}
