@@ -303,7 +303,7 @@ fn colour_pictures_import_train_evaluate_predict() {
         .assert()
         .success()
         .stdout(predicate::str::starts_with("mine.png: green ("))
-        .stdout(predicate::str::contains("mine-input.png"));
+        .stdout(predicate::str::contains("written to mine-input.png"));
     let shown = image::open(dir.path().join("mine-input.png"))
         .unwrap()
         .to_rgb8();

@@ -58,8 +58,8 @@ pub struct PredictArgs {
     /// Invert pictures so the subject is light on dark [default: as the model's pipeline does]
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,
-    /// Show the input the model actually sees: a preview in the terminal and a PNG beside each
-    /// picture (PICTURE-input.png; input-SPLIT-INDEX.png for --index)
+    /// Show the input the model actually sees: a preview in the terminal and a PNG in the
+    /// current directory (STEM-input.png for a picture STEM.jpg; input-SPLIT-INDEX.png for --index)
     #[arg(long)]
     pub show: bool,
     /// How many classes to list per image
@@ -200,7 +200,7 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
                     println!("{}: {}", path.display(), describe(&ranked));
                 }
                 let shown = if args.show {
-                    Some(show_input(session, &input_png_beside(path), &pixels, shape)?)
+                    Some(show_input(session, &input_png_name(path), &pixels, shape)?)
                 } else {
                     None
                 };
@@ -225,12 +225,13 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// `photo.jpg` -> `photo-input.png` in the same folder.
-fn input_png_beside(picture: &std::path::Path) -> PathBuf {
+/// `some/folder/photo.jpg` -> `photo-input.png` in the current directory, not beside the
+/// picture, where a later import would take it for a training picture.
+fn input_png_name(picture: &std::path::Path) -> PathBuf {
     let stem = picture
         .file_stem()
         .map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
-    picture.with_file_name(format!("{stem}-input.png"))
+    PathBuf::from(format!("{stem}-input.png"))
 }
 
 /// Writes the network's input as a PNG and previews it in the terminal; returns the PNG's path.
