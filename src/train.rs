@@ -30,6 +30,12 @@ const VALIDATION_BATCH: usize = 500;
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
+    /// The output directory is locked and any checkpoint to resume from is loaded; training
+    /// starts with this network.
+    Started {
+        run: &'a RunInfo,
+        network: &'a Network,
+    },
     Resumed {
         completed_epochs: usize,
     },
@@ -141,6 +147,10 @@ pub fn train(
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    observer(TrainEvent::Started {
+        run: &run,
+        network: &network,
+    });
     let batches_in_epoch = {
         let all = train_count.div_ceil(config.batch_size);
         config.steps_per_epoch.map_or(all, |steps| steps.min(all))
