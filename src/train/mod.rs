@@ -25,10 +25,9 @@ use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::run::checkpoint::{self, RunLock};
-use crate::run::checkpoint::FileDigest;
-use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 use crate::fsutil::write_atomically;
+use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
+use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
 pub use schedule::LrSchedule;
 pub use validation::{ValidationFrom, Warning, WarningKind};
@@ -45,6 +44,12 @@ pub const BEST_MODEL_FILE: &str = "best-model.bpk";
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
+    /// The output directory is locked and any checkpoint to resume from is loaded; training
+    /// starts with this network.
+    Started {
+        run: &'a RunInfo,
+        network: &'a Network,
+    },
     Resumed {
         completed_epochs: usize,
     },
@@ -173,13 +178,14 @@ pub fn train(
         let committed = RunInfo::load(out_dir)
             .ok()
             .and_then(|saved| saved.checkpoint);
-        let keep: Vec<&str> = committed
-            .iter()
-            .flat_map(|files| [files.model.file.as_str(), files.optimizer.file.as_str()])
-            .collect();
+        let keep: Vec<&str> = committed.iter().flat_map(CheckpointFiles::names).collect();
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    observer(TrainEvent::Started {
+        run: &run,
+        network: &network,
+    });
     let batches_in_epoch = {
         let all = train_count.div_ceil(config.batch_size);
         config.steps_per_epoch.map_or(all, |steps| steps.min(all))
