@@ -16,7 +16,10 @@ use image::{DynamicImage, Rgb, RgbImage, Rgba, RgbaImage};
 fn shape_picture(class: usize, variant: usize, side: u32) -> DynamicImage {
     let s = f64::from(side) / 36.0;
     let jitter = |k: usize| ((variant / k % 5) as f64 - 2.0) * s;
-    let (cx, cy) = (f64::from(side) / 2.0 + jitter(1), f64::from(side) / 2.0 + jitter(5));
+    let (cx, cy) = (
+        f64::from(side) / 2.0 + jitter(1),
+        f64::from(side) / 2.0 + jitter(5),
+    );
     let radius = (10.0 + (variant / 25 % 4) as f64) * s;
     let width = (1.5 + (variant / 7 % 2) as f64) * s;
     let ink = |x: f64, y: f64| -> bool {
@@ -37,7 +40,7 @@ fn shape_picture(class: usize, variant: usize, side: u32) -> DynamicImage {
                 _ => dy >= radius * 0.3 && dy <= radius * 0.3 + 2.0 * width,
             }
     };
-    if variant % 3 == 0 {
+    if variant.is_multiple_of(3) {
         DynamicImage::ImageRgba8(RgbaImage::from_fn(side, side, |x, y| {
             if ink(f64::from(x), f64::from(y)) {
                 Rgba([10, 10, 30, 255])
@@ -111,7 +114,10 @@ fn main() -> anyhow::Result<()> {
                 .save(folder.join(format!("{index:05}.png")))?;
             written[label] += 1;
         }
-        println!("wrote {per_class} MNIST digits of each class to {}", out.display());
+        println!(
+            "wrote {per_class} MNIST digits of each class to {}",
+            out.display()
+        );
         return Ok(());
     }
     let classes: Vec<String> = if color {

@@ -29,19 +29,19 @@ fn shape_picture(class: usize, variant: usize) -> DynamicImage {
         let distance = (dx * dx + dy * dy).sqrt();
         inside
             && match class {
-                0 => dy.abs() <= width,                                  // horizontal bar
-                1 => dx.abs() <= width,                                  // vertical bar
-                2 => (dx - dy).abs() <= width * 1.4,                     // diagonal \
-                3 => (dx + dy).abs() <= width * 1.4,                     // diagonal /
-                4 => (distance - radius * 0.8).abs() <= width,           // ring
-                5 => distance <= radius * 0.6,                           // disk
-                6 => dx.abs() <= width || dy.abs() <= width,             // plus
+                0 => dy.abs() <= width,                        // horizontal bar
+                1 => dx.abs() <= width,                        // vertical bar
+                2 => (dx - dy).abs() <= width * 1.4,           // diagonal \
+                3 => (dx + dy).abs() <= width * 1.4,           // diagonal /
+                4 => (distance - radius * 0.8).abs() <= width, // ring
+                5 => distance <= radius * 0.6,                 // disk
+                6 => dx.abs() <= width || dy.abs() <= width,   // plus
                 7 => (dx - dy).abs() <= width * 1.4 || (dx + dy).abs() <= width * 1.4, // x
-                8 => radius - dx.abs().max(dy.abs()) <= width,           // square outline
+                8 => radius - dx.abs().max(dy.abs()) <= width, // square outline
                 _ => dy >= radius * 0.3 && dy <= radius * 0.3 + 2.0 * width, // low bar
             }
     };
-    if variant % 3 == 0 {
+    if variant.is_multiple_of(3) {
         DynamicImage::ImageRgba8(RgbaImage::from_fn(SIDE, SIDE, |x, y| {
             if ink(f64::from(x), f64::from(y)) {
                 Rgba([10, 10, 30, 255])
@@ -78,7 +78,14 @@ fn ten_class_folder_trained_with_the_defaults_validates_and_tests_well() {
     let dir = tempfile::tempdir().unwrap();
     ten_class_folder(&dir.path().join("pictures"), 100);
     mnist_cnn(dir.path())
-        .args(["import", "pictures", "--out", "mine", "--test-fraction", "0.2"])
+        .args([
+            "import",
+            "pictures",
+            "--out",
+            "mine",
+            "--test-fraction",
+            "0.2",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("stored in random order (seed 42)"));
@@ -117,7 +124,13 @@ fn sorted_idx_data_set(dir: &Path) {
             .iter()
             .enumerate()
             .flat_map(|(i, &label)| {
-                (0..144).map(move |p| if p % 12 == label as usize + 1 { 200 } else { (i % 7) as u8 })
+                (0..144).map(move |p| {
+                    if p % 12 == label as usize + 1 {
+                        200
+                    } else {
+                        (i % 7) as u8
+                    }
+                })
             })
             .collect();
         let images = IdxImages::gray(labels.len(), 12, 12, pixels);
@@ -231,7 +244,10 @@ fn predict_prepares_training_pictures_exactly_as_import_did() {
         stored.sort();
         predicted.sort();
         assert!(
-            stored.iter().zip(&predicted).all(|(a, b)| *a == b.as_slice()),
+            stored
+                .iter()
+                .zip(&predicted)
+                .all(|(a, b)| *a == b.as_slice()),
             "{fit}: predict's inputs differ from the training images"
         );
         // And the tensor the network gets is the one it was trained on.
@@ -277,14 +293,24 @@ fn colour_pictures_import_train_evaluate_predict() {
         }
     }
     mnist_cnn(dir.path())
-        .args(["import", "pictures", "--out", "colour", "--color", "--size", "16"])
+        .args([
+            "import", "pictures", "--out", "colour", "--color", "--size", "16",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("stretch 16x16 colour"));
     let split = load_split(&dir.path().join("colour"), SplitKind::Train).unwrap();
     assert_eq!((split.channels, split.rows, split.cols), (3, 16, 16));
     mnist_cnn(dir.path())
-        .args(["--data-dir", "colour", "train", "--epochs", "6", "--batch-size", "32"])
+        .args([
+            "--data-dir",
+            "colour",
+            "train",
+            "--epochs",
+            "6",
+            "--batch-size",
+            "32",
+        ])
         .args(["--out", "run"])
         .assert()
         .success()
@@ -296,9 +322,18 @@ fn colour_pictures_import_train_evaluate_predict() {
     let accuracy = metrics["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.9, "chance is 0.33; got {accuracy}");
 
-    colour_picture(1, 1234).save(dir.path().join("mine.png")).unwrap();
+    colour_picture(1, 1234)
+        .save(dir.path().join("mine.png"))
+        .unwrap();
     mnist_cnn(dir.path())
-        .args(["--data-dir", "colour", "predict", "--model-dir", "run", "--show"])
+        .args([
+            "--data-dir",
+            "colour",
+            "predict",
+            "--model-dir",
+            "run",
+            "--show",
+        ])
         .arg("mine.png")
         .assert()
         .success()
@@ -311,7 +346,15 @@ fn colour_pictures_import_train_evaluate_predict() {
     assert!(greenest > Some(100), "the input is drawn in colour");
 
     mnist_cnn(dir.path())
-        .args(["--data-dir", "colour", "heatmap", "--index", "0", "-o", "h.png"])
+        .args([
+            "--data-dir",
+            "colour",
+            "heatmap",
+            "--index",
+            "0",
+            "-o",
+            "h.png",
+        ])
         .assert()
         .success();
     let drawn = image::open(dir.path().join("h.png")).unwrap().to_rgb8();
@@ -343,7 +386,10 @@ fn history(dir: &Path, out: &str, extra: &[&str]) -> Vec<serde_json::Value> {
 }
 
 fn losses(history: &[serde_json::Value]) -> Vec<f64> {
-    history.iter().map(|e| e["loss"].as_f64().unwrap()).collect()
+    history
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -353,8 +399,16 @@ fn training_options_change_what_they_should_and_are_reproducible() {
     let plain = history(path, "plain", &["--epochs", "2"]);
     let augmented = history(path, "aug", &["--epochs", "2", "--augment"]);
     let again = history(path, "aug-again", &["--epochs", "2", "--augment"]);
-    assert_ne!(losses(&plain), losses(&augmented), "augmentation changes the images");
-    assert_eq!(losses(&augmented), losses(&again), "the same seed, the same run");
+    assert_ne!(
+        losses(&plain),
+        losses(&augmented),
+        "augmentation changes the images"
+    );
+    assert_eq!(
+        losses(&augmented),
+        losses(&again),
+        "the same seed, the same run"
+    );
     assert!(
         losses(&augmented)[0] > losses(&plain)[0],
         "shifted and rotated images are harder to fit"
@@ -363,29 +417,56 @@ fn training_options_change_what_they_should_and_are_reproducible() {
     // Resumed halfway, the augmented run ends exactly where the uninterrupted one did.
     history(path, "aug-resumed", &["--epochs", "1", "--augment"]);
     mnist_cnn(path)
-        .args(["-q", "train", "--limit", "1500", "--batch-size", "64", "--epochs", "2"])
+        .args([
+            "-q",
+            "train",
+            "--limit",
+            "1500",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+        ])
         .args(["--augment", "--resume", "--out", "aug-resumed"])
         .assert()
         .success();
     let resumed = read_json(&path.join("aug-resumed/history.json"));
     assert_eq!(losses(resumed.as_array().unwrap()), losses(&augmented));
 
-    let cosine = history(path, "cosine", &["--epochs", "2", "--lr-schedule", "cosine"]);
+    let cosine = history(
+        path,
+        "cosine",
+        &["--epochs", "2", "--lr-schedule", "cosine"],
+    );
     assert_ne!(
         losses(&cosine)[0],
         losses(&plain)[0],
         "the first epoch already runs at falling rates"
     );
     let step = history(path, "step", &["--epochs", "2", "--lr-schedule", "step"]);
-    assert_eq!(losses(&step)[0], losses(&plain)[0], "the first half at the full rate");
+    assert_eq!(
+        losses(&step)[0],
+        losses(&plain)[0],
+        "the first half at the full rate"
+    );
     assert_ne!(losses(&step)[1], losses(&plain)[1], "then a tenth of it");
     // A schedule spans the run's epochs, so resuming with other epochs is refused.
     mnist_cnn(path)
-        .args(["train", "--limit", "1500", "--batch-size", "64", "--epochs", "3"])
+        .args([
+            "train",
+            "--limit",
+            "1500",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "3",
+        ])
         .args(["--lr-schedule", "step", "--resume", "--out", "step"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("epochs (part of the learning-rate schedule)"));
+        .stderr(predicate::str::contains(
+            "epochs (part of the learning-rate schedule)",
+        ));
 
     // Early stopping with a high rate: the validation loss stops falling soon.
     let stopped = history(

@@ -15,7 +15,13 @@ pub struct Batch {
 
 /// Gathers the items at `indices` into one batch, with labels one-hot over `classes`.
 pub fn make_batch(split: &Split, indices: &[usize], classes: usize, device: &Device) -> Batch {
-    batch_with_images(split, indices, classes, images_tensor(split, indices, device), device)
+    batch_with_images(
+        split,
+        indices,
+        classes,
+        images_tensor(split, indices, device),
+        device,
+    )
 }
 
 /// The batch of the items at `indices` with `images` (already prepared, e.g. augmented) as its

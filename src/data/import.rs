@@ -19,9 +19,9 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::idx::{self, IdxImages};
-use super::pipeline::{DATASET_FILE, DatasetInfo, Fit, Pipeline};
 use super::image::Invert;
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use super::pipeline::{DATASET_FILE, DatasetInfo, Fit, Pipeline};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 
@@ -222,10 +222,20 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
     let (width, height) = options.size;
     let (rows, cols) = (height as usize, width as usize);
     let channels = pipeline.channels();
-    let (train_images, train_labels) =
-        assemble(&train_sets, rows, cols, channels, shuffle_seed(options.seed, 0));
-    let (test_images, test_labels) =
-        assemble(&test_sets, rows, cols, channels, shuffle_seed(options.seed, 1));
+    let (train_images, train_labels) = assemble(
+        &train_sets,
+        rows,
+        cols,
+        channels,
+        shuffle_seed(options.seed, 0),
+    );
+    let (test_images, test_labels) = assemble(
+        &test_sets,
+        rows,
+        cols,
+        channels,
+        shuffle_seed(options.seed, 1),
+    );
     let mut class_list = classes.join("\n");
     class_list.push('\n');
     let dataset = DatasetInfo {
@@ -522,10 +532,18 @@ mod tests {
         assert_eq!(labels.len(), 100);
         assert!(!labels.is_sorted(), "not stored class by class");
         assert!(
-            labels[90..].iter().collect::<std::collections::HashSet<_>>().len() > 1,
+            labels[90..]
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1,
             "the last tenth holds more than one class"
         );
-        assert_eq!(assemble(&sets, 1, 1, 1, 7).1, labels, "the same seed, the same order");
+        assert_eq!(
+            assemble(&sets, 1, 1, 1, 7).1,
+            labels,
+            "the same seed, the same order"
+        );
         assert_ne!(assemble(&sets, 1, 1, 1, 8).1, labels);
     }
 

@@ -25,9 +25,7 @@ const DIGIT_BOX_FRACTION: f64 = 20.0 / 28.0;
 const INK_THRESHOLD: u8 = 40;
 
 /// How the picture is brought to the frame size.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fit {
     /// Resize the whole picture to the frame, as for photos of objects
@@ -112,10 +110,7 @@ impl Pipeline {
         }
     }
 
-    fn frame<P>(
-        &self,
-        mut picture: ImageBuffer<P, Vec<u8>>,
-    ) -> std::result::Result<Vec<u8>, String>
+    fn frame<P>(&self, mut picture: ImageBuffer<P, Vec<u8>>) -> std::result::Result<Vec<u8>, String>
     where
         P: Pixel<Subpixel = u8> + 'static,
     {
@@ -131,7 +126,10 @@ impl Pipeline {
         match self.fit {
             Fit::Stretch if picture.dimensions() == (width, height) => Ok(picture.into_raw()),
             Fit::Stretch => {
-                Ok(image::imageops::resize(&picture, width, height, FilterType::Triangle).into_raw())
+                Ok(
+                    image::imageops::resize(&picture, width, height, FilterType::Triangle)
+                        .into_raw(),
+                )
             }
             Fit::Digit => fit_digit(&picture, width, height),
         }
@@ -291,7 +289,9 @@ mod tests {
 
     #[test]
     fn digit_fit_inverts_and_centres() {
-        let pixels = Pipeline::mnist(28, 28).prepare(&gray(bar_on_paper())).unwrap();
+        let pixels = Pipeline::mnist(28, 28)
+            .prepare(&gray(bar_on_paper()))
+            .unwrap();
         assert_eq!(pixels.len(), 28 * 28);
         let frame = GrayImage::from_raw(28, 28, pixels).unwrap();
         assert_eq!(frame.get_pixel(0, 0).0[0], 0, "background becomes black");
@@ -335,7 +335,11 @@ mod tests {
         let pixels = stretched.prepare(&picture).unwrap();
         assert_eq!(pixels.len(), 8 * 8 * 3);
         assert_eq!(&pixels[..3], &[200, 10, 10]);
-        assert_eq!(&pixels[7 * 3..8 * 3], &[255, 255, 255], "transparent is white");
+        assert_eq!(
+            &pixels[7 * 3..8 * 3],
+            &[255, 255, 255],
+            "transparent is white"
+        );
     }
 
     #[test]

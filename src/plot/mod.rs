@@ -16,11 +16,11 @@ mod colorbar;
 mod heatmap;
 mod image_grid;
 mod line_chart;
+pub mod picture;
 mod render;
 mod terminal;
 mod text;
 mod ticks;
-pub mod picture;
 
 #[cfg(test)]
 mod test_util;

@@ -42,7 +42,10 @@ pub fn input_picture(
         if x < FRAME || y < FRAME || x >= width + FRAME || y >= height + FRAME {
             return image::Rgb([160, 160, 160]);
         }
-        let (col, row) = (((x - FRAME) / scale) as usize, ((y - FRAME) / scale) as usize);
+        let (col, row) = (
+            ((x - FRAME) / scale) as usize,
+            ((y - FRAME) / scale) as usize,
+        );
         let at = (row * cols + col) * channels;
         match channels {
             1 => image::Rgb([pixels[at]; 3]),

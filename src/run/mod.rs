@@ -150,7 +150,10 @@ impl TrainConfig {
             "epochs (part of the learning-rate schedule)",
             self.lr_schedule == LrSchedule::Constant || self.epochs == other.epochs,
         );
-        differ("early stopping", self.early_stopping == other.early_stopping);
+        differ(
+            "early stopping",
+            self.early_stopping == other.early_stopping,
+        );
         differences
     }
 }

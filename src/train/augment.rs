@@ -115,7 +115,13 @@ mod tests {
         let mut pixels = vec![0u8; 27];
         pixels[3] = 255;
         let mut turned = Vec::new();
-        transform(&mut turned, &pixels, (3, 3, 3), (0.0, 0.0), std::f64::consts::FRAC_PI_2);
+        transform(
+            &mut turned,
+            &pixels,
+            (3, 3, 3),
+            (0.0, 0.0),
+            std::f64::consts::FRAC_PI_2,
+        );
         // Red plane: the pixel moved to the middle of a side; green and blue stay black.
         let red: Vec<f32> = turned[..9].iter().map(|v| v.round()).collect();
         assert_eq!(red.iter().sum::<f32>(), 1.0);

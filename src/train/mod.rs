@@ -23,9 +23,9 @@ use crate::backend;
 use crate::data::batch::{Batch, batch_with_images, make_batch};
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
 use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::fsutil::write_atomically;
 use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
 use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
@@ -71,7 +71,10 @@ pub enum TrainEvent<'a> {
     Warning(&'a Warning),
     /// Early stopping ended the run: the validation loss has not improved since `best_epoch`,
     /// whose weights the run ends with.
-    StoppedEarly { epoch: usize, best_epoch: usize },
+    StoppedEarly {
+        epoch: usize,
+        best_epoch: usize,
+    },
 }
 
 pub struct TrainOutcome {
@@ -213,7 +216,8 @@ pub fn train(
             .enumerate()
         {
             let batch = if config.augment {
-                let values = augment::augmented_batch(data, indices, config.seed, epoch, batch_index);
+                let values =
+                    augment::augmented_batch(data, indices, config.seed, epoch, batch_index);
                 let dims = [indices.len(), shape.channels, shape.rows, shape.cols];
                 let images = Tensor::from_data(TensorData::new(values, dims), &train_device);
                 batch_with_images(data, indices, shape.classes, images, &train_device)
@@ -277,7 +281,10 @@ pub fn train(
         run.peak_rss_mb = backend::peak_rss_mb();
         if config.early_stopping.is_some()
             && let Some(val_loss) = stats.val_loss
-            && run.best.as_ref().is_none_or(|best| val_loss < best.val_loss)
+            && run
+                .best
+                .as_ref()
+                .is_none_or(|best| val_loss < best.val_loss)
         {
             // Written before the manifest that names it, like the checkpoint's files.
             let bytes = network_bytes(&network)?;
@@ -307,13 +314,7 @@ pub fn train(
         if best.epoch != run.completed_epochs {
             let path = out_dir.join(&best.model.file);
             let bytes = best.model.read_verified(&path)?;
-            network = Network::from_bytes(
-                config.architecture,
-                shape,
-                bytes,
-                &path,
-                &train_device,
-            )?;
+            network = Network::from_bytes(config.architecture, shape, bytes, &path, &train_device)?;
         }
         run.restored_best_epoch = Some(best.epoch);
         checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;

@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How the learning rate changes over a run.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// The same rate throughout (the tutorial's)
@@ -51,7 +49,10 @@ mod tests {
         let rate = |s, epoch, step| learning_rate(s, 1e-3, epoch, step, 10, 100);
         assert_eq!(rate(LrSchedule::Constant, 9, 99), 1e-3);
         assert_eq!(rate(LrSchedule::Cosine, 0, 0), 1e-3);
-        assert!((rate(LrSchedule::Cosine, 5, 0) - 5e-4).abs() < 1e-12, "half way");
+        assert!(
+            (rate(LrSchedule::Cosine, 5, 0) - 5e-4).abs() < 1e-12,
+            "half way"
+        );
         assert!(rate(LrSchedule::Cosine, 9, 99) < 1e-6, "ends near 0");
         assert!(rate(LrSchedule::Cosine, 3, 10) > rate(LrSchedule::Cosine, 3, 11));
         assert_eq!(rate(LrSchedule::Step, 4, 99), 1e-3);

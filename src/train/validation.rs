@@ -14,9 +14,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 /// Where the validation images come from.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ValidationFrom {
     /// The last fraction (Keras) when it holds the same classes as the rest, as on data in
@@ -91,8 +89,13 @@ pub fn select(
                         names(&missing, class_names)
                     ),
                 });
-                stratified(labels, &all, limit as f64 / labels.len() as f64, seed ^ LIMIT_STREAM)
-                    .0
+                stratified(
+                    labels,
+                    &all,
+                    limit as f64 / labels.len() as f64,
+                    seed ^ LIMIT_STREAM,
+                )
+                .0
             }
         }
         _ => all,
@@ -155,7 +158,12 @@ pub fn select(
 
 /// A seeded pick of `fraction` of each class's images among `indices`: (picked, the rest),
 /// both in file order.
-fn stratified(labels: &[u8], indices: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+fn stratified(
+    labels: &[u8],
+    indices: &[usize],
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut picked = vec![false; labels.len()];
     for class in classes_of(labels, indices) {
@@ -184,7 +192,8 @@ fn class_mismatch(
     if validation.is_empty() {
         return None;
     }
-    let (train_classes, validation_classes) = (classes_of(labels, train), classes_of(labels, validation));
+    let (train_classes, validation_classes) =
+        (classes_of(labels, train), classes_of(labels, validation));
     let unvalidated = difference(&train_classes, &validation_classes);
     let untrained = difference(&validation_classes, &train_classes);
     let mut parts = Vec::new();
@@ -228,7 +237,11 @@ fn names(classes: &BTreeSet<u8>, class_names: &[String]) -> String {
             format!("\"{name}\"")
         })
         .collect();
-    let noun = if listed.len() == 1 { "class" } else { "classes" };
+    let noun = if listed.len() == 1 {
+        "class"
+    } else {
+        "classes"
+    };
     format!("{noun} {}", listed.join(", "))
 }
 
@@ -268,11 +281,19 @@ mod tests {
         let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
         assert_eq!(s.from, ValidationFrom::Random);
         assert_eq!(s.validation.len(), 20);
-        assert_eq!(classes_of(&labels, &s.validation).len(), 10, "two of each class");
+        assert_eq!(
+            classes_of(&labels, &s.validation).len(),
+            10,
+            "two of each class"
+        );
         assert_eq!(s.train.len() + s.validation.len(), 200);
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.warnings[0].kind, WarningKind::ValidationResampled);
-        assert!(s.warnings[0].message.contains("holds only class \"9\""), "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].message.contains("holds only class \"9\""),
+            "{:?}",
+            s.warnings
+        );
         // Seeded: the same seed picks the same images, another seed others.
         let again = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
         assert_eq!(again, s);
@@ -288,8 +309,14 @@ mod tests {
         assert_eq!(s.warnings.len(), 1);
         let message = &s.warnings[0].message;
         assert_eq!(s.warnings[0].kind, WarningKind::ValidationClasses);
-        assert!(message.contains("validation images hold no classes \"0\", \"1\""), "{message}");
-        assert!(message.contains("training images hold no class \"9\""), "{message}");
+        assert!(
+            message.contains("validation images hold no classes \"0\", \"1\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("training images hold no class \"9\""),
+            "{message}"
+        );
         assert!(message.contains("stratified random pick"), "{message}");
     }
 
@@ -300,10 +327,21 @@ mod tests {
         assert_eq!(s.train.len(), 50);
         assert_eq!(classes_of(&labels, &s.train).len(), 10);
         assert_eq!(s.warnings[0].kind, WarningKind::LimitClasses);
-        assert!(s.warnings[0].message.contains("hold no classes \"3\""), "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].message.contains("hold no classes \"3\""),
+            "{:?}",
+            s.warnings
+        );
         // On data in random order the first N are kept, as before.
         let labels = shuffled_labels();
-        let s = select(&labels, &names10(), Some(100), 0.0, ValidationFrom::Auto, 42);
+        let s = select(
+            &labels,
+            &names10(),
+            Some(100),
+            0.0,
+            ValidationFrom::Auto,
+            42,
+        );
         assert_eq!(s.train, (0..100).collect::<Vec<_>>());
         assert!(s.warnings.is_empty());
     }
@@ -313,8 +351,19 @@ mod tests {
         // Class 2 has one image, which stays in training.
         let mut labels: Vec<u8> = (0..40).map(|i| (i % 2) as u8).collect();
         labels.push(2);
-        let s = select(&labels, &["a".into(), "b".into(), "c".into()], None, 0.2, ValidationFrom::Random, 1);
+        let s = select(
+            &labels,
+            &["a".into(), "b".into(), "c".into()],
+            None,
+            0.2,
+            ValidationFrom::Random,
+            1,
+        );
         assert_eq!(s.warnings.len(), 1);
-        assert!(s.warnings[0].message.contains("validation images hold no class \"c\""));
+        assert!(
+            s.warnings[0]
+                .message
+                .contains("validation images hold no class \"c\"")
+        );
     }
 }
