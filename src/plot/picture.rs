@@ -64,17 +64,15 @@ pub fn input_picture(
     crate::fsutil::write_atomically(path, &png)
 }
 
-/// One byte a pixel for [`super::terminal_preview`]: the brightness of each colour pixel.
+/// One byte a pixel for [`super::terminal_preview`]: the strongest channel of each pixel, so
+/// a saturated colour on black counts as ink as a white stroke does.
 pub fn brightness(pixels: &[u8], channels: usize) -> Vec<u8> {
     if channels == 1 {
         return pixels.to_vec();
     }
     pixels
         .chunks(channels)
-        .map(|p| {
-            let sum: u32 = p.iter().take(3).map(|&v| u32::from(v)).sum();
-            (sum / p.len().min(3) as u32) as u8
-        })
+        .map(|p| p.iter().copied().max().unwrap_or(0))
         .collect()
 }
 
@@ -95,6 +93,6 @@ mod tests {
         assert_eq!(written.get_pixel(200, 10).0, [0, 255, 0]);
         assert_eq!(written.get_pixel(10, 200).0, [0, 0, 255]);
         assert!(input_picture(&path, &pixels[..5], 2, 2, 3).is_err());
-        assert_eq!(brightness(&pixels, 3), vec![85, 85, 85, 255]);
+        assert_eq!(brightness(&[200, 10, 10, 5, 0, 0], 3), vec![200, 5]);
     }
 }
