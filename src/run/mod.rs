@@ -145,10 +145,15 @@ impl TrainConfig {
             "learning-rate schedule",
             self.lr_schedule == other.lr_schedule,
         );
-        // A schedule spreads over all the epochs, so their number is part of it.
+        // A schedule spreads over all the epochs, so their number is part of it; so it is of
+        // a run that ends with its best epoch's weights.
         differ(
             "epochs (part of the learning-rate schedule)",
             self.lr_schedule == LrSchedule::Constant || self.epochs == other.epochs,
+        );
+        differ(
+            "epochs (a run with early stopping ends with its best weights)",
+            self.early_stopping.is_none() || self.epochs == other.epochs,
         );
         differ(
             "early stopping",
