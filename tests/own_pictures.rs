@@ -163,7 +163,7 @@ fn validation_and_limit_guards_on_data_sorted_by_class() {
     let assert = train(&[], "auto");
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(
-        stderr.contains("warning: the last 10% of the training images holds only class \"9\""),
+        stderr.contains("warning: the last 10% of the training images holds class \"9\" while"),
         "{stderr}"
     );
     assert!(stderr.contains("--validation-from last"), "{stderr}");

@@ -85,8 +85,9 @@ pub fn select(
                 warnings.push(Warning {
                     kind: WarningKind::LimitClasses,
                     message: format!(
-                        "the first {limit} training images hold no {} (the data looks sorted by class): using a stratified random sample of {limit} images instead",
-                        names(&missing, class_names)
+                        "the first {limit} training images hold no {}{}: using a stratified random sample of {limit} images instead",
+                        names(&missing, class_names),
+                        sorted_note(labels)
                     ),
                 });
                 stratified(
@@ -126,16 +127,21 @@ pub fn select(
         ValidationFrom::Random => (random(), ValidationFrom::Random),
         ValidationFrom::Auto => {
             let (train, validation) = last();
-            if class_mismatch(labels, &train, &validation, class_names).is_none() {
+            let (train_classes, validation_classes) =
+                (classes_of(labels, &train), classes_of(labels, &validation));
+            let unlearnable = !difference(&validation_classes, &train_classes).is_empty();
+            let sorted = looks_sorted(labels, &used);
+            if !(unlearnable || sorted && train_classes != validation_classes) {
                 ((validation, train), ValidationFrom::Last)
             } else {
                 let share = (fraction * 100.0).round();
                 warnings.push(Warning {
                     kind: WarningKind::ValidationResampled,
                     message: format!(
-                        "the last {share}% of the training images holds only {} while the rest holds {} (the data looks sorted by class): validating on a stratified random {share}% instead",
-                        names(&classes_of(labels, &validation), class_names),
-                        names(&classes_of(labels, &train), class_names)
+                        "the last {share}% of the training images holds {} while the rest holds {}{}: validating on a stratified random {share}% instead",
+                        names(&validation_classes, class_names),
+                        names(&train_classes, class_names),
+                        sorted_note(labels)
                     ),
                 });
                 (random(), ValidationFrom::Random)
@@ -217,6 +223,35 @@ fn class_mismatch(
     })
 }
 
+/// Whether the labels at `indices` come in long runs of one class, as in data stored class by
+/// class: fewer than half the class changes between neighbours that a random order would have.
+fn looks_sorted(labels: &[u8], indices: &[usize]) -> bool {
+    if indices.len() < 2 {
+        return false;
+    }
+    let mut counts = [0usize; 256];
+    for &i in indices {
+        counts[usize::from(labels[i])] += 1;
+    }
+    let n = indices.len() as f64;
+    let same_class: f64 = counts.iter().map(|&c| (c as f64 / n).powi(2)).sum();
+    let expected = (n - 1.0) * (1.0 - same_class);
+    let changes = indices
+        .windows(2)
+        .filter(|pair| labels[pair[0]] != labels[pair[1]])
+        .count();
+    (changes as f64) < expected / 2.0
+}
+
+fn sorted_note(labels: &[u8]) -> &'static str {
+    let all: Vec<usize> = (0..labels.len()).collect();
+    if looks_sorted(labels, &all) {
+        " (the data looks sorted by class)"
+    } else {
+        ""
+    }
+}
+
 fn classes_of(labels: &[u8], indices: &[usize]) -> BTreeSet<u8> {
     indices.iter().map(|&i| labels[i]).collect()
 }
@@ -258,6 +293,13 @@ mod tests {
         (0..200).map(|i| (i / 20) as u8).collect()
     }
 
+    /// 10 classes of 100 images in a seeded random order.
+    fn shuffled_1000() -> Vec<u8> {
+        let mut labels: Vec<u8> = (0..1000).map(|i| (i % 10) as u8).collect();
+        labels.shuffle(&mut StdRng::seed_from_u64(1));
+        labels
+    }
+
     /// The same classes in a seeded random order.
     fn shuffled_labels() -> Vec<u8> {
         let mut labels = sorted_labels();
@@ -267,12 +309,29 @@ mod tests {
 
     #[test]
     fn random_order_keeps_keras_last_fraction() {
-        let labels = shuffled_labels();
+        let labels = shuffled_1000();
+        assert!(!looks_sorted(&labels, &(0..1000).collect::<Vec<_>>()));
         let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
         assert_eq!(s.from, ValidationFrom::Last);
-        assert_eq!(s.train, (0..180).collect::<Vec<_>>());
-        assert_eq!(s.validation, (180..200).collect::<Vec<_>>());
+        assert_eq!(s.train, (0..900).collect::<Vec<_>>());
+        assert_eq!(s.validation, (900..1000).collect::<Vec<_>>());
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn a_class_missing_by_chance_from_a_random_order_is_named_not_resampled() {
+        // 20 validation images of 10 classes in random order: some class is missing by chance.
+        let labels = shuffled_labels();
+        assert!(!looks_sorted(&labels, &(0..200).collect::<Vec<_>>()));
+        let s = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
+        assert_eq!(s.from, ValidationFrom::Last, "Keras's choice is kept");
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert_eq!(s.warnings[0].kind, WarningKind::ValidationClasses);
+        assert!(
+            s.warnings[0]
+                .message
+                .contains("the validation images hold no class")
+        );
     }
 
     #[test]
@@ -289,10 +348,11 @@ mod tests {
         assert_eq!(s.train.len() + s.validation.len(), 200);
         assert_eq!(s.warnings.len(), 1);
         assert_eq!(s.warnings[0].kind, WarningKind::ValidationResampled);
+        let message = &s.warnings[0].message;
+        assert!(message.contains("holds class \"9\" while"), "{message}");
         assert!(
-            s.warnings[0].message.contains("holds only class \"9\""),
-            "{:?}",
-            s.warnings
+            message.contains("(the data looks sorted by class)"),
+            "{message}"
         );
         // Seeded: the same seed picks the same images, another seed others.
         let again = select(&labels, &names10(), None, 0.1, ValidationFrom::Auto, 42);
@@ -333,7 +393,7 @@ mod tests {
             s.warnings
         );
         // On data in random order the first N are kept, as before.
-        let labels = shuffled_labels();
+        let labels = shuffled_1000();
         let s = select(
             &labels,
             &names10(),
