@@ -250,6 +250,26 @@ fn predict_prepares_training_pictures_exactly_as_import_did() {
                 .all(|(a, b)| *a == b.as_slice()),
             "{fit}: predict's inputs differ from the training images"
         );
+        // Through the command line: the input `predict --show` draws is a training image.
+        let picture = pictures.join("shape-7/002.png");
+        mnist_cnn(dir.path())
+            .args(["-q", "--data-dir"])
+            .arg(&data)
+            .args(["predict", "--show", "--model-dir"])
+            .arg(&out)
+            .arg(&picture)
+            .assert()
+            .success();
+        let shown = image::open(dir.path().join("002-input.png"))
+            .unwrap()
+            .to_luma8();
+        let scale = 280 / split.rows.max(split.cols) as u32;
+        let seen: Vec<u8> = (0..split.rows as u32)
+            .flat_map(|r| (0..split.cols as u32).map(move |c| (r, c)))
+            .map(|(r, c)| shown.get_pixel(2 + c * scale, 2 + r * scale).0[0])
+            .collect();
+        assert_eq!(seen, pipeline.load(&picture).unwrap());
+        assert!(stored.contains(&seen.as_slice()), "{fit}: not a training image");
         // And the tensor the network gets is the one it was trained on.
         let device = mnist_cnn::backend::BackendKind::Flex.device();
         let trained = images_tensor(&split, &[0], &device).into_data();
