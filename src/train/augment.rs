@@ -4,6 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use crate::data::Split;
 
@@ -22,25 +23,32 @@ pub fn augmented_batch(
     step: usize,
 ) -> Vec<f32> {
     let (rows, cols, channels) = (split.rows, split.cols, split.channels);
-    let mut values = Vec::with_capacity(indices.len() * split.image_len());
-    for (position, &index) in indices.iter().enumerate() {
-        let mut rng = StdRng::seed_from_u64(stream(seed, epoch, step, position));
-        let max_shift = |side: usize| (side as f64 * MAX_SHIFT_FRACTION).round().max(1.0);
-        let (max_dx, max_dy) = (max_shift(cols), max_shift(rows));
-        let dx = rng.random_range(-max_dx..=max_dx);
-        let dy = rng.random_range(-max_dy..=max_dy);
-        let angle = rng
-            .random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES)
-            .to_radians();
-        transform(
-            &mut values,
-            split.image(index),
-            (rows, cols, channels),
-            (dx, dy),
-            angle,
-        );
-    }
-    values
+    let max_shift = |side: usize| (side as f64 * MAX_SHIFT_FRACTION).round().max(1.0);
+    let (max_dx, max_dy) = (max_shift(cols), max_shift(rows));
+    // Each image has its own generator, so the images can be transformed in parallel and the
+    // result does not depend on the thread count.
+    let images: Vec<Vec<f32>> = indices
+        .par_iter()
+        .enumerate()
+        .map(|(position, &index)| {
+            let mut rng = StdRng::seed_from_u64(stream(seed, epoch, step, position));
+            let dx = rng.random_range(-max_dx..=max_dx);
+            let dy = rng.random_range(-max_dy..=max_dy);
+            let angle = rng
+                .random_range(-MAX_ROTATION_DEGREES..=MAX_ROTATION_DEGREES)
+                .to_radians();
+            let mut values = Vec::with_capacity(split.image_len());
+            transform(
+                &mut values,
+                split.image(index),
+                (rows, cols, channels),
+                (dx, dy),
+                angle,
+            );
+            values
+        })
+        .collect();
+    images.concat()
 }
 
 /// Mixes the run's seed with where the image is in the run into one generator seed.
