@@ -67,6 +67,13 @@ pub fn train(
     observer: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    if data.is_empty() {
+        return Err(Error::EmptyData {
+            dir: data_dir.to_path_buf(),
+            split: "train",
+        });
+    }
+    data.check_classes_populated(data_dir)?;
     let shape = InputShape::of(data);
     shape.check(config.architecture)?;
     let canonical_mnist = data.is_canonical_mnist(SplitKind::Train);

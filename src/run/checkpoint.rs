@@ -242,7 +242,11 @@ impl RunLock {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
+            Ok(()) => {
+                // What a killed run was writing is of no use to anyone now.
+                crate::fsutil::sweep_stale_temporaries(dir);
+                Ok(Self { _file: file })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunLocked {
                 dir: dir.to_path_buf(),
                 lock: path,
