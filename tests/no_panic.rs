@@ -95,7 +95,10 @@ fn corpus() -> Vec<(&'static str, DataSet)> {
         ("truncated body", with("train-images-idx3-ubyte", Some(good_images[..1000].to_vec()))),
         ("trailing bytes", with("train-images-idx3-ubyte", Some([&good_images[..], b"xx"].concat()))),
         ("corrupt gzip", with("train-images-idx3-ubyte.gz", Some(b"\x1f\x8b\x08garbage".to_vec()))),
-        ("truncated gzip", with("train-images-idx3-ubyte.gz", Some(gzip(&good_images)[..500].to_vec()))),
+        ("truncated gzip", {
+            let whole = gzip(&good_images);
+            with("train-images-idx3-ubyte.gz", Some(whole[..whole.len() / 2].to_vec()))
+        }),
         ("gzip with junk after it", with("train-labels-idx1-ubyte.gz", Some([gzip(&encode_labels(&labels)), b"junk".to_vec()].concat()))),
         ("images file is a folder", with("train-images-idx3-ubyte", None)),
         ("zero images", {
@@ -150,9 +153,13 @@ fn check(dir: &Path, case: &str, args: &[&str]) -> i32 {
     let code = code.unwrap_or_else(|| panic!("{case}: {args:?} ended by a signal: {stderr}"));
     match code {
         0 => {}
+        // One line per error (predict reports each picture it could not read, then a summary).
         1 => {
-            assert_eq!(stderr.lines().count(), 1, "{case}: {args:?}: {stderr}");
-            assert!(stderr.starts_with("error: "), "{case}: {args:?}: {stderr}");
+            assert!(stderr.lines().count() >= 1, "{case}: {args:?}: {stderr}");
+            assert!(
+                stderr.lines().all(|line| line.starts_with("error: ")),
+                "{case}: {args:?}: {stderr}"
+            );
         }
         2 => assert!(stderr.contains("error:"), "{case}: {args:?}: {stderr}"),
         _ => panic!("{case}: {args:?} exited {code}: {stderr}"),
@@ -199,8 +206,9 @@ fn bad_data_directories_are_clean_errors_in_every_command() {
             }
         }
     }
-    // Nearly every case fails (a few, like a missing test split, do not matter to heatmap).
-    assert!(failures > 60, "{failures}");
+    // Most cases fail: every one in heatmap and train, those that touch the test split in
+    // evaluate and predict.
+    assert!(failures > 50, "{failures}");
 }
 
 #[test]

@@ -67,6 +67,7 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
+    mnist_cnn::train::check_training_data(&training_data, &session.data_dir)?;
     let shape = InputShape::of(&training_data);
     shape.check(config.architecture)?;
     if session.human() {
