@@ -17,7 +17,7 @@ use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::run::checkpoint::{self, RunLock};
+use crate::run::checkpoint::{self, CheckpointFiles, RunLock};
 use crate::run::{ACCURACY_PLOT, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
 pub use crate::run::{EpochStats, TrainConfig};
@@ -30,6 +30,12 @@ const VALIDATION_BATCH: usize = 500;
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
+    /// The output directory is locked and any checkpoint to resume from is loaded; training
+    /// starts with this network.
+    Started {
+        run: &'a RunInfo,
+        network: &'a Network,
+    },
     Resumed {
         completed_epochs: usize,
     },
@@ -147,13 +153,14 @@ pub fn train(
         let committed = RunInfo::load(out_dir)
             .ok()
             .and_then(|saved| saved.checkpoint);
-        let keep: Vec<&str> = committed
-            .iter()
-            .flat_map(|files| [files.model.file.as_str(), files.optimizer.file.as_str()])
-            .collect();
+        let keep: Vec<&str> = committed.iter().flat_map(CheckpointFiles::names).collect();
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    observer(TrainEvent::Started {
+        run: &run,
+        network: &network,
+    });
     let batches_in_epoch = {
         let all = train_count.div_ceil(config.batch_size);
         config.steps_per_epoch.map_or(all, |steps| steps.min(all))

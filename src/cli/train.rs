@@ -67,22 +67,6 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
-    mnist_cnn::train::check_training_data(&training_data, &session.data_dir)?;
-    let shape = InputShape::of(&training_data);
-    shape.check(config.architecture)?;
-    if session.human() {
-        print!("{}", summary_table(config.architecture, shape));
-        if !training_data.is_canonical_mnist(SplitKind::Train) {
-            println!(
-                "note: the data in {} is not the canonical MNIST set: {} images of {}x{} pixels, {} classes",
-                session.data_dir.display(),
-                training_data.len(),
-                shape.rows,
-                shape.cols,
-                shape.classes
-            );
-        }
-    }
     let mut progress = TrainProgress::new(session.show_progress(), !session.quiet);
     let outcome = train::train(
         &config,
@@ -90,7 +74,22 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         &session.data_dir,
         &args.out,
         args.resume,
-        &mut |event| progress.handle(event),
+        &mut |event| match event {
+            TrainEvent::Started { run, network } if session.human() => {
+                print!("{}", summary_table(network, run.shape));
+                if !run.data.canonical_mnist {
+                    println!(
+                        "note: the data in {} is not the canonical MNIST set: {} images of {}x{} pixels, {} classes",
+                        session.data_dir.display(),
+                        training_data.len(),
+                        run.shape.rows,
+                        run.shape.cols,
+                        run.shape.classes
+                    );
+                }
+            }
+            event => progress.handle(event),
+        },
     )?;
     let last = outcome.run.history.last();
     if session.human() {
@@ -136,9 +135,9 @@ fn validation_suffix(stats: &EpochStats) -> String {
     }
 }
 
-/// Keras's `model.summary()`, read off a network built for `shape`.
-fn summary_table(architecture: Architecture, shape: InputShape) -> String {
-    let network = Network::new(architecture, shape, &BackendKind::Flex.device());
+/// Keras's `model.summary()`, read off the network.
+fn summary_table(network: &Network, shape: InputShape) -> String {
+    let architecture = network.architecture();
     let layers = network.summary(shape);
     let total: usize = layers.iter().map(|layer| layer.parameters).sum();
     let mut out = format!(
@@ -177,6 +176,7 @@ impl TrainProgress {
 
     fn handle(&mut self, event: TrainEvent) {
         match event {
+            TrainEvent::Started { .. } => {}
             TrainEvent::Resumed { completed_epochs } => {
                 if self.lines {
                     eprintln!("resuming after epoch {completed_epochs}");
