@@ -33,11 +33,14 @@ fn zeros_member() -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// The body for a requested file name, or None for a 404.
+type Body = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
 /// How a [`RawServer`] answers: the body for a requested file name (or None for 404), the
 /// Content-Length to announce, and how many bytes to send per tick.
 #[derive(Clone)]
 struct Behaviour {
-    body: Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>,
+    body: Body,
     /// Send the body again and again, forever.
     endless: bool,
     announce_length: bool,
@@ -233,11 +236,7 @@ fn a_server_sending_one_byte_at_a_time_is_given_up_for_the_next_mirror() {
         tick: Duration::from_millis(20),
         ..behaviour(real)
     });
-    falls_back(
-        &server,
-        "too slow: ",
-        Duration::from_secs(5),
-    );
+    falls_back(&server, "too slow: ", Duration::from_secs(5));
 }
 
 #[test]
@@ -259,9 +258,21 @@ fn a_transfer_past_its_deadline_is_given_up_for_the_next_mirror() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("not done within the deadline of 1s"), "{error}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
-    assert_eq!(names(dir.path()).len(), 2, "leftovers: {:?}", names(dir.path()));
+    assert!(
+        error.contains("not done within the deadline of 1s"),
+        "{error}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        names(dir.path()).len(),
+        2,
+        "leftovers: {:?}",
+        names(dir.path())
+    );
 }
 
 #[test]
@@ -294,10 +305,8 @@ fn junk_after_the_gzip_stream_is_refused_and_multi_member_gzip_accepted() {
 
     let split = RawServer::start(behaviour(|name| {
         real(name).map(|bytes| {
-            let content = mnist_cnn::data::idx::read_maybe_gzipped(
-                &common::data_dir().join(name),
-            )
-            .unwrap();
+            let content =
+                mnist_cnn::data::idx::read_maybe_gzipped(&common::data_dir().join(name)).unwrap();
             drop(bytes);
             let (a, b) = content.split_at(content.len() / 3);
             let mut joined = gzip(a);
@@ -364,7 +373,13 @@ fn sigterm_and_sigint_remove_the_partial_download() {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"))
             .current_dir(dir.path())
             .env_remove("MNIST_MIRROR")
-            .args(["--data-dir", "data", "download", "--mirror", &server.mirror()])
+            .args([
+                "--data-dir",
+                "data",
+                "download",
+                "--mirror",
+                &server.mirror(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -372,7 +387,10 @@ fn sigterm_and_sigint_remove_the_partial_download() {
         let data = dir.path().join("data");
         let start = Instant::now();
         while !data.is_dir() || temporaries(&data).is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(20), "no temporary appeared");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no temporary appeared"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // Let some bytes arrive.
@@ -411,10 +429,19 @@ fn a_gzip_bomb_served_to_download_costs_little_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stderr, peak_mb) = common::run_measured(
         dir.path(),
-        &["--data-dir", "data", "download", "--mirror", &server.mirror()],
+        &[
+            "--data-dir",
+            "data",
+            "download",
+            "--mirror",
+            &server.mirror(),
+        ],
     );
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("decompresses to more than the 47040016 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("decompresses to more than the 47040016 bytes"),
+        "{stderr}"
+    );
     eprintln!("download of a 20 MB gzip bomb: peak {peak_mb:.0} MB");
     assert!(peak_mb < 100.0, "peak {peak_mb:.0} MB");
     assert!(temporaries(&dir.path().join("data")).is_empty());

@@ -232,7 +232,11 @@ fn idx_and_gzip_decoders_survive_mutations() {
             )
         });
         if !bytes.starts_with(&[0x1f, 0x8b]) {
-            assert_eq!(in_memory, (images, labels), "case {case}: memory and file agree");
+            assert_eq!(
+                in_memory,
+                (images, labels),
+                "case {case}: memory and file agree"
+            );
         }
         assert!(
             largest <= limit,
@@ -247,13 +251,20 @@ fn idx_and_gzip_decoders_survive_mutations() {
         let _ = (whole, digest);
     }
     // The mutations are mild enough that some inputs stay valid, and most do not.
-    assert!(accepted > 0 && refused > accepted, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 0 && refused > accepted,
+        "{accepted} accepted, {refused} refused"
+    );
 }
 
 fn picture_inputs() -> Vec<Vec<u8>> {
     let gray = image::GrayImage::from_fn(12, 10, |x, y| image::Luma([(x * 20 + y * 3) as u8]));
-    let rgba = image::RgbaImage::from_fn(9, 7, |x, y| image::Rgba([x as u8 * 25, y as u8 * 30, 90, 200]));
-    let rgb = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 16, 255 - y as u8 * 16, 40]));
+    let rgba = image::RgbaImage::from_fn(9, 7, |x, y| {
+        image::Rgba([x as u8 * 25, y as u8 * 30, 90, 200])
+    });
+    let rgb = image::RgbImage::from_fn(16, 16, |x, y| {
+        image::Rgb([x as u8 * 16, 255 - y as u8 * 16, 40])
+    });
     let encode = |picture: image::DynamicImage, format: image::ImageFormat| {
         let mut bytes = std::io::Cursor::new(Vec::new());
         picture.write_to(&mut bytes, format).unwrap();

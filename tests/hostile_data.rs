@@ -122,7 +122,10 @@ fn a_raw_file_with_a_lying_header_is_refused_before_it_is_read() {
     drop(file);
     let (code, stderr, peak_mb) = run_measured(dir.path(), &["--data-dir", "data", "heatmap"]);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("header claims 2147483648 images"), "{stderr}");
+    assert!(
+        stderr.contains("header claims 2147483648 images"),
+        "{stderr}"
+    );
     assert!(peak_mb < BASELINE_MB, "peak {peak_mb:.0} MB");
 }
 
@@ -180,5 +183,8 @@ fn a_fifo_in_the_data_dir_is_refused_without_blocking() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("train-labels-idx1-ubyte not found"), "{stderr}");
+    assert!(
+        stderr.contains("train-labels-idx1-ubyte not found"),
+        "{stderr}"
+    );
 }

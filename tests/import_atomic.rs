@@ -67,7 +67,17 @@ fn stale_beside(dir: &Path) -> Vec<String> {
 
 fn import(dir: &Path, size: &str) -> assert_cmd::Command {
     let mut command = common::mnist_cnn(dir);
-    command.args(["-q", "import", "src", "--out", "out", "--size", size, "--test-fraction", "0.34"]);
+    command.args([
+        "-q",
+        "import",
+        "src",
+        "--out",
+        "out",
+        "--size",
+        size,
+        "--test-fraction",
+        "0.34",
+    ]);
     command
 }
 
@@ -94,7 +104,11 @@ fn a_kill_at_any_step_leaves_the_old_data_set_or_the_whole_new_one() {
         }
         // The next import sweeps the killed one's staging folder and starts over.
         import(dir.path(), "12x12").assert().success();
-        assert_eq!(snapshot(&out), old, "after the import following step {step}");
+        assert_eq!(
+            snapshot(&out),
+            old,
+            "after the import following step {step}"
+        );
         assert!(
             stale_beside(dir.path()).is_empty(),
             "after step {step}: {:?}",

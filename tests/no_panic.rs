@@ -75,13 +75,37 @@ fn corpus() -> Vec<(&'static str, DataSet)> {
     let good_images = images(20, 28);
     vec![
         ("empty directory", vec![]),
-        ("empty images file", with("train-images-idx3-ubyte", Some(vec![]))),
-        ("empty labels file", with("train-labels-idx1-ubyte", Some(vec![]))),
-        ("wrong magic", with("train-images-idx3-ubyte", Some(encode_labels(&labels)))),
-        ("header only", with("train-images-idx3-ubyte", Some(images_header([20, 28, 28])))),
-        ("absurd count", with("train-labels-idx1-ubyte", Some(labels_header(u32::MAX)))),
-        ("absurd side", with("train-images-idx3-ubyte", Some(images_header([1, 1 << 20, 1])))),
-        ("zero side", with("train-images-idx3-ubyte", Some(images_header([0, 0, 28])))),
+        (
+            "empty images file",
+            with("train-images-idx3-ubyte", Some(vec![])),
+        ),
+        (
+            "empty labels file",
+            with("train-labels-idx1-ubyte", Some(vec![])),
+        ),
+        (
+            "wrong magic",
+            with("train-images-idx3-ubyte", Some(encode_labels(&labels))),
+        ),
+        (
+            "header only",
+            with("train-images-idx3-ubyte", Some(images_header([20, 28, 28]))),
+        ),
+        (
+            "absurd count",
+            with("train-labels-idx1-ubyte", Some(labels_header(u32::MAX))),
+        ),
+        (
+            "absurd side",
+            with(
+                "train-images-idx3-ubyte",
+                Some(images_header([1, 1 << 20, 1])),
+            ),
+        ),
+        (
+            "zero side",
+            with("train-images-idx3-ubyte", Some(images_header([0, 0, 28]))),
+        ),
         ("2x2 images", {
             let mut set = vec![
                 ("train-images-idx3-ubyte", Some(images(20, 2))),
@@ -91,16 +115,49 @@ fn corpus() -> Vec<(&'static str, DataSet)> {
             set.push(("t10k-labels-idx1-ubyte", Some(encode_labels(&labels))));
             set
         }),
-        ("count mismatch", with("train-labels-idx1-ubyte", Some(encode_labels(&[1, 2, 3])))),
-        ("truncated body", with("train-images-idx3-ubyte", Some(good_images[..1000].to_vec()))),
-        ("trailing bytes", with("train-images-idx3-ubyte", Some([&good_images[..], b"xx"].concat()))),
-        ("corrupt gzip", with("train-images-idx3-ubyte.gz", Some(b"\x1f\x8b\x08garbage".to_vec()))),
+        (
+            "count mismatch",
+            with("train-labels-idx1-ubyte", Some(encode_labels(&[1, 2, 3]))),
+        ),
+        (
+            "truncated body",
+            with(
+                "train-images-idx3-ubyte",
+                Some(good_images[..1000].to_vec()),
+            ),
+        ),
+        (
+            "trailing bytes",
+            with(
+                "train-images-idx3-ubyte",
+                Some([&good_images[..], b"xx"].concat()),
+            ),
+        ),
+        (
+            "corrupt gzip",
+            with(
+                "train-images-idx3-ubyte.gz",
+                Some(b"\x1f\x8b\x08garbage".to_vec()),
+            ),
+        ),
         ("truncated gzip", {
             let whole = gzip(&good_images);
-            with("train-images-idx3-ubyte.gz", Some(whole[..whole.len() / 2].to_vec()))
+            with(
+                "train-images-idx3-ubyte.gz",
+                Some(whole[..whole.len() / 2].to_vec()),
+            )
         }),
-        ("gzip with junk after it", with("train-labels-idx1-ubyte.gz", Some([gzip(&encode_labels(&labels)), b"junk".to_vec()].concat()))),
-        ("images file is a folder", with("train-images-idx3-ubyte", None)),
+        (
+            "gzip with junk after it",
+            with(
+                "train-labels-idx1-ubyte.gz",
+                Some([gzip(&encode_labels(&labels)), b"junk".to_vec()].concat()),
+            ),
+        ),
+        (
+            "images file is a folder",
+            with("train-images-idx3-ubyte", None),
+        ),
         ("zero images", {
             let mut set = good_split("t10k", labels.clone());
             set.push(("train-images-idx3-ubyte", Some(images(0, 28))));
@@ -118,10 +175,30 @@ fn corpus() -> Vec<(&'static str, DataSet)> {
             stray[7] = 200;
             with("train-labels-idx1-ubyte", Some(encode_labels(&stray)))
         }),
-        ("label above classes.txt", with("classes.txt", Some(b"zero\none\ntwo\n".to_vec()))),
-        ("empty classes.txt", with("classes.txt", Some(b"\n\n".to_vec()))),
-        ("300 class names", with("classes.txt", Some((0..300).map(|i| format!("c{i}\n")).collect::<String>().into_bytes()))),
-        ("binary classes.txt", with("classes.txt", Some(vec![0xff, 0xfe, 0, 1, b'\n']))),
+        (
+            "label above classes.txt",
+            with("classes.txt", Some(b"zero\none\ntwo\n".to_vec())),
+        ),
+        (
+            "empty classes.txt",
+            with("classes.txt", Some(b"\n\n".to_vec())),
+        ),
+        (
+            "300 class names",
+            with(
+                "classes.txt",
+                Some(
+                    (0..300)
+                        .map(|i| format!("c{i}\n"))
+                        .collect::<String>()
+                        .into_bytes(),
+                ),
+            ),
+        ),
+        (
+            "binary classes.txt",
+            with("classes.txt", Some(vec![0xff, 0xfe, 0, 1, b'\n'])),
+        ),
         ("classes.txt is a folder", with("classes.txt", None)),
         ("test split missing", good_split("train", labels.clone())),
     ]
@@ -186,7 +263,19 @@ fn bad_data_directories_are_clean_errors_in_every_command() {
     check(
         dir.path(),
         "setup",
-        &["--threads", "1", "train", "--limit", "256", "--steps-per-epoch", "2", "--epochs", "1", "--out", "model"],
+        &[
+            "--threads",
+            "1",
+            "train",
+            "--limit",
+            "256",
+            "--steps-per-epoch",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            "model",
+        ],
     );
     let mut failures = 0;
     for (case, set) in corpus() {
@@ -200,7 +289,10 @@ fn bad_data_directories_are_clean_errors_in_every_command() {
             &["predict", "--model-dir", "model", "--index", "3"],
         ];
         for command in commands {
-            let args: Vec<&str> = ["--threads", "1", "--data-dir", data].into_iter().chain(command.iter().copied()).collect();
+            let args: Vec<&str> = ["--threads", "1", "--data-dir", data]
+                .into_iter()
+                .chain(command.iter().copied())
+                .collect();
             if check(dir.path(), case, &args) != 0 {
                 failures += 1;
             }
@@ -219,7 +311,11 @@ fn the_empty_and_the_stray_cases_say_what_is_wrong() {
         ("stray label 200", "label 200 (image 7)"),
         ("label above classes.txt", "label 3 at index 3 has no name"),
     ] {
-        let set = corpus().into_iter().find(|(name, _)| *name == case).unwrap().1;
+        let set = corpus()
+            .into_iter()
+            .find(|(name, _)| *name == case)
+            .unwrap()
+            .1;
         let data = dir.path().join(case.replace(' ', "-"));
         write_data(&data, &set);
         let output = common::mnist_cnn(dir.path())
@@ -240,7 +336,19 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
     check(
         dir.path(),
         "setup",
-        &["--threads", "1", "train", "--limit", "256", "--steps-per-epoch", "2", "--epochs", "1", "--out", "model"],
+        &[
+            "--threads",
+            "1",
+            "train",
+            "--limit",
+            "256",
+            "--steps-per-epoch",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            "model",
+        ],
     );
     let manifest = std::fs::read(dir.path().join("model/run.json")).unwrap();
     let edit = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
@@ -257,14 +365,22 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
         std::fs::write(run.join("run.json"), info.to_string()).unwrap();
     };
     edit("zero-shape", &|info| info["shape"]["rows"] = 0.into());
-    edit("huge-shape", &|info| info["shape"]["rows"] = 100_000_000u64.into());
+    edit("huge-shape", &|info| {
+        info["shape"]["rows"] = 100_000_000u64.into()
+    });
     edit("no-classes", &|info| {
         info["shape"]["classes"] = 0.into();
         info["class_names"] = serde_json::json!([]);
     });
-    edit("wrong-types", &|info| info["config"] = serde_json::json!("cnn"));
-    edit("missing-file", &|info| info["checkpoint"]["model"]["file"] = "nowhere.bpk".into());
-    edit("escaping-file", &|info| info["checkpoint"]["model"]["file"] = "../../etc/passwd".into());
+    edit("wrong-types", &|info| {
+        info["config"] = serde_json::json!("cnn")
+    });
+    edit("missing-file", &|info| {
+        info["checkpoint"]["model"]["file"] = "nowhere.bpk".into()
+    });
+    edit("escaping-file", &|info| {
+        info["checkpoint"]["model"]["file"] = "../../etc/passwd".into()
+    });
     std::fs::create_dir_all(dir.path().join("garbage")).unwrap();
     std::fs::write(dir.path().join("garbage/run.json"), [0xff, 0, 0x7b]).unwrap();
     std::fs::write(dir.path().join("empty.png"), b"").unwrap();
@@ -283,14 +399,40 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
     std::fs::write(dir.path().join("a-file"), b"").unwrap();
 
     let mut cases: Vec<Vec<&str>> = Vec::new();
-    for run in ["zero-shape", "huge-shape", "no-classes", "wrong-types", "missing-file", "escaping-file", "garbage", "a-file", "nowhere"] {
+    for run in [
+        "zero-shape",
+        "huge-shape",
+        "no-classes",
+        "wrong-types",
+        "missing-file",
+        "escaping-file",
+        "garbage",
+        "a-file",
+        "nowhere",
+    ] {
         cases.push(vec!["evaluate", "--model-dir", run]);
         cases.push(vec!["predict", "--model-dir", run, "--index", "0"]);
-        cases.push(vec!["train", "--resume", "--out", run, "--epochs", "2", "--limit", "64"]);
+        cases.push(vec![
+            "train", "--resume", "--out", run, "--epochs", "2", "--limit", "64",
+        ]);
     }
-    for picture in ["empty.png", "text.png", "folder.png", "huge.png", "fifo.png", "missing.png"] {
+    for picture in [
+        "empty.png",
+        "text.png",
+        "folder.png",
+        "huge.png",
+        "fifo.png",
+        "missing.png",
+    ] {
         cases.push(vec!["predict", "--model-dir", "model", picture]);
-        cases.push(vec!["--json", "predict", "--model-dir", "model", picture, "text.png"]);
+        cases.push(vec![
+            "--json",
+            "predict",
+            "--model-dir",
+            "model",
+            picture,
+            "text.png",
+        ]);
     }
     cases.extend([
         vec!["heatmap", "--index", "18446744073709551615"],
@@ -298,12 +440,50 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
         vec!["heatmap", "-o", "x.jpg"],
         vec!["heatmap", "-o", "a-file/x.png"],
         vec!["predict", "--model-dir", "model", "--index", "99999999"],
-        vec!["train", "--batch-size", "18446744073709551615", "--limit", "64", "--steps-per-epoch", "1", "--epochs", "1", "--out", "r1"],
-        vec!["train", "--limit", "18446744073709551615", "--steps-per-epoch", "1", "--epochs", "1", "--out", "r2"],
+        vec![
+            "train",
+            "--batch-size",
+            "18446744073709551615",
+            "--limit",
+            "64",
+            "--steps-per-epoch",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            "r1",
+        ],
+        vec![
+            "train",
+            "--limit",
+            "18446744073709551615",
+            "--steps-per-epoch",
+            "1",
+            "--epochs",
+            "1",
+            "--out",
+            "r2",
+        ],
         vec!["train", "--lr", "NaN"],
-        vec!["train", "--validation-split", "0.9999999", "--limit", "3", "--epochs", "1", "--out", "r3"],
+        vec![
+            "train",
+            "--validation-split",
+            "0.9999999",
+            "--limit",
+            "3",
+            "--epochs",
+            "1",
+            "--out",
+            "r3",
+        ],
         vec!["train", "--out", "a-file"],
-        vec!["evaluate", "--model-dir", "model", "--batch-size", "18446744073709551615"],
+        vec![
+            "evaluate",
+            "--model-dir",
+            "model",
+            "--batch-size",
+            "18446744073709551615",
+        ],
         vec!["bench", "--batch-sizes", "0"],
         vec!["import", "nowhere", "--out", "x"],
         vec!["import", "a-file", "--out", "x"],

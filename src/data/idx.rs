@@ -525,7 +525,10 @@ mod tests {
         // The same raw file is refused by its size alone.
         let path = write(&dir, "x", &bytes);
         let message = error_of(read_labels(&path));
-        assert!(message.contains("67108864 unexpected trailing bytes"), "{message}");
+        assert!(
+            message.contains("67108864 unexpected trailing bytes"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -545,11 +548,17 @@ mod tests {
         // 4000 1024x1024 images (4 GB) in a 116-byte raw file: refused by size.
         let path = write(&dir, "raw", &lying(4000, 1024, 1024));
         let message = error_of(read_images(&path));
-        assert!(message.contains("promises 4194304000 data bytes, file has 100"), "{message}");
+        assert!(
+            message.contains("promises 4194304000 data bytes, file has 100"),
+            "{message}"
+        );
         // The same gzipped: read as far as it goes, then called truncated.
         let path = write(&dir, "gz", &gzip(&lying(4000, 1024, 1024)));
         let message = error_of(read_images(&path));
-        assert!(message.contains("promises 4194304000 data bytes, file has 100"), "{message}");
+        assert!(
+            message.contains("promises 4194304000 data bytes, file has 100"),
+            "{message}"
+        );
     }
 
     #[test]

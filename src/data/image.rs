@@ -39,7 +39,10 @@ pub fn decode_picture(path: &Path) -> std::result::Result<image::DynamicImage, S
         Error::Io { source, .. } => format!("cannot read ({source})"),
         e => format!("cannot read ({e})"),
     })?;
-    let stored = file.metadata().map_err(|e| format!("cannot read ({e})"))?.len();
+    let stored = file
+        .metadata()
+        .map_err(|e| format!("cannot read ({e})"))?
+        .len();
     let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| format!("cannot read ({e})"))?;

@@ -16,10 +16,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::dataset::write_dataset;
 use super::idx::{self, IdxImages};
 use super::image::{Invert, light_background};
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
-use super::dataset::write_dataset;
 use crate::error::{Error, Result};
 
 pub use super::mnist::CLASSES_FILE;

@@ -308,9 +308,8 @@ pub fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
             MAX_BYTES >> 10
         )));
     }
-    let text = String::from_utf8(bytes).map_err(|_| {
-        Error::InvalidArgument(format!("{}: not UTF-8 text", path.display()))
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::InvalidArgument(format!("{}: not UTF-8 text", path.display())))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -409,7 +408,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("label 200 (image 10)"), "{message}");
-        assert!(message.contains("classes 10-199 have no images"), "{message}");
+        assert!(
+            message.contains("classes 10-199 have no images"),
+            "{message}"
+        );
         // Named classes may be empty.
         let names: Vec<String> = (0..=200).map(|c| format!("c{c}\n")).collect();
         std::fs::write(dir.path().join(CLASSES_FILE), names.concat()).unwrap();

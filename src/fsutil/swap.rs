@@ -271,7 +271,10 @@ mod tests {
     fn creates_replaces_and_keeps_other_files() {
         let root = tempfile::tempdir().unwrap();
         let target = root.path().join("set");
-        let first = [DirFile::new("a", b"1".to_vec()), DirFile::new("b", b"2".to_vec())];
+        let first = [
+            DirFile::new("a", b"1".to_vec()),
+            DirFile::new("b", b"2".to_vec()),
+        ];
         replace_dir_atomically(&target, &first, &|_| false).unwrap();
         assert_eq!(names(&target), ["a", "b"]);
         std::fs::write(target.join("notes"), b"mine").unwrap();
@@ -311,7 +314,12 @@ mod tests {
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         replace_dir_atomically(&link, &[DirFile::new("a", b"1".to_vec())], &|_| false).unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(real.join("a")).unwrap(), b"1");
     }
 

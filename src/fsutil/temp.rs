@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(owner_pid(".mnist-cnn-tmp-123-abc"), Some(123));
         assert_eq!(owner_pid(".mnist-cnn-tmp-x-abc"), None);
         assert_eq!(owner_pid(".tmp-abc"), None);
-        assert_eq!(owner_pid(&format!("{}zz", temp_prefix())), Some(std::process::id()));
+        assert_eq!(
+            owner_pid(&format!("{}zz", temp_prefix())),
+            Some(std::process::id())
+        );
     }
 
     #[test]

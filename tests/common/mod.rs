@@ -56,6 +56,8 @@ pub fn evaluate_json(dir: &Path, global_args: &[&str], model_dir: &str) -> serde
 /// Runs the binary in `dir` to its end, without `MNIST_DATA_DIR`; returns its exit code (None
 /// when a signal ended it), its stderr, and its peak resident memory in MB, as `wait4` reports
 /// it for that one child.
+// The child is reaped by `wait4` (for its resource usage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 pub fn run_measured(dir: &Path, args: &[&str]) -> (Option<i32>, String, f64) {
     use std::process::Stdio;
     let binary = assert_cmd::cargo::cargo_bin("mnist-cnn");

@@ -74,7 +74,15 @@ pub(super) fn fetch_http(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.to_ascii_lowercase().contains("html"));
-    transfer(&mut response, file, dir, options, expected, is_html, started)
+    transfer(
+        &mut response,
+        file,
+        dir,
+        options,
+        expected,
+        is_html,
+        started,
+    )
 }
 
 /// Copies `<mirror dir>/<name>.gz`. Only a regular file is read: a FIFO would block forever.
@@ -113,7 +121,15 @@ pub(super) fn copy_local(
     if length > max_download_bytes(file) {
         return Ok(Err(too_large(length, file)));
     }
-    transfer(&mut reader, file, dir, options, Some(length), false, started)
+    transfer(
+        &mut reader,
+        file,
+        dir,
+        options,
+        Some(length),
+        false,
+        started,
+    )
 }
 
 fn too_large(length: u64, file: &MnistFile) -> Failure {
@@ -136,7 +152,9 @@ fn transfer(
 ) -> Attempt {
     let mut temp = TempFile::new_in(dir)?;
     let progress = progress_bar(options.show_progress, &file.gz_name(), expected);
-    let streamed = stream(reader, &mut temp, &progress, file, options, expected, started);
+    let streamed = stream(
+        reader, &mut temp, &progress, file, options, expected, started,
+    );
     progress.finish_and_clear();
     if let Err(failure) = streamed? {
         let failure = match failure {
