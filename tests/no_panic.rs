@@ -502,3 +502,27 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
         check(dir.path(), "flags", &full);
     }
 }
+
+#[test]
+fn a_heatmap_is_never_written_under_another_formats_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["x.jpg", "x.JPEG", "x.svg", "x"] {
+        let output = common::mnist_cnn(dir.path())
+            .args(["heatmap", "--index", "0", "-o", name])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--output") && stderr.contains(".png"),
+            "{name}: {stderr}"
+        );
+        assert!(!dir.path().join(name).exists(), "{name} was written");
+    }
+    common::mnist_cnn(dir.path())
+        .args(["heatmap", "--index", "0", "-o", "x.PNG"])
+        .assert()
+        .success();
+    let bytes = std::fs::read(dir.path().join("x.PNG")).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"));
+}
