@@ -504,6 +504,49 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
 }
 
 #[test]
+fn a_label_without_a_class_name_is_refused_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    check(
+        dir.path(),
+        "setup",
+        &[
+            "--threads",
+            "1",
+            "train",
+            "--limit",
+            "256",
+            "--steps-per-epoch",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            "model",
+        ],
+    );
+    let set = corpus()
+        .into_iter()
+        .find(|(name, _)| *name == "label above classes.txt")
+        .unwrap()
+        .1;
+    let data = dir.path().join("data");
+    write_data(&data, &set);
+    let commands: [&[&str]; 4] = [
+        &["heatmap", "--index", "1", "-o", "h.png"],
+        &TRAIN,
+        &["evaluate", "--model-dir", "model"],
+        &["predict", "--model-dir", "model", "--index", "3"],
+    ];
+    for command in commands {
+        common::mnist_cnn(dir.path())
+            .args(["--threads", "1", "--data-dir", data.to_str().unwrap()])
+            .args(command)
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("label 3 at index 3 has no name"));
+    }
+}
+
+#[test]
 fn a_heatmap_is_never_written_under_another_formats_name() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["x.jpg", "x.JPEG", "x.svg", "x"] {
