@@ -446,3 +446,23 @@ fn a_gzip_bomb_served_to_download_costs_little_memory() {
     assert!(peak_mb < 100.0, "peak {peak_mb:.0} MB");
     assert!(temporaries(&dir.path().join("data")).is_empty());
 }
+
+#[test]
+fn a_present_file_with_junk_after_its_gzip_stream_is_not_called_verified() {
+    let dir = labels_only_dir();
+    let name = TRAIN_LABELS.gz_name();
+    let mut damaged = real_gz(&name);
+    damaged.extend_from_slice(b"\0\0junk");
+    std::fs::write(dir.path().join(&name), &damaged).unwrap();
+    let mirror = common::data_dir().display().to_string();
+    let reports = download(dir.path(), &options(std::slice::from_ref(&mirror))).unwrap();
+    let report = reports
+        .iter()
+        .find(|r| r.name == TRAIN_LABELS.name)
+        .unwrap();
+    assert_eq!(report.outcome, FileOutcome::Fetched { mirror });
+    assert_eq!(
+        std::fs::read(dir.path().join(&name)).unwrap(),
+        real_gz(&name)
+    );
+}
