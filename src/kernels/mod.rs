@@ -16,6 +16,13 @@
 //!   pixel-major images (2.4x faster than the two products for the 16->32 layer).
 //!
 //! BENCHMARKS.md has the measurements.
+//!
+//! # Backends
+//!
+//! The hand-written kernel runs on the backends [`has_fused_kernel`] names, the one list of
+//! them: Flex and NdArray, with or without autodiff. [`conv3x3_pool_relu`] asks it before
+//! dispatching and runs [`conv3x3_pool_relu_composed`] (burn's own `conv2d`, `max_pool2d` and
+//! `relu`) on every other backend, e.g. burn's GPU ("Cube") backends.
 
 // burn-ndarray is deprecated upstream; the product keeps it selectable, so its types are named here.
 #![allow(deprecated)]
@@ -31,10 +38,31 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, NdArray};
-use burn::tensor::{DType, TensorData};
+use burn::backend::{Backend, DispatchDevice, Flex, NdArray};
+use burn::tensor::{DType, Device, TensorData};
 
-pub use block::conv3x3_pool_relu;
+pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
+
+/// Whether tensors on `device` run the hand-written kernels: the one list of backends that
+/// have them (Flex and NdArray, also under autodiff). Every other backend computes
+/// [`conv3x3_pool_relu`] with burn's own operations instead. The `#[backend_extension]` on
+/// `ConvBlockOps` in block.rs must name the same backends, or the dispatch to a backend listed
+/// here panics.
+pub fn has_fused_kernel(device: &Device) -> bool {
+    on_fused_backend(device.as_dispatch())
+}
+
+fn on_fused_backend(device: &DispatchDevice) -> bool {
+    match device {
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_) => true,
+        // The wrapped device decides: `Autodiff<B>` runs the kernel where `B` does.
+        DispatchDevice::Autodiff(inner) => on_fused_backend(inner),
+        // Unreachable with this crate's features, but burn adds variants under its backend
+        // features (`Cube` for wgpu/cuda/rocm/cpu, `LibTorch`, `Remote`, ...).
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
 
 /// Backends whose tensors live in host memory, so the kernels can read their values as f32
 /// slices and hand results back as plain vectors.
