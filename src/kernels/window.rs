@@ -33,14 +33,15 @@ pub fn pool_relu_planes(
     );
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        // SAFETY: the CPU has the features the function is compiled for; the assertion above
-        // keeps every row the loops hand it inside its slice.
+        // SAFETY: `avx512::available()` found the features the function is compiled for; the
+        // assertion above keeps every plane inside `conv` and `winners` as long as `output`.
         unsafe { avx512::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        // SAFETY: as above.
+        // SAFETY: `avx2::available()` found AVX2, the feature the function is compiled for;
+        // the assertion above keeps every plane inside `conv` and `winners` as long as `output`.
         unsafe { avx2::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
         return;
     }
@@ -168,11 +169,16 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn load_pairs(row: *const f32, count: usize) -> (__m512, __m512) {
         let (low_lanes, high_lanes) = pair_lanes(2 * count);
-        // SAFETY: the masks only touch the first `2 * count` floats.
+        // `wrapping_add`: with 16 floats or fewer the second half lies past the row, where `add`
+        // would be undefined behaviour even with nothing read there.
+        let high_row = row.wrapping_add(LANES);
+        // SAFETY: a masked load reads only the lanes its mask sets and suppresses faults on the
+        // others; the masks set floats `0..min(2 * count, 16)` at `row` and the rest of the
+        // `2 * count` at `high_row`, all of which the caller guarantees readable.
         let (low, high) = unsafe {
             (
                 _mm512_maskz_loadu_ps(low_lanes, row),
-                _mm512_maskz_loadu_ps(high_lanes, row.add(LANES)),
+                _mm512_maskz_loadu_ps(high_lanes, high_row),
             )
         };
         let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -184,7 +190,8 @@ mod avx512 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512 F, BW and VL, and the planes must lie inside `conv`.
+    /// The CPU must have AVX-512 F, BW and VL, the planes must lie inside `conv`, and `winners`
+    /// must be as long as `output`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub unsafe fn pool_relu_planes(
         conv: &[f32],
@@ -200,7 +207,9 @@ mod avx512 {
             output,
             winners,
             |top, bottom, output, winners| {
-                // SAFETY: each row pair holds two values per window of `output`.
+                // SAFETY: `for_each_row_pair` hands over `top` and `bottom` with two floats per
+                // window of `output`, and `winners` as long as `output` (this function's
+                // caller guarantees); the CPU has the features, as this function requires.
                 unsafe { pool_relu_row(top, bottom, output, winners) }
             },
         );
@@ -215,7 +224,9 @@ mod avx512 {
         let position = |value: i32| _mm512_set1_epi32(value);
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
-            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
+            // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
+            // `bottom` hold `2 * output.len()` floats, so `2 * count` floats from `2 * start`
+            // are inside each; `count` is at most `LANES`.
             let ((a, b), (c, d)) = unsafe {
                 (
                     load_pairs(top.as_ptr().add(2 * start), count),
@@ -236,7 +247,9 @@ mod avx512 {
                 | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
             let at = _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at);
             let written = lanes(count);
-            // SAFETY: as above; the masks keep the stores to `count` windows.
+            // SAFETY: masked stores write only the lanes `written` sets, windows
+            // `start..start + count`, inside `output` and inside `winners` (as long as
+            // `output`, the caller guarantees).
             unsafe {
                 _mm512_mask_storeu_ps(
                     output.as_mut_ptr().add(start),
@@ -266,7 +279,8 @@ mod avx2 {
     }
 
     /// # Safety
-    /// The CPU must have AVX2, and the planes must lie inside `conv`.
+    /// The CPU must have AVX2, the planes must lie inside `conv`, and `winners` must be as long
+    /// as `output`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn pool_relu_planes(
         conv: &[f32],
@@ -282,7 +296,9 @@ mod avx2 {
             output,
             winners,
             |top, bottom, output, winners| {
-                // SAFETY: each row pair holds two values per window of `output`.
+                // SAFETY: `for_each_row_pair` hands over `top` and `bottom` with two floats per
+                // window of `output`, and `winners` as long as `output` (this function's
+                // caller guarantees); the CPU has the features, as this function requires.
                 unsafe { pool_relu_row(top, bottom, output, winners) }
             },
         );
@@ -311,11 +327,16 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn load_pairs(row: *const f32, count: usize) -> (__m256, __m256) {
         let (low_count, high_count) = ((2 * count).min(LANES), (2 * count).saturating_sub(LANES));
-        // SAFETY: the masks only touch the first `2 * count` floats.
+        // `wrapping_add`: with 8 floats or fewer the second half lies past the row, where `add`
+        // would be undefined behaviour even with nothing read there.
+        let high_row = row.wrapping_add(LANES);
+        // SAFETY: `maskload` reads only the lanes its mask sets and does not fault on the
+        // others; the masks set floats `0..min(2 * count, 8)` at `row` and the rest of the
+        // `2 * count` at `high_row`, all of which the caller guarantees readable.
         let (low, high) = unsafe {
             (
                 _mm256_maskload_ps(row, lanes(low_count)),
-                _mm256_maskload_ps(row.add(LANES), lanes(high_count)),
+                _mm256_maskload_ps(high_row, lanes(high_count)),
             )
         };
         // Within each 128-bit half: [low0 low2 high0 high2 | low4 low6 high4 high6]; then the
@@ -337,7 +358,9 @@ mod avx2 {
         let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
-            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
+            // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
+            // `bottom` hold `2 * output.len()` floats, so `2 * count` floats from `2 * start`
+            // are inside each; `count` is at most `LANES`.
             let ((a, b), (c, d)) = unsafe {
                 (
                     load_pairs(top.as_ptr().add(2 * start), count),
@@ -362,7 +385,9 @@ mod avx2 {
             let pooled = _mm256_and_ps(keep, max);
             let at = _mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep);
             let mut positions = [0i32; LANES];
-            // SAFETY: the mask keeps the store to `count` windows; `positions` holds 8 lanes.
+            // SAFETY: `maskstore` writes only the lanes its mask sets, windows
+            // `start..start + count`, inside `output`; `positions` holds all 8 lanes of the
+            // unaligned store.
             unsafe {
                 _mm256_maskstore_ps(output.as_mut_ptr().add(start), lanes(count), pooled);
                 _mm256_storeu_si256(positions.as_mut_ptr().cast(), _mm256_castps_si256(at));
@@ -430,8 +455,9 @@ mod tests {
                         Kernel::Dispatched => {
                             pool_relu_planes(&conv, plane_stride, sides, output_ref, winners_ref)
                         }
-                        // SAFETY: only called where the CPU has AVX2 (checked below).
                         #[cfg(target_arch = "x86_64")]
+                        // SAFETY: only called where `avx2::available()` (checked below); the
+                        // buffers fit the shapes.
                         Kernel::Avx2 => unsafe {
                             avx2::pool_relu_planes(
                                 &conv,
