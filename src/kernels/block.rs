@@ -19,10 +19,10 @@ use burn::backend::{
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv2d, max_pool2d};
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::im2col::{add_assign, im2col, matmul, row_major};
+use super::simd::simd_versions;
 use super::window::{CLAMPED, pool_relu_planes};
 use super::{HostTensors, has_fused_kernel};
 
@@ -531,14 +531,25 @@ fn image_backward(
 ) {
     // The network's two channel counts get loops of constant length, which vectorize fully.
     match shape.channels {
-        1 => image_backward_with::<1>(image, shape, scratch, grads, input_grad),
-        16 => image_backward_with::<16>(image, shape, scratch, grads, input_grad),
-        _ => image_backward_with::<0>(image, shape, scratch, grads, input_grad),
+        1 => image_backward_for::<1>(image, shape, scratch, grads, input_grad),
+        16 => image_backward_for::<16>(image, shape, scratch, grads, input_grad),
+        _ => image_backward_for::<0>(image, shape, scratch, grads, input_grad),
     }
 }
 
-/// [`image_backward`] for `CHANNELS` channels, or any number when `CHANNELS` is 0.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+simd_versions! {
+    /// [`image_backward`] for `CHANNELS` channels, or any number when `CHANNELS` is 0.
+    fn image_backward_for<const CHANNELS: usize>(
+        image: ImageGrads<'_>,
+        shape: BlockShape,
+        scratch: &mut PixelScratch<'_>,
+        grads: (&mut [f32], &mut [f32]),
+        input_grad: Option<&mut [f32]>,
+    ) = image_backward_with;
+}
+
+/// [`image_backward_for`], inlined into each of its versions.
+#[inline(always)]
 fn image_backward_with<const CHANNELS: usize>(
     image: ImageGrads<'_>,
     shape: BlockShape,

@@ -23,12 +23,24 @@
 //! them: Flex and NdArray, with or without autodiff. [`conv3x3_pool_relu`] asks it before
 //! dispatching and runs [`conv3x3_pool_relu_composed`] (burn's own `conv2d`, `max_pool2d` and
 //! `relu`) on every other backend, e.g. burn's GPU ("Cube") backends.
+//!
+//! # Vector instructions
+//!
+//! The pooling and the kernels' element loops have AVX-512, AVX2 and scalar versions, picked at
+//! run time: the widest the CPU has, capped by the environment variable `MNIST_CNN_SIMD`
+//! (`auto`, the default, `avx512`, `avx2` or `scalar`; read once per process). Asking for a
+//! level the CPU lacks gives the widest one it has below it; a value that names no level is
+//! reported on stderr and ignored. Results are identical at every level (the tests hold the
+//! vector pooling to the scalar one bit for bit), so the variable is for testing and measuring
+//! each path, e.g. `MNIST_CNN_SIMD=scalar cargo test --release --lib kernels`. It does not
+//! reach `gemm`'s matrix products, which pick their own instructions.
 
 // burn-ndarray is deprecated upstream; the product keeps it selectable, so its types are named here.
 #![allow(deprecated)]
 
 mod block;
 mod im2col;
+mod simd;
 mod window;
 
 use std::pin::pin;
@@ -42,6 +54,7 @@ use burn::backend::{Backend, DispatchDevice, Flex, NdArray};
 use burn::tensor::{DType, Device, TensorData};
 
 pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
+pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
 
 /// Whether tensors on `device` run the hand-written kernels: the one list of backends that
 /// have them (Flex and NdArray, also under autodiff). Every other backend computes
