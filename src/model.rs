@@ -321,7 +321,7 @@ impl Network {
         }
     }
 
-    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`probabilities`]
+    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`Network::probabilities`]
     /// and, fused with the loss, by [`categorical_cross_entropy`].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
