@@ -208,6 +208,10 @@ fn no_panic<T>(what: &str, case: usize, bytes: &[u8], f: impl FnOnce() -> T) -> 
 fn idx_and_gzip_decoders_survive_mutations() {
     let inputs = idx_inputs();
     let dir = tempfile::tempdir().unwrap();
+    // The counter sees the decoder's allocations (else the bound below would prove nothing).
+    let valid = write_case(dir.path(), &inputs[2]);
+    let (decoded, largest) = largest_allocation(|| idx::read_images(&valid).unwrap());
+    assert!(largest >= decoded.0.pixels.len(), "{largest}");
     let mut rng = StdRng::seed_from_u64(seed());
     let (mut accepted, mut refused) = (0, 0);
     for case in 0..cases(3000) {
