@@ -569,3 +569,14 @@ fn a_heatmap_is_never_written_under_another_formats_name() {
     let bytes = std::fs::read(dir.path().join("x.PNG")).unwrap();
     assert!(bytes.starts_with(b"\x89PNG"));
 }
+
+#[test]
+fn an_empty_mnist_data_dir_means_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    common::mnist_cnn(dir.path())
+        .env("MNIST_DATA_DIR", "")
+        .args(["heatmap", "--index", "0"])
+        .assert()
+        .success()
+        .stdout(predicates::str::starts_with("5\n"));
+}

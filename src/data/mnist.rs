@@ -434,6 +434,21 @@ mod tests {
     }
 
     #[test]
+    fn an_index_into_an_empty_split_says_it_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Test, 0, vec![]);
+        let split = load_split(dir.path(), SplitKind::Test).unwrap();
+        let message = split
+            .checked_image(0, SplitKind::Test)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "index 0 is out of range: the test split has no images"
+        );
+    }
+
+    #[test]
     fn index_out_of_range_states_valid_range() {
         let dir = tempfile::tempdir().unwrap();
         write_split(dir.path(), SplitKind::Test, 2, vec![4, 2]);
