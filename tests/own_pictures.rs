@@ -269,7 +269,10 @@ fn predict_prepares_training_pictures_exactly_as_import_did() {
             .map(|(r, c)| shown.get_pixel(2 + c * scale, 2 + r * scale).0[0])
             .collect();
         assert_eq!(seen, pipeline.load(&picture).unwrap());
-        assert!(stored.contains(&seen.as_slice()), "{fit}: not a training image");
+        assert!(
+            stored.contains(&seen.as_slice()),
+            "{fit}: not a training image"
+        );
         // And the tensor the network gets is the one it was trained on.
         let device = mnist_cnn::backend::BackendKind::Flex.device();
         let trained = images_tensor(&split, &[0], &device).into_data();

@@ -7,7 +7,7 @@ use std::path::Path;
 use image::GrayImage;
 
 use super::pipeline::{Pipeline, gray};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Whether to invert the picture so the digit is light on dark, as in MNIST.
 #[derive(
@@ -28,6 +28,48 @@ pub enum Invert {
     Auto,
     Yes,
     No,
+}
+
+/// The largest picture side accepted, in pixels.
+pub const MAX_PICTURE_SIDE: u32 = 16_384;
+/// The most memory a decoder may take for one picture, whatever its file.
+const MAX_PICTURE_BYTES: u64 = 512 << 20;
+/// How many decoded bytes one byte of a picture file can justify: DEFLATE (PNG) expands at most
+/// about 1032 times, and a flat JPEG block of 8x8 pixels in 3 channels takes a few bits.
+const MAX_PICTURE_RATIO: u64 = 2048;
+
+/// Decodes a picture file by its content (PNG or JPEG), reading only a regular file, with the
+/// decoder's memory bounded by what the file's size can justify, so that a small file declaring
+/// a huge picture is refused instead of allocated.
+pub fn decode_picture(path: &Path) -> std::result::Result<image::DynamicImage, String> {
+    let file = crate::fsutil::open_regular(path).map_err(|e| match e {
+        Error::Io { source, .. } => format!("cannot read ({source})"),
+        e => format!("cannot read ({e})"),
+    })?;
+    let stored = file
+        .metadata()
+        .map_err(|e| format!("cannot read ({e})"))?
+        .len();
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read ({e})"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE);
+    limits.max_alloc = Some(
+        stored
+            .saturating_mul(MAX_PICTURE_RATIO)
+            .saturating_add(1 << 20)
+            .min(MAX_PICTURE_BYTES),
+    );
+    reader.limits(limits);
+    let picture = reader
+        .decode()
+        .map_err(|e| format!("cannot read as an image ({e})"))?;
+    if picture.width() == 0 || picture.height() == 0 {
+        return Err("the image has no pixels".to_string());
+    }
+    Ok(picture)
 }
 
 /// Loads a PNG or JPEG of any size and returns `rows` x `cols` MNIST-style pixels (MNIST's

@@ -3,7 +3,8 @@
 //!
 //! Two layouts are accepted: `SRC/train/<class>/*` with `SRC/test/<class>/*`, or `SRC/<class>/*`
 //! split per class by a seeded shuffle. Everything is read, decoded and checked before the first
-//! byte is written, so a failed import leaves `out` as it was.
+//! byte is written, and the data set is then swapped in whole (see [`super::dataset`]), so a
+//! failed or killed import leaves `out` as it was.
 //!
 //! Each picture is prepared by one [`Pipeline`], recorded in `dataset.json` beside
 //! `classes.txt` so that `predict` prepares new pictures the same way. Both splits are stored in
@@ -18,12 +19,12 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::dataset::write_dataset;
 use super::idx::{self, IdxImages};
 use super::image::Invert;
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use super::pipeline::{DATASET_FILE, DatasetInfo, Fit, Pipeline};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
 
 pub use super::mnist::CLASSES_FILE;
 /// Labels are one byte each in IDX.
@@ -243,12 +244,15 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         shuffle_seed: Some(options.seed),
         written_by: format!("mnist-cnn {}", env!("CARGO_PKG_VERSION")),
     };
-    write_gzipped(out, TRAIN_IMAGES, &idx::encode_images(&train_images))?;
-    write_gzipped(out, TRAIN_LABELS, &idx::encode_labels(&train_labels))?;
-    write_gzipped(out, TEST_IMAGES, &idx::encode_images(&test_images))?;
-    write_gzipped(out, TEST_LABELS, &idx::encode_labels(&test_labels))?;
-    write_atomically(&out.join(CLASSES_FILE), class_list.as_bytes())?;
-    write_atomically(&out.join(DATASET_FILE), &dataset.to_json())?;
+    let files = vec![
+        gzipped(TRAIN_IMAGES, &idx::encode_images(&train_images))?,
+        gzipped(TRAIN_LABELS, &idx::encode_labels(&train_labels))?,
+        gzipped(TEST_IMAGES, &idx::encode_images(&test_images))?,
+        gzipped(TEST_LABELS, &idx::encode_labels(&test_labels))?,
+        (CLASSES_FILE.to_string(), class_list.into_bytes()),
+        (DATASET_FILE.to_string(), dataset.to_json()),
+    ];
+    write_dataset(out, files)?;
 
     Ok(ImportReport {
         out_dir: out.to_path_buf(),
@@ -508,12 +512,17 @@ fn assemble(
     (images, labels)
 }
 
-fn write_gzipped(out: &Path, file: MnistFile, bytes: &[u8]) -> Result<()> {
-    let path = out.join(file.gz_name());
+/// One file of the data set: its `.gz` name and gzipped content.
+fn gzipped(file: MnistFile, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
+    let name = file.gz_name();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).map_err(|e| Error::io(&path, e))?;
-    let compressed = encoder.finish().map_err(|e| Error::io(&path, e))?;
-    write_atomically(&path, &compressed)
+    encoder
+        .write_all(bytes)
+        .map_err(|e| Error::io(PathBuf::from(&name), e))?;
+    let compressed = encoder
+        .finish()
+        .map_err(|e| Error::io(PathBuf::from(&name), e))?;
+    Ok((name, compressed))
 }
 
 fn invalid(message: String) -> Error {

@@ -2,6 +2,7 @@
 //! pictures (`pipeline`), and batching for training.
 
 pub mod batch;
+pub mod dataset;
 pub mod download;
 pub mod idx;
 pub mod image;

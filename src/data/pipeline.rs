@@ -12,10 +12,10 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageBuffer, ImageReader, Pixel, Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::image::Invert;
+use super::image::{Invert, decode_picture};
 use crate::error::{Error, Result};
 
 /// MNIST digits fit in a 20x20 box centred by mass in the 28x28 frame; other sizes keep the
@@ -88,11 +88,7 @@ impl Pipeline {
 
     /// Reads a picture file, by its content rather than its extension, and prepares it.
     pub fn load(&self, path: &Path) -> Result<Vec<u8>> {
-        let picture = ImageReader::open(path)
-            .and_then(|reader| reader.with_guessed_format())
-            .map_err(|e| image_error(path, format!("cannot read ({e})")))?
-            .decode()
-            .map_err(|e| image_error(path, format!("cannot read as an image ({e})")))?;
+        let picture = decode_picture(path).map_err(|reason| image_error(path, reason))?;
         self.prepare(&picture)
             .map_err(|reason| image_error(path, reason))
     }
