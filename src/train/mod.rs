@@ -134,10 +134,6 @@ pub fn train(
     // Before any work: an unusable or busy output directory fails now, not after an epoch.
     let _lock = RunLock::acquire(out_dir)?;
 
-    for warning in &selection.warnings {
-        observer(TrainEvent::Warning(warning));
-    }
-
     let device = config.backend.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
@@ -198,6 +194,10 @@ pub fn train(
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    // Once the run has started: a run refused above needs no advice on its data.
+    for warning in &selection.warnings {
+        observer(TrainEvent::Warning(warning));
+    }
     observer(TrainEvent::Started {
         run: &run,
         network: &network,

@@ -148,7 +148,16 @@ pub fn select(
             }
         }
     };
-    if let Some(message) = class_mismatch(labels, &train, &validation, class_names) {
+    // Fewer validation images than classes cannot hold them all; that is no news.
+    let too_few = validation.len() < classes_of(labels, &train).len();
+    let untrained = !difference(
+        &classes_of(labels, &validation),
+        &classes_of(labels, &train),
+    )
+    .is_empty();
+    if let Some(message) = class_mismatch(labels, &train, &validation, class_names)
+        && (!too_few || untrained)
+    {
         warnings.push(Warning {
             kind: WarningKind::ValidationClasses,
             message,
@@ -404,6 +413,14 @@ mod tests {
         );
         assert_eq!(s.train, (0..100).collect::<Vec<_>>());
         assert!(s.warnings.is_empty());
+    }
+
+    #[test]
+    fn fewer_validation_images_than_classes_are_no_news() {
+        let labels = shuffled_1000();
+        let s = select(&labels, &names10(), Some(64), 0.1, ValidationFrom::Auto, 42);
+        assert_eq!(s.validation.len(), 6);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     }
 
     #[test]
