@@ -17,9 +17,11 @@ use crate::data::import::{ImportOptions, import_folder};
 use crate::data::{self, SplitKind};
 use crate::evaluate::{self, MISTAKES_SHOWN};
 use crate::fsutil::write_json_atomically;
+use crate::inspect;
 use crate::model::{Architecture, InputShape, Network};
 use crate::plot::{HeatmapOptions, heatmap, terminal_preview};
 use crate::predict::{ClassProbability, top_classes};
+use crate::serve;
 use crate::train::{self, EpochStats, RunInfo, TrainConfig, TrainEvent};
 
 const DEFAULT_DATA_DIR: &str = "data/mnist";
@@ -66,6 +68,51 @@ pub enum Command {
     Bench(BenchArgs),
     /// Turn folders of labelled images into an IDX data set that every command can use
     Import(ImportArgs),
+    /// Pictures (or with --json the numbers) of every layer of the network for one image
+    Inspect(InspectArgs),
+    /// A local web page: draw digits, browse the test set, watch training, see every layer
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A PNG or JPEG picture of a digit, instead of an image of the data set
+    #[arg(value_name = "IMAGE", conflicts_with = "index")]
+    pub image: Option<PathBuf>,
+    /// Which image of the data set to look at (0-based) [default: 1210]
+    #[arg(long)]
+    pub index: Option<usize>,
+    /// Split for --index
+    #[arg(long, value_enum, default_value_t = SplitKind::Train)]
+    pub split: SplitKind,
+    /// Directory of a trained model (as written by `train --out`)
+    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
+    pub model_dir: PathBuf,
+    /// Directory for the pictures [default: MODEL_DIR/inspect-<split>-<index> or MODEL_DIR/inspect-<picture>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Invert the picture so the digit is light on dark, as in MNIST
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    pub invert: Invert,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of a trained model, or of a run `train --out` is writing (reloaded every epoch)
+    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
+    pub model_dir: PathBuf,
+    /// Address to listen on; anything but loopback makes the page reachable from other machines
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Let the page save drawings as DIR/<class>/*.png, the layout `import` reads
+    #[arg(long, value_name = "DIR")]
+    pub collect: Option<PathBuf>,
+    /// CPU backend of burn
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +329,13 @@ pub fn run(cli: Cli) -> Result<()> {
         quiet: cli.global.quiet,
         json: cli.global.json,
     };
-    backend::on_compute_pool(|| match cli.command {
+    // The server waits for requests and hands their work to the compute pool, so it must not
+    // occupy one of the pool's threads itself.
+    let command = match cli.command {
+        Command::Serve(args) => return run_serve(&session, args),
+        command => command,
+    };
+    backend::on_compute_pool(|| match command {
         Command::Download(args) => run_download(&session, args),
         Command::Heatmap(args) => run_heatmap(&session, args),
         Command::Train(args) => run_train(&session, args),
@@ -290,7 +343,72 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => run_predict(&session, args),
         Command::Bench(args) => run_bench(&session, args),
         Command::Import(args) => run_import(&session, args),
+        Command::Inspect(args) => run_inspect(&session, args),
+        Command::Serve(args) => run_serve(&session, args),
     })
+}
+
+fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
+    let run = RunInfo::load(&args.model_dir)?;
+    let device = BackendKind::Flex.device();
+    let network = run.load_network(&args.model_dir, &device)?;
+    let (rows, cols) = (run.shape.rows, run.shape.cols);
+    let (pixels, what, name, label) = match &args.image {
+        Some(path) => {
+            let pixels = inspect::load_picture(path, args.invert, rows, cols)?;
+            let stem = path.file_stem().map_or("picture".into(), |s| s.to_string_lossy());
+            (pixels, path.display().to_string(), format!("inspect-{stem}"), None)
+        }
+        None => {
+            let index = args.index.unwrap_or(1210);
+            let split = data::load_split(&session.data_dir, args.split)?;
+            run.check_data(&split, &session.data_dir)?;
+            let pixels = split.checked_image(index, args.split)?.to_vec();
+            let label = usize::from(split.labels[index]);
+            let what = format!("{} image {index}", args.split);
+            (pixels, what, format!("inspect-{}-{index}", args.split), Some(label))
+        }
+    };
+    let inspection = inspect::inspect(&network, &run.class_names, &pixels, rows, cols, &device);
+    if session.json {
+        session.print_json(&json!({ "image": what, "label": label, "inspection": inspection }))?;
+        return Ok(());
+    }
+    let out = args.out.unwrap_or_else(|| args.model_dir.join(name));
+    let written = inspect::write_pictures(&inspection, &out, &what)?;
+    if session.human() {
+        let label = label.map_or(String::new(), |l| format!(" (label {})", run.class_names[l]));
+        println!("{what}{label}: {}", describe(&inspection.top[..3.min(inspection.top.len())]));
+        for path in written {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_serve(session: &Session, args: ServeArgs) -> Result<()> {
+    let server = serve::Server::start(serve::ServeOptions {
+        model_dir: args.model_dir.clone(),
+        data_dir: session.data_dir.clone(),
+        host: args.host,
+        port: args.port,
+        collect: args.collect.clone(),
+        backend: args.backend,
+    })?;
+    if let Some(warning) = serve::exposure_warning(server.address(), args.collect.is_some()) {
+        eprintln!("{warning}");
+    }
+    if !server.has_model() {
+        eprintln!(
+            "warning: no trained model in {} yet; the page starts predicting when `mnist-cnn train --out {}` finishes an epoch",
+            args.model_dir.display(),
+            args.model_dir.display()
+        );
+    }
+    // The address goes to stdout even with --quiet: scripts read it (with --port 0 especially).
+    println!("listening on {}", server.url());
+    server.wait()?;
+    Ok(())
 }
 
 /// "1 thread", "2 threads".

@@ -151,11 +151,11 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
 
 #[derive(Module, Debug)]
 pub struct Cnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    dense1: Linear,
-    dense2: Linear,
-    output: Linear,
+    pub(crate) conv1: Conv2d,
+    pub(crate) conv2: Conv2d,
+    pub(crate) dense1: Linear,
+    pub(crate) dense2: Linear,
+    pub(crate) output: Linear,
     relu: Relu,
 }
 
@@ -227,9 +227,9 @@ pub type DenseLayer<'a> = dyn Fn(Tensor<2>) -> Tensor<2> + 'a;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    dense1: Linear,
-    dense2: Linear,
-    output: Linear,
+    pub(crate) dense1: Linear,
+    pub(crate) dense2: Linear,
+    pub(crate) output: Linear,
     relu: Relu,
 }
 
