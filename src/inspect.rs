@@ -14,10 +14,10 @@ use crate::data::image::{Invert, to_mnist_layout};
 use crate::error::{Error, Result};
 use crate::kernels::conv3x3_pool_relu;
 use crate::model::{Architecture, Network};
-use crate::plot::{HeatmapOptions, heatmap};
-use crate::plot_layers::{
+use crate::plot::layers::{
     MapsView, dense_strips, feature_grid, kernel_grid, probability_bars, write_png,
 };
+use crate::plot::{HeatmapOptions, heatmap};
 use crate::predict::ClassProbability;
 
 /// Largest picture side accepted from a file or a request, in pixels.
@@ -102,8 +102,11 @@ impl Inspection {
 }
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    let data = tensor.into_data().convert::<f32>();
-    data.into_vec::<f32>().unwrap_or_default()
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 fn layer<const D: usize>(name: &str, description: &str, tensor: Tensor<D>) -> Layer {
@@ -139,27 +142,40 @@ pub fn inspect(
     let (d1, d2, output) = match network {
         Network::Cnn(cnn) => {
             let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-            let (w1, b1) = (cnn.conv1.weight.val(), cnn.conv1.bias.as_ref().map(|b| b.val()));
-            let (w2, b2) = (cnn.conv2.weight.val(), cnn.conv2.bias.as_ref().map(|b| b.val()));
+            let (w1, b1) = (
+                cnn.conv1.weight.val(),
+                cnn.conv1.bias.as_ref().map(|b| b.val()),
+            );
+            let (w2, b2) = (
+                cnn.conv2.weight.val(),
+                cnn.conv2.bias.as_ref().map(|b| b.val()),
+            );
             let zeros = |n: usize| Tensor::<1>::zeros([n], device);
             let b1 = b1.unwrap_or_else(|| zeros(w1.dims()[0]));
             let b2 = b2.unwrap_or_else(|| zeros(w2.dims()[0]));
             let [filters, channels, kh, kw] = w1.dims();
             layers.push(Layer {
                 name: "conv2d/kernel".into(),
-                description: format!("the {filters} learned {kh}x{kw} kernels of the first convolution"),
+                description: format!(
+                    "the {filters} learned {kh}x{kw} kernels of the first convolution"
+                ),
                 shape: vec![filters, channels * kh, kw],
                 values: values(w1.clone()),
             });
             layers.push(layer("conv2d/bias", "their biases", b1.clone()));
-            let c1 = relu(conv2d(x.clone(), w1.clone(), Some(b1.clone()), same.clone()));
-            layers.push(layer("conv2d", "feature maps after convolution and ReLU", c1));
-            let p1 = conv3x3_pool_relu(x, w1, b1);
-            layers.push(layer(
-                "max_pooling2d",
-                "after 2x2 max pooling",
-                p1.clone(),
+            let c1 = relu(conv2d(
+                x.clone(),
+                w1.clone(),
+                Some(b1.clone()),
+                same.clone(),
             ));
+            layers.push(layer(
+                "conv2d",
+                "feature maps after convolution and ReLU",
+                c1,
+            ));
+            let p1 = conv3x3_pool_relu(x, w1, b1);
+            layers.push(layer("max_pooling2d", "after 2x2 max pooling", p1.clone()));
             let c2 = relu(conv2d(p1.clone(), w2.clone(), Some(b2.clone()), same));
             layers.push(layer(
                 "conv2d_1",
@@ -265,21 +281,13 @@ pub fn picture(inspection: &Inspection, name: &str) -> Option<Result<Vec<u8>>> {
             );
             Some(kernel_grid(&title, &maps_view(kernels), bias))
         }
-        "conv2d" => grid(
-            "conv2d",
-            "conv2d + ReLU: 16 feature maps".into(),
-            8,
-        ),
+        "conv2d" => grid("conv2d", "conv2d + ReLU: 16 feature maps".into(), 8),
         "max_pooling2d" => grid(
             "max_pooling2d",
             "max_pooling2d: 16 maps, the largest of each 2x2".into(),
             8,
         ),
-        "conv2d_1" => grid(
-            "conv2d_1",
-            "conv2d_1 + ReLU: 32 feature maps".into(),
-            8,
-        ),
+        "conv2d_1" => grid("conv2d_1", "conv2d_1 + ReLU: 32 feature maps".into(), 8),
         "max_pooling2d_1" => grid(
             "max_pooling2d_1",
             "max_pooling2d_1: 32 maps, the largest of each 2x2".into(),
@@ -312,7 +320,10 @@ pub fn write_pictures(inspection: &Inspection, dir: &Path, title: &str) -> Resul
         &values,
         inspection.rows,
         inspection.cols,
-        &HeatmapOptions::new(format!("{title}: the input the network reads"), (0.0, 255.0)),
+        &HeatmapOptions::new(
+            format!("{title}: the input the network reads"),
+            (0.0, 255.0),
+        ),
     )?;
     written.push(input_path);
     for &name in available_pictures(inspection.architecture) {
@@ -346,10 +357,11 @@ mod tests {
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         let pixels = digit();
         let inspection = inspect(&network, &names, &pixels, 28, 28, &device);
-        let expected = values(
-            network.probabilities(single_image_tensor(&pixels, 28, 28, &device)),
+        let expected = values(network.probabilities(single_image_tensor(&pixels, 28, 28, &device)));
+        assert_eq!(
+            inspection.probabilities, expected,
+            "same as the forward pass"
         );
-        assert_eq!(inspection.probabilities, expected, "same as the forward pass");
         let shapes: Vec<(&str, Vec<usize>)> = inspection
             .layers
             .iter()
@@ -385,7 +397,14 @@ mod tests {
         for (a, b) in pooled.iter().zip(fused) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
-        assert!(inspection.layer("conv2d").unwrap().values.iter().all(|&v| v >= 0.0));
+        assert!(
+            inspection
+                .layer("conv2d")
+                .unwrap()
+                .values
+                .iter()
+                .all(|&v| v >= 0.0)
+        );
         assert_eq!(inspection.top.len(), 10);
         for picture_name in PICTURES {
             let png = picture(&inspection, picture_name).unwrap().unwrap();

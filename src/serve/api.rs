@@ -399,7 +399,12 @@ pub async fn test_items(State(state): Shared, uri: Uri) -> ApiResult<Json<Value>
         .iter()
         .enumerate()
         .map(|(index, &(predicted, confidence))| {
-            (index, usize::from(split.labels[index]), predicted, confidence)
+            (
+                index,
+                usize::from(split.labels[index]),
+                predicted,
+                confidence,
+            )
         })
         .filter(|&(_, label, predicted, _)| {
             request.label.is_none_or(|l| l == label)
@@ -434,7 +439,8 @@ pub async fn test_items(State(state): Shared, uri: Uri) -> ApiResult<Json<Value>
 pub async fn metrics(State(state): Shared) -> ApiResult<Json<Value>> {
     let model = model(&state)?;
     let results = state.results(&model).await.map_err(ApiError::not_found)?;
-    let mut summary = serde_json::to_value(&results.evaluation).map_err(|e| internal(e.to_string()))?;
+    let mut summary =
+        serde_json::to_value(&results.evaluation).map_err(|e| internal(e.to_string()))?;
     if let Some(mistakes) = summary.get_mut("mistakes").and_then(|m| m.as_array_mut()) {
         mistakes.truncate(MISTAKES_SHOWN);
     }
@@ -449,7 +455,7 @@ pub async fn history(State(state): Shared) -> Json<Value> {
             "model_version": model.version,
             "completed_epochs": model.run.completed_epochs,
             "epochs": model.run.config.epochs,
-            "history": model.history,
+            "history": model.run.history,
         })),
         None => Json(json!({
             "model_version": 0,
@@ -511,8 +517,8 @@ pub async fn collect(
     let bytes = base64_picture(&request.image)?;
     let count = state.collected.fetch_add(1, Ordering::SeqCst);
     compute(move || {
-        let picture =
-            decode_picture(&bytes).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        let picture = decode_picture(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
         let mut png = Vec::new();
         picture
             .to_luma8()

@@ -93,42 +93,48 @@ impl Server {
     pub fn start(options: ServeOptions) -> Result<Server> {
         let state = Arc::new(AppState::new(&options)?);
         let address = SocketAddr::new(options.host, options.port);
-        let listener = TcpListener::bind(address).map_err(|e| {
-            Error::InvalidArgument(format!("cannot listen on {address}: {e}"))
-        })?;
+        let failed = |reason: String| Error::Serve {
+            address: address.to_string(),
+            reason,
+        };
+        let listener =
+            TcpListener::bind(address).map_err(|e| failed(format!("cannot listen there ({e})")))?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| Error::InvalidArgument(format!("cannot listen on {address}: {e}")))?;
+            .map_err(|e| failed(format!("cannot listen there ({e})")))?;
         let address = listener
             .local_addr()
-            .map_err(|e| Error::InvalidArgument(format!("cannot listen on {address}: {e}")))?;
+            .map_err(|e| failed(format!("cannot listen there ({e})")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("mnist-cnn-serve")
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("cannot start the server: {e}")))?;
+            .map_err(|e| failed(format!("cannot start the runtime ({e})")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = router(state.clone());
         let watched = state.clone();
         let thread = std::thread::Builder::new()
             .name("mnist-cnn-serve".into())
             .spawn(move || {
+                let failed = |reason: String| Error::Serve {
+                    address: address.to_string(),
+                    reason,
+                };
                 runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| {
-                        Error::InvalidArgument(format!("cannot listen on {address}: {e}"))
-                    })?;
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| failed(format!("cannot listen there ({e})")))?;
                     tokio::spawn(state::watch(watched));
                     axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = stopped.await;
                         })
                         .await
-                        .map_err(|e| Error::InvalidArgument(format!("server stopped: {e}")))
+                        .map_err(|e| failed(format!("stopped ({e})")))
                 })
             })
-            .map_err(|e| Error::InvalidArgument(format!("cannot start the server: {e}")))?;
+            .map_err(|e| failed(format!("cannot start its thread ({e})")))?;
         Ok(Server {
             address,
             state,
@@ -155,7 +161,10 @@ impl Server {
     pub fn wait(mut self) -> Result<()> {
         match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::InvalidArgument("the server thread failed".into())),
+            Some(Err(_)) => Err(Error::Serve {
+                address: self.address.to_string(),
+                reason: "its thread failed".into(),
+            }),
             None => Ok(()),
         }
     }

@@ -12,9 +12,8 @@ use burn::prelude::Device;
 use crate::data::{self, Split, SplitKind};
 use crate::error::Result;
 use crate::evaluate::{self, Evaluation};
-use crate::fsutil::read_json;
 use crate::model::Network;
-use crate::train::{EpochStats, HISTORY_FILE, RUN_FILE, RunInfo};
+use crate::run::{RUN_FILE, RunInfo, TrainedRun};
 
 use super::ServeOptions;
 
@@ -22,9 +21,9 @@ use super::ServeOptions;
 pub struct Model {
     /// Counts loads since the server started: 1 for the first model, 2 after a reload, ...
     pub version: u64,
+    /// The manifest of the loaded epoch, with the history up to it.
     pub run: RunInfo,
     pub network: Network,
-    pub history: Vec<EpochStats>,
     /// Why the test split cannot be used with this model, if it cannot.
     pub test_problem: Option<String>,
 }
@@ -100,15 +99,12 @@ impl AppState {
     }
 
     /// Reloads the model when the directory holds a newer committed epoch than the one loaded;
-    /// returns whether it did. Training writes the history last, after the weights, so a new
-    /// history means new weights are in place.
+    /// returns whether it did. `run.json` is the commit point of a checkpoint: it is renamed
+    /// into place after the weights it names are complete.
     pub fn refresh(&self) -> Result<bool> {
-        let history_stamp = stamp(&self.model_dir.join(HISTORY_FILE));
-        if history_stamp.is_none() && self.current().is_some() {
-            return Ok(false);
-        }
+        let committed = stamp(&self.model_dir.join(RUN_FILE));
         let seen = self.loaded_stamp.lock().ok().and_then(|s| s.clone());
-        if history_stamp == seen || !self.model_dir.join(RUN_FILE).is_file() {
+        if committed.is_none() || committed == seen {
             return Ok(false);
         }
         self.load()?;
@@ -116,15 +112,10 @@ impl AppState {
     }
 
     fn load(&self) -> Result<()> {
-        let history_stamp = stamp(&self.model_dir.join(HISTORY_FILE));
-        let run = RunInfo::load(&self.model_dir)?;
-        let network = run.load_network(&self.model_dir, &self.device)?;
-        let history_path = self.model_dir.join(HISTORY_FILE);
-        let history: Vec<EpochStats> = if history_path.is_file() {
-            read_json(&history_path)?
-        } else {
-            Vec::new()
-        };
+        let committed = stamp(&self.model_dir.join(RUN_FILE));
+        let TrainedRun {
+            info: run, network, ..
+        } = TrainedRun::open(&self.model_dir, &self.device)?;
         let test_problem = match &self.test {
             Ok(split) => run
                 .check_data(split, &self.data_dir)
@@ -137,20 +128,22 @@ impl AppState {
             version,
             run,
             network,
-            history,
             test_problem,
         });
         if let Ok(mut slot) = self.model.write() {
             *slot = Some(model);
         }
         if let Ok(mut seen) = self.loaded_stamp.lock() {
-            *seen = history_stamp;
+            *seen = committed;
         }
         Ok(())
     }
 
     /// Test-set results of the current model, computed once per model version.
-    pub async fn results(&self, model: &Arc<Model>) -> std::result::Result<Arc<TestResults>, String> {
+    pub async fn results(
+        &self,
+        model: &Arc<Model>,
+    ) -> std::result::Result<Arc<TestResults>, String> {
         if let Some(problem) = &model.test_problem {
             return Err(problem.clone());
         }
@@ -182,7 +175,7 @@ impl AppState {
             let predictions = scores
                 .rows()
                 .map(|row| {
-                    let best = crate::train::argmax(row);
+                    let best = crate::model::argmax(row);
                     (best, f64::from(row[best]).exp())
                 })
                 .collect();

@@ -2,31 +2,23 @@
 //! convolution kernels with their weights written in, grids of feature maps, the dense
 //! activations as strips and the class probabilities as a bar chart.
 //!
-//! Same style as [`crate::plot`] (viridis, the bundled DejaVu Sans), but every picture is
-//! rendered to PNG bytes in memory, so the web server can send it without touching the disk;
-//! [`write_png`] writes one atomically for the command line.
-// Kept apart from src/plot.rs while that file is split into src/plot/; this becomes
-// src/plot/layers.rs afterwards.
+//! Same style as the other pictures (viridis, the bundled font), but each is rendered to PNG
+//! bytes in memory, so the web server can send it without touching the disk; [`write_png`]
+//! writes one atomically for the command line.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{FontStyle, RGBColor};
+use plotters::style::RGBColor;
+use plotters::style::text_anchor::{HPos, VPos};
 
+use super::color::{TAB10, TEXT, colormap, luminance};
+use super::text::{TITLE, TextStyle, draw_text, ensure_font};
 use crate::error::{Error, Result};
-use crate::plot::colormap;
 
-const FAMILY: &str = "mnist-cnn-layers";
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-static FONT_REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-
-const TEXT: RGBColor = RGBColor(32, 32, 32);
 const FRAME: RGBColor = RGBColor(170, 170, 170);
-const BAR: RGBColor = RGBColor(31, 119, 180);
-const TOP_BAR: RGBColor = RGBColor(255, 127, 14);
-const TITLE_SIZE: f64 = 22.0;
+const BAR: RGBColor = TAB10[0];
+const TOP_BAR: RGBColor = TAB10[1];
 const CAPTION_SIZE: f64 = 14.0;
 const MARGIN: i32 = 16;
 /// Side of one feature-map tile in pixels (a 28x28 map at 4 px per value).
@@ -34,18 +26,9 @@ const TILE: usize = 112;
 /// Largest picture side; larger requests are refused rather than allocated.
 const MAX_SIDE: usize = 8192;
 
-fn ensure_font() -> std::result::Result<(), String> {
-    FONT_REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(FAMILY, FontStyle::Normal, FONT_BYTES)
-                .map_err(|_| "the bundled font DejaVuSans.ttf could not be loaded".to_string())
-        })
-        .clone()
-}
-
 fn picture_error(what: &str, reason: impl std::fmt::Display) -> Error {
-    Error::Plot {
-        path: what.into(),
+    Error::Picture {
+        what: what.into(),
         reason: reason.to_string(),
     }
 }
@@ -60,8 +43,8 @@ struct Canvas {
     width: usize,
     height: usize,
     pixels: Vec<u8>,
-    /// Text to draw after the pixels: (text, x, y, size, colour, horizontal anchor).
-    texts: Vec<(String, i32, i32, f64, RGBColor, HPos)>,
+    /// Text to draw over the pixels.
+    texts: Vec<(String, (i32, i32), TextStyle)>,
 }
 
 impl Canvas {
@@ -119,18 +102,43 @@ impl Canvas {
         }
     }
 
-    fn text(&mut self, text: impl Into<String>, (x, y): (i32, i32), size: f64, h: HPos) {
-        self.texts.push((text.into(), x, y, size, TEXT, h));
+    /// Text whose capitals' top is at `y`, anchored horizontally at `x` as `h` says.
+    fn text(&mut self, text: impl Into<String>, at: (i32, i32), size: f64, h: HPos) {
+        let style = TextStyle::new(size).anchor(h, VPos::Top);
+        self.texts.push((text.into(), at, style));
     }
 
-    fn colored_text(
+    /// Text centred on `at` in `color`.
+    fn centred_text(
         &mut self,
         text: impl Into<String>,
-        (x, y): (i32, i32),
+        at: (i32, i32),
         size: f64,
         color: RGBColor,
     ) {
-        self.texts.push((text.into(), x, y, size, color, HPos::Center));
+        let style = TextStyle::new(size)
+            .color(color)
+            .anchor(HPos::Center, VPos::Center);
+        self.texts.push((text.into(), at, style));
+    }
+
+    /// Text starting at `x`, centred vertically on `y`.
+    fn left_centred_text(
+        &mut self,
+        text: impl Into<String>,
+        at: (i32, i32),
+        size: f64,
+        color: RGBColor,
+    ) {
+        let style = TextStyle::new(size)
+            .color(color)
+            .anchor(HPos::Left, VPos::Center);
+        self.texts.push((text.into(), at, style));
+    }
+
+    fn title(&mut self, text: &str) {
+        self.texts
+            .push((text.into(), (self.width as i32 / 2, MARGIN), TITLE));
     }
 
     /// A horizontal colour bar `w` pixels wide at (x, y) with its two end values written below.
@@ -141,7 +149,12 @@ impl Canvas {
         }
         self.frame(x, y, w, 12);
         let below = (y + 16) as i32;
-        self.text(format_value(lo), (x as i32, below), CAPTION_SIZE, HPos::Left);
+        self.text(
+            format_value(lo),
+            (x as i32, below),
+            CAPTION_SIZE,
+            HPos::Left,
+        );
         self.text(
             format_value(hi),
             ((x + w) as i32, below),
@@ -157,12 +170,8 @@ impl Canvas {
         {
             let backend = BitMapBackend::with_buffer(&mut pixels, (width, height));
             let root = backend.into_drawing_area();
-            for (text, x, y, size, color, h) in &self.texts {
-                let style = FontDesc::new(FontFamily::Name(FAMILY), *size, FontStyle::Normal)
-                    .color(color)
-                    .pos(Pos::new(*h, VPos::Top));
-                root.draw(&Text::new(text.clone(), (*x, *y), style))
-                    .map_err(|e| picture_error(what, e))?;
+            for (text, at, style) in &self.texts {
+                draw_text(&root, text, *at, style).map_err(|e| picture_error(what, e))?;
             }
             root.present().map_err(|e| picture_error(what, e))?;
         }
@@ -188,19 +197,6 @@ fn format_value(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
-}
-
-/// Relative luminance (0 dark .. 1 bright), to pick black or white text on a cell.
-fn luminance(c: RGBColor) -> f64 {
-    let lin = |v: u8| {
-        let v = f64::from(v) / 255.0;
-        if v <= 0.03928 {
-            v / 12.92
-        } else {
-            ((v + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    0.2126 * lin(c.0) + 0.7152 * lin(c.1) + 0.0722 * lin(c.2)
 }
 
 /// Stacked `channels` maps of `rows` x `cols` values, as [`crate::inspect`] returns them.
@@ -260,7 +256,7 @@ pub fn kernel_grid(title: &str, kernels: &MapsView, bias: &[f32]) -> Result<Vec<
     let width = (slot_w * columns + 2 * MARGIN as usize).max(520);
     let height = top + slot_h * grid_rows + 50;
     let mut canvas = Canvas::new(title, width, height)?;
-    canvas.text(title, (width as i32 / 2, MARGIN), TITLE_SIZE, HPos::Center);
+    canvas.title(title);
     let extent = kernels
         .values
         .iter()
@@ -290,8 +286,8 @@ pub fn kernel_grid(title: &str, kernels: &MapsView, bias: &[f32]) -> Result<Vec<
                 WHITE
             };
             let cx = (x + (i % kernels.cols) * cell + cell / 2) as i32;
-            let cy = (y + (i / kernels.cols) * cell + cell / 2 - 6) as i32;
-            canvas.colored_text(format!("{v:.2}"), (cx, cy), 11.0, ink);
+            let cy = (y + (i / kernels.cols) * cell + cell / 2) as i32;
+            canvas.centred_text(format!("{v:.2}"), (cx, cy), 11.0, ink);
         }
         let caption = match bias.get(k) {
             Some(b) => format!("#{k}  b={b:.2}"),
@@ -322,7 +318,7 @@ pub fn feature_grid(title: &str, maps: &MapsView, columns: usize) -> Result<Vec<
     let width = (slot_w * columns + 2 * MARGIN as usize).max(420);
     let height = top + slot_h * grid_rows + 50;
     let mut canvas = Canvas::new(title, width, height)?;
-    canvas.text(title, (width as i32 / 2, MARGIN), TITLE_SIZE, HPos::Center);
+    canvas.title(title);
     let range = maps.range();
     let left = (width - slot_w * columns) / 2;
     for k in 0..maps.channels {
@@ -356,7 +352,11 @@ pub fn dense_strips(title: &str, layers: &[(&str, &[f32])]) -> Result<Vec<u8>> {
     if layers.is_empty() || layers.iter().any(|(_, v)| v.is_empty()) {
         return Err(picture_error(title, "no activations to draw"));
     }
-    if layers.iter().flat_map(|(_, v)| v.iter()).any(|v| !v.is_finite()) {
+    if layers
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .any(|v| !v.is_finite())
+    {
         return Err(picture_error(title, "an activation is not finite"));
     }
     let longest = layers.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
@@ -366,7 +366,7 @@ pub fn dense_strips(title: &str, layers: &[(&str, &[f32])]) -> Result<Vec<u8>> {
     let width = label_w + cell_w * longest + 2 * MARGIN as usize;
     let height = top + (strip_h + gap) * layers.len() + 40;
     let mut canvas = Canvas::new(title, width, height)?;
-    canvas.text(title, (width as i32 / 2, MARGIN), TITLE_SIZE, HPos::Center);
+    canvas.title(title);
     let range = layers
         .iter()
         .flat_map(|(_, v)| v.iter())
@@ -376,21 +376,13 @@ pub fn dense_strips(title: &str, layers: &[(&str, &[f32])]) -> Result<Vec<u8>> {
     for (i, (name, values)) in layers.iter().enumerate() {
         let x = MARGIN as usize + label_w;
         let y = top + i * (strip_h + gap);
-        canvas.cells(
-            x,
-            y,
-            values,
-            1,
-            values.len(),
-            (cell_w, strip_h),
-            range,
-        );
+        canvas.cells(x, y, values, 1, values.len(), (cell_w, strip_h), range);
         canvas.frame(x, y, cell_w * values.len(), strip_h);
-        canvas.text(
+        canvas.left_centred_text(
             *name,
-            (MARGIN, (y + strip_h / 2 - 7) as i32),
+            (MARGIN, (y + strip_h / 2) as i32),
             CAPTION_SIZE,
-            HPos::Left,
+            TEXT,
         );
         let active = values.iter().filter(|&&v| v > 0.0).count();
         canvas.text(
@@ -421,8 +413,8 @@ pub fn probability_bars(
     let width = (slot * probabilities.len() + 2 * MARGIN as usize + 40).max(420);
     let height = top + plot_h + 50;
     let mut canvas = Canvas::new(title, width, height)?;
-    canvas.text(title, (width as i32 / 2, MARGIN), TITLE_SIZE, HPos::Center);
-    let best = crate::train::argmax(probabilities);
+    canvas.title(title);
+    let best = crate::model::argmax(probabilities);
     let left = (width - slot * probabilities.len()) / 2;
     let base = top + plot_h;
     canvas.fill(left - 6, base, slot * probabilities.len() + 12, 1, TEXT);
