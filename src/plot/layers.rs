@@ -190,6 +190,12 @@ fn normalized(v: f64, lo: f64, hi: f64) -> f64 {
     if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }
 }
 
+/// `v` with two decimals, without a minus sign on what rounds to zero.
+fn two_decimals(v: f64) -> String {
+    let text = format!("{v:.2}");
+    if text == "-0.00" { "0.00".into() } else { text }
+}
+
 fn format_value(v: f64) -> String {
     let v = v + 0.0;
     if v != 0.0 && v.abs() < 0.01 {
@@ -287,10 +293,10 @@ pub fn kernel_grid(title: &str, kernels: &MapsView, bias: &[f32]) -> Result<Vec<
             };
             let cx = (x + (i % kernels.cols) * cell + cell / 2) as i32;
             let cy = (y + (i / kernels.cols) * cell + cell / 2) as i32;
-            canvas.centred_text(format!("{v:.2}"), (cx, cy), 11.0, ink);
+            canvas.centred_text(two_decimals(f64::from(v)), (cx, cy), 11.0, ink);
         }
         let caption = match bias.get(k) {
-            Some(b) => format!("#{k}  b={b:.2}"),
+            Some(b) => format!("#{k}  b={}", two_decimals(f64::from(*b))),
             None => format!("#{k}"),
         };
         canvas.text(

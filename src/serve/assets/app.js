@@ -353,7 +353,7 @@ function niceStep(span, count) {
   return [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) || 10 * magnitude;
 }
 
-function lineChart(canvas, title, yLabel, series) {
+function lineChart(canvas, title, yLabel, series, legendBelow) {
   const c = canvas.getContext('2d');
   const [w, h] = [canvas.width, canvas.height];
   const box = { left: 64, right: w - 20, top: 36, bottom: h - 48 };
@@ -410,9 +410,10 @@ function lineChart(canvas, title, yLabel, series) {
     c.stroke();
     s.points.forEach(([x, y]) => { c.beginPath(); c.arc(X(x), Y(y), 3, 0, 2 * Math.PI); c.fill(); });
     c.textAlign = 'left';
-    c.fillRect(box.right - 110, box.top + 12 + i * 18, 18, 3);
+    const y = legendBelow ? box.bottom - 16 - (series.length - 1 - i) * 18 : box.top + 12 + i * 18;
+    c.fillRect(box.right - 110, y, 18, 3);
     c.fillStyle = '#202020';
-    c.fillText(s.name, box.right - 86, box.top + 17 + i * 18);
+    c.fillText(s.name, box.right - 86, y + 5);
   });
 }
 
@@ -424,7 +425,7 @@ async function pollHistory() {
       { name: 'train', color: '#1f77b4', points: curve(train) },
       { name: 'validation', color: '#ff7f0e', points: curve(validation) },
     ].filter((s) => s.points.length);
-    lineChart($('accuracy-chart'), 'Model accuracy', 'accuracy', pair('accuracy', 'val_accuracy'));
+    lineChart($('accuracy-chart'), 'Model accuracy', 'accuracy', pair('accuracy', 'val_accuracy'), true);
     lineChart($('loss-chart'), 'Model loss', 'loss', pair('loss', 'val_loss'));
     $('epochs').textContent = run.epochs ? `${run.completed_epochs} of ${run.epochs} epochs` : 'waiting for the first epoch';
     if (run.model_version !== modelVersion) {
