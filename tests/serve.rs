@@ -684,7 +684,7 @@ impl Browser {
             "goog:chromeOptions": {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,760",
+                         "--disable-dev-shm-usage", "--window-size=1280,900",
                          "--force-device-scale-factor=1"],
             },
         }}});
