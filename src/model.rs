@@ -180,8 +180,8 @@ impl Cnn {
         self.output.forward(x)
     }
 
-    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`), identical to the
-    /// three layers in sequence.
+    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`) identical to the
+    /// three layers in sequence, or those layers on backends without the kernel.
     fn feature_block(&self, conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
         let bias = conv
             .bias
@@ -321,7 +321,7 @@ impl Network {
         }
     }
 
-    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`probabilities`]
+    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`Network::probabilities`]
     /// and, fused with the loss, by [`categorical_cross_entropy`].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {

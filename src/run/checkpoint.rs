@@ -143,7 +143,11 @@ fn link_stable_model(dir: &Path, run: &RunInfo) -> Result<()> {
     };
     let source = dir.join(&files.model.file);
     let target = dir.join(MODEL_FILE);
-    let temp = dir.join(format!(".tmp-{MODEL_FILE}-{}", std::process::id()));
+    let temp = dir.join(format!(
+        "{}{MODEL_FILE}",
+        crate::fsutil::temp::temp_prefix()
+    ));
+    let _registration = crate::fsutil::temp::Registration::new(&temp);
     let _ = std::fs::remove_file(&temp);
     if std::fs::hard_link(&source, &temp).is_ok() {
         return std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e));
@@ -243,7 +247,11 @@ impl RunLock {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
+            Ok(()) => {
+                // What a killed run was writing is of no use to anyone now.
+                crate::fsutil::sweep_stale_temporaries(dir);
+                Ok(Self { _file: file })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunLocked {
                 dir: dir.to_path_buf(),
                 lock: path,
