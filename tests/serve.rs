@@ -132,10 +132,10 @@ fn post(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     )
 }
 
-/// A 280x280 drawing as the page makes it: black strokes on white.
-fn drawing(strokes: &[((f32, f32), (f32, f32))]) -> GrayImage {
+/// A 280x280 drawing as the page makes it: a black stroke on white.
+fn drawing((x0, y0): (f32, f32), (x1, y1): (f32, f32)) -> GrayImage {
     let mut image = GrayImage::from_pixel(280, 280, Luma([255]));
-    for &((x0, y0), (x1, y1)) in strokes {
+    {
         for step in 0..=200 {
             let t = step as f32 / 200.0;
             let (cx, cy) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
@@ -153,7 +153,7 @@ fn drawing(strokes: &[((f32, f32), (f32, f32))]) -> GrayImage {
 }
 
 fn one() -> GrayImage {
-    drawing(&[((145.0, 40.0), (135.0, 240.0))])
+    drawing((145.0, 40.0), (135.0, 240.0))
 }
 
 fn encode(image: &GrayImage, format: image::ImageFormat) -> Vec<u8> {
