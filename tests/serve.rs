@@ -879,3 +879,68 @@ fn browser_draws_a_one_and_the_page_shows_1() {
     );
     browser.screenshot(screenshots.as_deref(), "serve-training.png");
 }
+
+#[test]
+fn inspect_command_writes_every_picture_and_prints_the_numbers() {
+    let fixture = fixture();
+    let out = fixture.dir.path().join("inspect-out");
+    mnist_cnn(fixture.dir.path())
+        .args(["inspect", "--split", "test", "--index", "0", "--model-dir"])
+        .arg(fixture.run_dir())
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    for name in [
+        "input",
+        "conv2d-kernels",
+        "conv2d",
+        "max_pooling2d",
+        "conv2d_1",
+        "max_pooling2d_1",
+        "dense",
+        "probabilities",
+    ] {
+        let path = out.join(format!("{name}.png"));
+        let picture = image::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(picture.width() > 300, "{name}");
+    }
+    let output = mnist_cnn(fixture.dir.path())
+        .args([
+            "--json",
+            "inspect",
+            "--split",
+            "test",
+            "--index",
+            "0",
+            "--model-dir",
+        ])
+        .arg(fixture.run_dir())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(printed["label"], 7);
+    // The numbers are those of a forward pass: the probabilities `predict --json` prints.
+    let predicted = mnist_cnn(fixture.dir.path())
+        .args([
+            "--json",
+            "predict",
+            "--top",
+            "10",
+            "--index",
+            "0",
+            "--model-dir",
+        ])
+        .arg(fixture.run_dir())
+        .output()
+        .unwrap();
+    let predicted: Value = serde_json::from_slice(&predicted.stdout).unwrap();
+    for class in predicted["predictions"][0]["top"].as_array().unwrap() {
+        let index = class["class"].as_u64().unwrap() as usize;
+        let inspected = printed["inspection"]["probabilities"][index]
+            .as_f64()
+            .unwrap();
+        assert!((inspected - class["probability"].as_f64().unwrap()).abs() < 1e-6);
+    }
+}
