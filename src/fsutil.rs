@@ -127,7 +127,23 @@ pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Res
 }
 
 /// Reads and parses a JSON file, naming the file in any error.
+/// The JSON files this tool writes (a run's manifest, its history) stay far below this; a
+/// larger file is refused before it is read.
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if size > MAX_JSON_BYTES {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "{size} bytes, more than the {} MiB a file of this tool can hold",
+                MAX_JSON_BYTES >> 20
+            ),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::corrupt(path, format!("not the JSON this tool wrote ({e})")))

@@ -51,14 +51,21 @@ impl FileDigest {
 
     /// The file's contents, refused unless they are exactly what was committed.
     pub fn read_verified(&self, path: &Path) -> Result<Vec<u8>> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 != self.bytes || md5_hex(&bytes) != self.md5 {
+        // The size first, so a replaced file of any size costs no memory to refuse.
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let bytes = if size == self.bytes {
+            std::fs::read(path).map_err(|e| Error::io(path, e))?
+        } else {
+            Vec::new()
+        };
+        if size != self.bytes || bytes.len() as u64 != self.bytes || md5_hex(&bytes) != self.md5 {
             return Err(Error::corrupt(
                 path,
                 format!(
                     "does not match the checksum in {RUN_FILE} ({} bytes, expected {}); the file was damaged or replaced",
-                    bytes.len(),
-                    self.bytes
+                    size, self.bytes
                 ),
             ));
         }
