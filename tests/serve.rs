@@ -944,3 +944,65 @@ fn inspect_command_writes_every_picture_and_prints_the_numbers() {
         assert!((inspected - class["probability"].as_f64().unwrap()).abs() < 1e-6);
     }
 }
+
+/// A server started before training shows each epoch as `train` commits it: the history grows
+/// and the model is loaded again (its version grows) without a restart.
+#[test]
+fn a_running_training_is_picked_up_epoch_by_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let server = Server::start(ServeOptions {
+        model_dir: run.clone(),
+        data_dir: data_dir(),
+        host: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        collect: None,
+        backend: BackendKind::Flex,
+    })
+    .unwrap();
+    let history_url = format!("{}api/history", server.url());
+    let training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .args(["--threads", "1", "--quiet", "train", "--epochs", "2"])
+        .args(["--limit", "6000", "--validation-split", "0", "--out"])
+        .arg(&run)
+        .env("MNIST_DATA_DIR", data_dir())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut training = Killed(training);
+    let started = Instant::now();
+    // (completed epochs, model version) as the server reported them, without repeats.
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    loop {
+        let (_, history) = get(&history_url);
+        let state = (
+            history["completed_epochs"].as_u64().unwrap(),
+            history["model_version"].as_u64().unwrap(),
+        );
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        if state.0 == 2 {
+            assert_eq!(history["history"].as_array().unwrap().len(), 2);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the second epoch never showed: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(training.0.wait().unwrap().success());
+    assert_eq!(
+        seen.first(),
+        Some(&(0, 0)),
+        "no model before the first epoch"
+    );
+    assert!(
+        seen.iter()
+            .any(|&(epochs, version)| epochs == 1 && version >= 1)
+            && seen.last().is_some_and(|&(_, version)| version >= 2),
+        "each epoch loaded as it was committed: {seen:?}"
+    );
+    server.stop().unwrap();
+}
