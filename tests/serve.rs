@@ -641,10 +641,10 @@ fn listening_beyond_loopback_is_warned_about() {
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find_program(env: &str, candidates: &[&str]) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(env) {
-        return Some(PathBuf::from(path));
+    match std::env::var_os(env) {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => candidates.iter().map(PathBuf::from).find(|p| p.is_file()),
     }
-    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
 /// A WebDriver session on a chromedriver this test started.
@@ -803,7 +803,13 @@ fn browser_draws_a_one_and_the_page_shows_1() {
             (/usr/bin/chromium and /usr/bin/chromedriver, or $CHROME and $CHROMEDRIVER): \
             run .ci/browser, which installs Debian's `chromium` and `chromium-driver`";
         if skip && !in_ci {
-            eprintln!("\n*** SKIPPED: {message}. MNIST_CNN_SKIP_BROWSER=1 is set. ***\n");
+            // Straight to the process's stderr, past the test harness's capture, so the skip
+            // shows in every test log.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** SKIPPED the browser test: {message}. MNIST_CNN_SKIP_BROWSER=1 is set. ***\n"
+            );
             return;
         }
         panic!(
