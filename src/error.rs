@@ -84,6 +84,12 @@ pub enum Error {
     /// burn could not serialise a model or optimizer state.
     #[error("cannot serialise the {what}: {reason}")]
     Serialize { what: &'static str, reason: String },
+    /// A picture drawn in memory (`plot::layers`) could not be drawn.
+    #[error("drawing {what}: {reason}")]
+    Picture { what: String, reason: String },
+    /// The web server could not listen on its address, or stopped with an error.
+    #[error("server on {address}: {reason}")]
+    Serve { address: String, reason: String },
     /// An option value the library cannot work with.
     #[error("{0}")]
     InvalidArgument(String),
