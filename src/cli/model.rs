@@ -170,9 +170,13 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         } else {
             None
         };
-        results.push(json!({
-            "split": args.split, "index": index, "label": label, "top": ranked, "input_png": shown,
-        }));
+        let mut item = json!({
+            "split": args.split, "index": index, "label": label, "top": ranked,
+        });
+        if let Some(shown) = shown {
+            item["input_png"] = json!(shown);
+        }
+        results.push(item);
     }
     let mut pipeline = info.pipeline();
     if let Some(invert) = args.invert {
@@ -204,7 +208,12 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
                 } else {
                     None
                 };
-                results.push(json!({ "image": path, "top": ranked, "input_png": shown }));
+                let mut item = json!({ "image": path, "top": ranked });
+                // Only with --show, so that the answer is the same as `POST /api/predict`'s.
+                if let Some(shown) = shown {
+                    item["input_png"] = json!(shown);
+                }
+                results.push(item);
             }
             Err(error) => {
                 failures += 1;
