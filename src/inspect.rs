@@ -212,19 +212,7 @@ pub fn inspect(
         shape: vec![probabilities.len()],
         values: probabilities.clone(),
     });
-    let mut top: Vec<ClassProbability> = probabilities
-        .iter()
-        .enumerate()
-        .map(|(class, &p)| ClassProbability {
-            class,
-            name: class_names
-                .get(class)
-                .cloned()
-                .unwrap_or_else(|| class.to_string()),
-            probability: f64::from(p),
-        })
-        .collect();
-    top.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    let top = crate::predict::rank(&probabilities, class_names);
     Inspection {
         architecture: network.architecture(),
         rows,

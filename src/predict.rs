@@ -30,6 +30,14 @@ pub fn top_classes(
         .into_data()
         .try_into_vec::<f32>()
         .expect("probabilities of an f32 network are f32");
+    let mut ranked = rank(&probabilities, class_names);
+    ranked.truncate(k);
+    ranked
+}
+
+/// Every class with its probability, most probable first; `class_names` names the outputs
+/// (a class without a name is called by its number).
+pub fn rank(probabilities: &[f32], class_names: &[String]) -> Vec<ClassProbability> {
     let mut ranked: Vec<ClassProbability> = probabilities
         .iter()
         .enumerate()
@@ -43,6 +51,5 @@ pub fn top_classes(
         })
         .collect();
     ranked.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-    ranked.truncate(k);
     ranked
 }
