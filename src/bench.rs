@@ -18,6 +18,8 @@ const WARMUP_STEPS: usize = 2;
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainThroughput {
     pub backend: BackendKind,
+    /// What the backend ran on: the GPU's name and graphics API, or the CPU thread count.
+    pub device: String,
     pub batch_size: usize,
     pub images: usize,
     pub seconds: f64,
@@ -27,6 +29,7 @@ pub struct TrainThroughput {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalThroughput {
     pub backend: BackendKind,
+    pub device: String,
     pub batch_size: usize,
     pub images: usize,
     pub seconds: f64,
@@ -63,6 +66,7 @@ pub fn train_throughput(
     let images = steps * batch_size;
     TrainThroughput {
         backend,
+        device: backend.describe(),
         batch_size,
         images,
         seconds,
@@ -93,11 +97,52 @@ pub fn eval_throughput(
     let seconds = started.elapsed().as_secs_f64();
     EvalThroughput {
         backend,
+        device: backend.describe(),
         batch_size,
         images: indices.len(),
         seconds,
         images_per_second: indices.len() as f64 / seconds,
     }
+}
+
+/// Images in one training epoch with Keras's default 10% validation split.
+pub const EPOCH_IMAGES: f64 = 54_000.0;
+
+/// The header of BENCHMARKS.md's table of measurements per device, which
+/// [`markdown_rows`] fills: one row per backend, batch size and measurement.
+pub const MARKDOWN_HEADER: &str = "| backend | device | measured | batch | img/s | s/epoch (54k) |\n\
+                                   |---|---|---|---:|---:|---:|";
+
+/// The measurements as rows of the table that [`MARKDOWN_HEADER`] starts.
+pub fn markdown_rows(training: &[TrainThroughput], evaluation: &[EvalThroughput]) -> Vec<String> {
+    let row = |backend: BackendKind, device: &str, what: &str, batch: usize, rate: f64, epoch: &str| {
+        format!(
+            "| {backend} | {} | {what} | {batch} | {} | {epoch} |",
+            device.replace('|', "/"),
+            thousands(rate)
+        )
+    };
+    let trained = training.iter().map(|t| {
+        let epoch = format!("{:.1}", EPOCH_IMAGES / t.images_per_second);
+        row(t.backend, &t.device, "train", t.batch_size, t.images_per_second, &epoch)
+    });
+    let evaluated = evaluation
+        .iter()
+        .map(|e| row(e.backend, &e.device, "eval", e.batch_size, e.images_per_second, ""));
+    trained.chain(evaluated).collect()
+}
+
+/// 19287.4 as "19,287".
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// Forward and backward time of one layer of the CNN, per batch.
@@ -173,4 +218,43 @@ fn time_layer<const D: usize, const E: usize>(
         },
         layer(input).detach(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_rows_fill_the_header() {
+        let training = [TrainThroughput {
+            backend: BackendKind::Wgpu,
+            device: "NVIDIA GeForce RTX 4090 (Vulkan)".into(),
+            batch_size: 128,
+            images: 6400,
+            seconds: 0.1,
+            images_per_second: 64_000.0,
+        }];
+        let evaluation = [EvalThroughput {
+            backend: BackendKind::Flex,
+            device: "2 threads".into(),
+            batch_size: 500,
+            images: 10_000,
+            seconds: 0.18,
+            images_per_second: 55_555.6,
+        }];
+        let rows = markdown_rows(&training, &evaluation);
+        assert_eq!(
+            rows,
+            [
+                "| wgpu | NVIDIA GeForce RTX 4090 (Vulkan) | train | 128 | 64,000 | 0.8 |",
+                "| flex | 2 threads | eval | 500 | 55,556 |  |",
+            ]
+        );
+        let columns = |line: &str| line.matches('|').count();
+        for line in MARKDOWN_HEADER.lines().chain(rows.iter().map(String::as_str)) {
+            assert_eq!(columns(line), 7, "{line}");
+        }
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
 }

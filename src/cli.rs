@@ -135,6 +135,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Also print the results as rows of BENCHMARKS.md's table per device (see benches/gpu.sh)
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +203,7 @@ pub struct TrainArgs {
     /// The network to train
     #[arg(long, value_enum, default_value_t = ArchitectureArg::Cnn)]
     pub model: ArchitectureArg,
-    /// CPU backend of burn
+    /// Backend of burn to compute on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -233,7 +236,7 @@ pub struct EvaluateArgs {
     /// Images per inference batch
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
-    /// CPU backend of burn
+    /// Backend of burn to compute on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -262,7 +265,7 @@ pub struct PredictArgs {
     /// How many classes to list per image
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub top: u8,
-    /// CPU backend of burn
+    /// Backend of burn to compute on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -431,8 +434,8 @@ fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
                 "trained {} in {:.1}s on {} ({}): loss {:.4}, accuracy {:.4}{}",
                 counted(outcome.run.completed_epochs, "epoch"),
                 outcome.run.train_seconds,
-                config.backend,
-                counted(outcome.run.threads, "thread"),
+                outcome.run.config.backend,
+                outcome.run.config.backend.describe(),
                 last.loss,
                 last.accuracy,
                 validation_suffix(last),
@@ -572,7 +575,7 @@ fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let run = RunInfo::load(&args.model_dir)?;
-    let device = args.backend.device();
+    let device = args.backend.start()?.device();
     let network = run.load_network(&args.model_dir, &device)?;
     let split = data::load_split(&session.data_dir, args.split)?;
     run.check_data(&split, &session.data_dir)?;
@@ -618,7 +621,7 @@ fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
 
 fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     let run = RunInfo::load(&args.model_dir)?;
-    let device = args.backend.device();
+    let device = args.backend.start()?.device();
     let network = run.load_network(&args.model_dir, &device)?;
     let mut results = Vec::new();
     if let Some(index) = args.index {
@@ -710,9 +713,6 @@ fn run_import(session: &Session, args: ImportArgs) -> Result<()> {
     session.print_json(&serde_json::to_value(&report)?)
 }
 
-/// Images in one training epoch with Keras's default 10% validation split.
-const EPOCH_IMAGES: f64 = 54_000.0;
-
 fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     if args.batch_sizes.contains(&0) || args.eval_batch_sizes.contains(&0) {
         bail!("batch sizes must be at least 1");
@@ -733,6 +733,11 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    let backends = args
+        .backends
+        .iter()
+        .map(|backend| backend.start())
+        .collect::<crate::Result<Vec<_>>>()?;
     let threads = backend::current_threads();
     let say = |line: String| {
         if session.human() {
@@ -749,12 +754,15 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         counted(threads, "thread"),
         args.train_images
     ));
+    for backend in backends.iter().filter(|backend| !backend.is_cpu()) {
+        say(format!("{backend} runs on {}", backend.describe()));
+    }
     say(format!(
         "{:<8} {:>6} {:>12} {:>16}",
         "backend", "batch", "train img/s", "s/epoch (54k)"
     ));
     let mut training = Vec::new();
-    for &backend in &args.backends {
+    for &backend in &backends {
         for &batch_size in &args.batch_sizes {
             let result = bench::train_throughput(
                 architecture,
@@ -768,7 +776,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
                 backend.name(),
                 batch_size,
                 result.images_per_second,
-                EPOCH_IMAGES / result.images_per_second
+                bench::EPOCH_IMAGES / result.images_per_second
             ));
             training.push(result);
         }
@@ -778,7 +786,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         "backend", "batch", "eval img/s"
     ));
     let mut evaluation = Vec::new();
-    for &backend in &args.backends {
+    for &backend in &backends {
         let device = backend.device();
         device.seed(42);
         let network = match &trained {
@@ -805,7 +813,7 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     let mut profile = Vec::new();
     if args.profile {
         let batch_size = args.batch_sizes[0];
-        for &backend in &args.backends {
+        for &backend in &backends {
             say(format!(
                 "\nper-layer time, {backend}, batch {batch_size} (ms per batch)\n{:<30} {:>10} {:>10}",
                 "layer", "forward", "backward"
@@ -832,6 +840,12 @@ fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.output {
         write_json_atomically(path, &result)?;
         say(format!("wrote {}", path.display()));
+    }
+    if args.markdown && !session.json {
+        println!("{}", bench::MARKDOWN_HEADER);
+        for row in bench::markdown_rows(&training, &evaluation) {
+            println!("{row}");
+        }
     }
     session.print_json(&result)
 }

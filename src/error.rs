@@ -21,6 +21,9 @@ pub enum Error {
     Model(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// A backend that is not compiled in or cannot start (no driver, no device).
+    #[error("{0}")]
+    Backend(String),
     #[error("{}: {reason}", path.display())]
     Json { path: PathBuf, reason: String },
 }

@@ -255,14 +255,19 @@ pub fn train(
     // As Keras's `validation_split`: the last fraction of the data, taken before shuffling.
     let validation_indices: Vec<usize> = (train_count..used).collect();
 
-    let device = config.backend.device();
+    // `auto` is recorded as the backend it picked.
+    let backend = config.backend.start()?;
+    let device = backend.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     let mut network = Network::new(config.architecture, shape, &train_device);
     let mut optimizer = adam();
     let mut history = Vec::new();
     let mut run = RunInfo {
-        config: config.clone(),
+        config: TrainConfig {
+            backend,
+            ..config.clone()
+        },
         shape,
         class_names: data.class_names(),
         parameters: network.num_params(),
