@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         false,
         &mut |_| {},
     )?;
-    let stats = &outcome.history[0];
+    let stats = &outcome.run.history[0];
     println!(
         "trained {} steps: loss {:.4}, accuracy {:.4}, {:.0} images/s",
         300, stats.loss, stats.accuracy, stats.images_per_second

@@ -1,34 +1,182 @@
 //! Throughput measurement: training and evaluation images per second for each backend and batch
-//! size on real MNIST, and a per-layer profile of one training step.
+//! size on real MNIST, and a per-layer profile of one training step. [`run`] carries out a
+//! whole [`Plan`]; the functions below it measure one configuration each.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::backend::BackendKind;
-use crate::data::Split;
+use crate::backend::{self, BackendKind};
 use crate::data::batch::make_batch;
+use crate::data::{Split, SplitKind, load_split};
+use crate::error::{Error, Result};
 use crate::model::{Architecture, InputShape, Network, log_probabilities};
+use crate::run::RunInfo;
 use crate::train::{adam, train_step};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub architecture: Architecture,
+    pub backends: Vec<BackendKind>,
+    pub train_batch_sizes: Vec<usize>,
+    pub eval_batch_sizes: Vec<usize>,
+    /// Training images timed per configuration, after the warm-up steps.
+    pub train_images: usize,
+    /// Test images classified per evaluation configuration.
+    pub eval_images: usize,
+    /// Also time each CNN layer's forward and backward pass, at the first training batch size.
+    pub profile: bool,
+    /// Measure evaluation with the trained run in this directory instead of a fresh network.
+    pub model_dir: Option<PathBuf>,
+}
+
+impl Plan {
+    fn validate(&self) -> Result<()> {
+        let sizes = self.train_batch_sizes.iter().chain(&self.eval_batch_sizes);
+        if sizes.clone().any(|&size| size == 0) || self.train_batch_sizes.is_empty() {
+            return Err(Error::InvalidArgument(
+                "batch sizes must be at least 1".into(),
+            ));
+        }
+        if self.train_images == 0 || self.eval_images == 0 {
+            return Err(Error::InvalidArgument(
+                "the numbers of training and evaluation images must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything [`run`] measured; serialised as `bench --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: Architecture,
+    pub threads: usize,
+    /// Loading both splits: decompressing, validating and checksumming them.
+    pub load_seconds: f64,
+    pub loaded_images: usize,
+    pub peak_rss_mb: Option<f64>,
+    pub training: Vec<Throughput>,
+    pub evaluation: Vec<Throughput>,
+    pub profile: Vec<LayerProfile>,
+}
+
+/// The per-layer timings of one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerProfile {
+    pub backend: BackendKind,
+    pub batch_size: usize,
+    pub layers: Vec<LayerTiming>,
+}
+
+/// Progress of [`run`], in the order the measurements are made.
+pub enum Event<'a> {
+    Loaded { seconds: f64, images: usize },
+    /// Measuring starts, on these backends (`auto` resolved).
+    TrainingStarted { backends: &'a [BackendKind] },
+    Training(&'a Throughput),
+    EvaluationStarted,
+    Evaluation(&'a Throughput),
+    Profile(&'a LayerProfile),
+}
+
+/// Loads the data from `data_dir` and measures everything `plan` asks for.
+pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Result<Report> {
+    plan.validate()?;
+    let loading = Instant::now();
+    let train_split = load_split(data_dir, SplitKind::Train)?;
+    let test_split = load_split(data_dir, SplitKind::Test)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let loaded_images = train_split.len() + test_split.len();
+    observer(Event::Loaded {
+        seconds: load_seconds,
+        images: loaded_images,
+    });
+    let trained = match &plan.model_dir {
+        Some(dir) => {
+            let run = RunInfo::load(dir)?;
+            run.check_data(&test_split, data_dir)?;
+            Some((dir, run))
+        }
+        None => None,
+    };
+    // Every backend starts (or says why not) before anything is measured; `auto` is measured
+    // as the backend it picks.
+    let backends = plan
+        .backends
+        .iter()
+        .map(|backend| backend.start())
+        .collect::<Result<Vec<_>>>()?;
+    observer(Event::TrainingStarted {
+        backends: &backends,
+    });
+    let mut training = Vec::new();
+    for &backend in &backends {
+        for &batch_size in &plan.train_batch_sizes {
+            let result = train_throughput(
+                plan.architecture,
+                backend,
+                &train_split,
+                batch_size,
+                plan.train_images,
+            );
+            observer(Event::Training(&result));
+            training.push(result);
+        }
+    }
+    observer(Event::EvaluationStarted);
+    let mut evaluation = Vec::new();
+    for &backend in &backends {
+        let device = backend.device();
+        device.seed(42);
+        let network = match &trained {
+            Some((dir, run)) => run.load_network(dir, &device)?,
+            None => Network::new(plan.architecture, InputShape::of(&train_split), &device),
+        };
+        for &batch_size in &plan.eval_batch_sizes {
+            let result =
+                eval_throughput(&network, backend, &test_split, batch_size, plan.eval_images);
+            observer(Event::Evaluation(&result));
+            evaluation.push(result);
+        }
+    }
+    let mut profile = Vec::new();
+    if plan.profile {
+        let batch_size = plan.train_batch_sizes[0];
+        for &backend in &backends {
+            let layers = layer_profile(backend, &train_split, batch_size, 10);
+            let result = LayerProfile {
+                backend,
+                batch_size,
+                layers,
+            };
+            observer(Event::Profile(&result));
+            profile.push(result);
+        }
+    }
+    Ok(Report {
+        model: plan.architecture,
+        threads: backend::current_threads(),
+        load_seconds,
+        loaded_images,
+        peak_rss_mb: backend::peak_rss_mb(),
+        training,
+        evaluation,
+        profile,
+    })
+}
 
 /// Steps run before timing starts, so one-off allocations and thread start-up are excluded.
 const WARMUP_STEPS: usize = 2;
 
+/// Images per second of one backend at one batch size, training or evaluating.
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainThroughput {
+pub struct Throughput {
     pub backend: BackendKind,
     /// What the backend ran on: the GPU's name and graphics API, or the CPU thread count.
-    pub device: String,
-    pub batch_size: usize,
-    pub images: usize,
-    pub seconds: f64,
-    pub images_per_second: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalThroughput {
-    pub backend: BackendKind,
     pub device: String,
     pub batch_size: usize,
     pub images: usize,
@@ -43,7 +191,7 @@ pub fn train_throughput(
     data: &Split,
     batch_size: usize,
     images: usize,
-) -> TrainThroughput {
+) -> Throughput {
     let device = backend.device().autodiff();
     device.seed(42);
     let shape = InputShape::of(data);
@@ -64,7 +212,7 @@ pub fn train_throughput(
     }
     let seconds = started.elapsed().as_secs_f64();
     let images = steps * batch_size;
-    TrainThroughput {
+    Throughput {
         backend,
         device: backend.describe(),
         batch_size,
@@ -81,7 +229,7 @@ pub fn eval_throughput(
     data: &Split,
     batch_size: usize,
     images: usize,
-) -> EvalThroughput {
+) -> Throughput {
     let device = backend.device();
     let indices: Vec<usize> = (0..images.min(data.len())).collect();
     // Warm-up on one batch.
@@ -95,7 +243,7 @@ pub fn eval_throughput(
     let started = Instant::now();
     log_probabilities(network, data, &indices, batch_size, &device);
     let seconds = started.elapsed().as_secs_f64();
-    EvalThroughput {
+    Throughput {
         backend,
         device: backend.describe(),
         batch_size,
@@ -108,27 +256,27 @@ pub fn eval_throughput(
 /// Images in one training epoch with Keras's default 10% validation split.
 pub const EPOCH_IMAGES: f64 = 54_000.0;
 
-/// The header of BENCHMARKS.md's table of measurements per device, which
-/// [`markdown_rows`] fills: one row per backend, batch size and measurement.
+/// The header of BENCHMARKS.md's table of measurements per device, which [`markdown_rows`]
+/// fills: one row per backend, measurement and batch size.
 pub const MARKDOWN_HEADER: &str = "| backend | device | measured | batch | img/s | s/epoch (54k) |\n\
                                    |---|---|---|---:|---:|---:|";
 
-/// The measurements as rows of the table that [`MARKDOWN_HEADER`] starts.
-pub fn markdown_rows(training: &[TrainThroughput], evaluation: &[EvalThroughput]) -> Vec<String> {
-    let row = |backend: BackendKind, device: &str, what: &str, batch: usize, rate: f64, epoch: &str| {
+/// The report's measurements as rows of the table that [`MARKDOWN_HEADER`] starts.
+pub fn markdown_rows(report: &Report) -> Vec<String> {
+    let row = |t: &Throughput, measured: &str, epoch: String| {
         format!(
-            "| {backend} | {} | {what} | {batch} | {} | {epoch} |",
-            device.replace('|', "/"),
-            thousands(rate)
+            "| {} | {} | {measured} | {} | {} | {epoch} |",
+            t.backend,
+            t.device.replace('|', "/"),
+            t.batch_size,
+            thousands(t.images_per_second)
         )
     };
-    let trained = training.iter().map(|t| {
+    let trained = report.training.iter().map(|t| {
         let epoch = format!("{:.1}", EPOCH_IMAGES / t.images_per_second);
-        row(t.backend, &t.device, "train", t.batch_size, t.images_per_second, &epoch)
+        row(t, "train", epoch)
     });
-    let evaluated = evaluation
-        .iter()
-        .map(|e| row(e.backend, &e.device, "eval", e.batch_size, e.images_per_second, ""));
+    let evaluated = report.evaluation.iter().map(|e| row(e, "eval", String::new()));
     trained.chain(evaluated).collect()
 }
 
@@ -164,9 +312,7 @@ pub fn layer_profile(
     let device = backend.device().autodiff();
     device.seed(42);
     let shape = InputShape::of(data);
-    let Network::Cnn(cnn) = Network::new(Architecture::Cnn, shape, &device) else {
-        unreachable!("asked for a CNN")
-    };
+    let cnn = crate::model::Cnn::new(shape, &device);
     let indices: Vec<usize> = (0..batch_size.min(data.len())).collect();
     let images = make_batch(data, &indices, shape.classes, &device).images;
     let mut timings = Vec::new();
@@ -226,23 +372,30 @@ mod tests {
 
     #[test]
     fn markdown_rows_fill_the_header() {
-        let training = [TrainThroughput {
-            backend: BackendKind::Wgpu,
-            device: "NVIDIA GeForce RTX 4090 (Vulkan)".into(),
-            batch_size: 128,
+        let throughput = |backend, device: &str, batch_size, images_per_second| Throughput {
+            backend,
+            device: device.into(),
+            batch_size,
             images: 6400,
-            seconds: 0.1,
-            images_per_second: 64_000.0,
-        }];
-        let evaluation = [EvalThroughput {
-            backend: BackendKind::Flex,
-            device: "2 threads".into(),
-            batch_size: 500,
-            images: 10_000,
-            seconds: 0.18,
-            images_per_second: 55_555.6,
-        }];
-        let rows = markdown_rows(&training, &evaluation);
+            seconds: 6400.0 / images_per_second,
+            images_per_second,
+        };
+        let report = Report {
+            model: Architecture::Cnn,
+            threads: 2,
+            load_seconds: 0.2,
+            loaded_images: 70_000,
+            peak_rss_mb: None,
+            training: vec![throughput(
+                BackendKind::Wgpu,
+                "NVIDIA GeForce RTX 4090 (Vulkan)",
+                128,
+                64_000.0,
+            )],
+            evaluation: vec![throughput(BackendKind::Flex, "2 threads", 500, 55_555.6)],
+            profile: Vec::new(),
+        };
+        let rows = markdown_rows(&report);
         assert_eq!(
             rows,
             [
@@ -250,9 +403,8 @@ mod tests {
                 "| flex | 2 threads | eval | 500 | 55,556 |  |",
             ]
         );
-        let columns = |line: &str| line.matches('|').count();
         for line in MARKDOWN_HEADER.lines().chain(rows.iter().map(String::as_str)) {
-            assert_eq!(columns(line), 7, "{line}");
+            assert_eq!(line.matches('|').count(), 7, "{line}");
         }
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1_234_567.0), "1,234,567");

@@ -1,31 +1,90 @@
+//! The library's errors: one variant per kind of failure, each carrying what a caller needs to
+//! react to it (a path, an epoch, ...). Messages are one line and name no command-line flag or
+//! command; the binary adds those hints (see `src/cli/hints.rs`).
+
 use std::path::PathBuf;
+
+use crate::backend::BackendKind;
 
 /// Every failure the library reports. Each message is one line meant for a user.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a file failed; `source` is the operating system's reason. The message
+    /// names the path only: printing the error's chain (`{:#}` with anyhow) adds the reason once.
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// A data file that is not a valid IDX file of the expected kind.
     #[error("{}: {reason}", path.display())]
     InvalidIdx { path: PathBuf, reason: String },
+    /// One of the MNIST files is not in the data directory.
+    #[error("{name} not found in {} (looked for {name}.gz, {name}, {dotted}.gz and {dotted})", dir.display())]
+    MissingData {
+        dir: PathBuf,
+        name: &'static str,
+        dotted: &'static str,
+    },
     #[error("{0}")]
     Download(String),
     #[error("drawing {}: {reason}", path.display())]
     Plot { path: PathBuf, reason: String },
     #[error("{}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
+    /// The directory holds no trained run (its `run.json` is missing).
+    #[error("no trained model in {} (run.json is missing)", dir.display())]
+    NoRun { dir: PathBuf },
+    /// A file of a run or data set exists but cannot be used: unparsable, truncated, or its
+    /// checksum does not match the one recorded when it was written.
+    #[error("{}: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    /// Weights that do not fit the architecture and shape the run describes.
+    #[error("cannot load {} as a {architecture} model ({reason})", path.display())]
+    IncompatibleModel {
+        path: PathBuf,
+        architecture: String,
+        reason: String,
+    },
+    /// Data that the trained network was not built for.
     #[error("{0}")]
-    Model(String),
+    DataMismatch(String),
+    /// A run directory asked to be resumed was started with other settings or data.
+    #[error(
+        "the run in {} was started with other settings or data ({differences})",
+        dir.display()
+    )]
+    ResumeMismatch { dir: PathBuf, differences: String },
+    /// Another process is training into the same directory.
+    #[error("another training run is writing to {} (it holds {})", dir.display(), lock.display())]
+    RunLocked { dir: PathBuf, lock: PathBuf },
+    /// The loss became NaN or infinite; the last good checkpoint was kept.
+    #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f32,
+    },
+    /// burn could not serialise a model or optimizer state.
+    #[error("cannot serialise the {what}: {reason}")]
+    Serialize { what: &'static str, reason: String },
+    /// A backend that is not compiled into this build; `feature` is the cargo feature that
+    /// compiles it in.
+    #[error("the {backend} backend is not compiled into this build")]
+    BackendNotCompiled {
+        backend: BackendKind,
+        feature: &'static str,
+    },
+    /// A backend that cannot start here: no driver, no device, or its kernels do not run.
+    #[error("the {backend} backend cannot start: {reason}")]
+    BackendUnavailable {
+        backend: BackendKind,
+        reason: String,
+    },
+    /// An option value the library cannot work with.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A backend that is not compiled in or cannot start (no driver, no device).
-    #[error("{0}")]
-    Backend(String),
-    #[error("{}: {reason}", path.display())]
-    Json { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,6 +94,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Metrics of a trained network on a split: loss, accuracy, per-class precision / recall / F1,
 //! the confusion matrix and the most confident mistakes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Split, SplitKind};
 use crate::error::Result;
 use crate::fsutil::write_json_atomically;
+use crate::model::argmax;
 use crate::model::{Network, log_probabilities};
 use crate::plot::{GridImage, HeatmapOptions, heatmap, image_grid};
-use crate::train::argmax;
 
 pub const METRICS_FILE: &str = "metrics.json";
 pub const CONFUSION_PLOT: &str = "confusion_matrix.png";
@@ -195,8 +195,9 @@ impl Evaluation {
         out
     }
 
-    /// `metrics.json`, `confusion_matrix.png` and `misclassified.png` in `dir`.
-    pub fn write_reports(&self, dir: &Path, split: &Split) -> Result<()> {
+    /// `metrics.json`, `confusion_matrix.png` and, when there are mistakes, `misclassified.png`
+    /// in `dir` (an old one is removed when there are none). Returns the files written.
+    pub fn write_reports(&self, dir: &Path, split: &Split) -> Result<Vec<PathBuf>> {
         write_json_atomically(&dir.join(METRICS_FILE), self)?;
         let counts: Vec<f64> = self.confusion.iter().flatten().map(|&c| c as f64).collect();
         let max = counts.iter().copied().fold(1.0, f64::max);
@@ -235,16 +236,20 @@ impl Evaluation {
                 ),
             })
             .collect();
+        let mut written = vec![dir.join(METRICS_FILE), dir.join(CONFUSION_PLOT)];
+        let mistakes_path = dir.join(MISCLASSIFIED_PLOT);
         if shown.is_empty() {
-            let _ = std::fs::remove_file(dir.join(MISCLASSIFIED_PLOT));
-            return Ok(());
+            let _ = std::fs::remove_file(&mistakes_path);
+            return Ok(written);
         }
         image_grid(
-            &dir.join(MISCLASSIFIED_PLOT),
+            &mistakes_path,
             &format!("Most confident mistakes, {} split", self.split),
             &shown,
             5,
-        )
+        )?;
+        written.push(mistakes_path);
+        Ok(written)
     }
 }
 

@@ -1,7 +1,13 @@
+//! The `mnist-cnn` binary: parses the command line and hands each subcommand to the library
+//! (see `cli`). Errors are printed as one `error:` line with a hint where one helps.
+
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
-use mnist_cnn::cli::{Cli, run};
+
+use cli::{Cli, hint, run};
 
 // Training allocates and frees large tensors at a high rate; mimalloc reuses them instead of
 // returning pages to the kernel and faulting them back in (see BENCHMARKS.md).
@@ -16,11 +22,16 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let command = cli.command.name();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // `{:#}` prints the cause chain on one line: "context: cause: root cause".
-            eprintln!("error: {error:#}");
+            match hint(&error, command) {
+                Some(hint) => eprintln!("error: {error:#}; {hint}"),
+                None => eprintln!("error: {error:#}"),
+            }
             ExitCode::FAILURE
         }
     }

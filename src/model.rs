@@ -4,6 +4,7 @@ use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
+use burn::store::ModuleRecord;
 use burn::tensor::activation::{log_softmax, softmax};
 
 use crate::data::Split;
@@ -11,11 +12,16 @@ use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
 use crate::kernels::conv3x3_pool_relu;
 
-/// Which network to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which network to build. Adding one means a variant here, its module below and its arm in
+/// [`Network`]; the command line's `--model` values and help come from this enum.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
+    /// The seed's CNN: two 3x3 convolutions with max pooling, then three dense layers
     Cnn,
+    /// Fully connected: Flatten-Dense128-Dense128-Dense10
     Mlp,
 }
 
@@ -26,51 +32,43 @@ impl Architecture {
             Architecture::Mlp => "mlp",
         }
     }
+}
 
-    /// Layers as Keras's `model.summary()` lists them: name, output shape, parameters.
-    pub fn summary(self, shape: InputShape) -> Vec<(String, String, usize)> {
-        let dense = |inputs: usize, units: usize| inputs * units + units;
-        let InputShape {
-            rows,
-            cols,
-            classes,
-        } = shape;
-        let layer = |name: &str, dims: &[usize], parameters: usize| {
-            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
-            (
-                name.to_string(),
-                format!("(None, {})", dims.join(", ")),
-                parameters,
-            )
-        };
-        let flat = shape.cnn_features();
-        match self {
-            Architecture::Cnn => vec![
-                layer("conv2d (Conv2D, ReLU)", &[rows, cols, 16], 9 * 16 + 16),
-                layer("max_pooling2d (MaxPooling2D)", &[rows / 2, cols / 2, 16], 0),
-                layer(
-                    "conv2d_1 (Conv2D, ReLU)",
-                    &[rows / 2, cols / 2, 32],
-                    9 * 16 * 32 + 32,
-                ),
-                layer(
-                    "max_pooling2d_1 (MaxPooling2D)",
-                    &[rows / 4, cols / 4, 32],
-                    0,
-                ),
-                layer("flatten (Flatten)", &[flat], 0),
-                layer("dense (Dense, ReLU)", &[128], dense(flat, 128)),
-                layer("dense_1 (Dense, ReLU)", &[128], dense(128, 128)),
-                layer("dense_2 (Dense, softmax)", &[classes], dense(128, classes)),
-            ],
-            Architecture::Mlp => vec![
-                layer("flatten (Flatten)", &[rows * cols], 0),
-                layer("dense (Dense, ReLU)", &[128], dense(rows * cols, 128)),
-                layer("dense_1 (Dense, ReLU)", &[128], dense(128, 128)),
-                layer("dense_2 (Dense, softmax)", &[classes], dense(128, classes)),
-            ],
+/// One row of Keras's `model.summary()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerSummary {
+    /// Keras's layer name and type, e.g. `conv2d (Conv2D, ReLU)`.
+    pub name: String,
+    /// Output shape of one image, channels last as Keras prints it.
+    pub output: Vec<usize>,
+    pub parameters: usize,
+}
+
+impl LayerSummary {
+    fn new(name: &str, output: &[usize], parameters: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            output: output.to_vec(),
+            parameters,
         }
     }
+
+    /// `(None, 28, 28, 16)`, as Keras prints a shape with its batch dimension.
+    pub fn output_shape(&self) -> String {
+        let dims: Vec<String> = self.output.iter().map(usize::to_string).collect();
+        format!("(None, {})", dims.join(", "))
+    }
+}
+
+/// The index of the largest value (the first of equal ones); 0 for an empty slice.
+pub fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
 }
 
 /// What a network is built for: the image size and the number of classes.
@@ -192,6 +190,40 @@ impl Cnn {
         conv3x3_pool_relu(input, conv.weight.val(), bias.val())
     }
 
+    /// Keras's summary rows, read off the layers themselves.
+    pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
+        let (rows, cols) = (shape.rows, shape.cols);
+        let filters = |conv: &Conv2d| conv.weight.dims()[0];
+        let (first, second) = (filters(&self.conv1), filters(&self.conv2));
+        let flat = second * (rows / 4) * (cols / 4);
+        vec![
+            LayerSummary::new(
+                "conv2d (Conv2D, ReLU)",
+                &[rows, cols, first],
+                self.conv1.num_params(),
+            ),
+            LayerSummary::new(
+                "max_pooling2d (MaxPooling2D)",
+                &[rows / 2, cols / 2, first],
+                0,
+            ),
+            LayerSummary::new(
+                "conv2d_1 (Conv2D, ReLU)",
+                &[rows / 2, cols / 2, second],
+                self.conv2.num_params(),
+            ),
+            LayerSummary::new(
+                "max_pooling2d_1 (MaxPooling2D)",
+                &[rows / 4, cols / 4, second],
+                0,
+            ),
+            LayerSummary::new("flatten (Flatten)", &[flat], 0),
+            dense_summary("dense (Dense, ReLU)", &self.dense1),
+            dense_summary("dense_1 (Dense, ReLU)", &self.dense2),
+            dense_summary("dense_2 (Dense, softmax)", &self.output),
+        ]
+    }
+
     /// The blocks before Flatten, one by one, for the per-layer profile of `mnist-cnn bench`.
     pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
         vec![
@@ -225,6 +257,10 @@ impl Cnn {
 pub type FeatureLayer<'a> = dyn Fn(Tensor<4>) -> Tensor<4> + 'a;
 pub type DenseLayer<'a> = dyn Fn(Tensor<2>) -> Tensor<2> + 'a;
 
+fn dense_summary(name: &str, layer: &Linear) -> LayerSummary {
+    LayerSummary::new(name, &[layer.weight.dims()[1]], layer.num_params())
+}
+
 #[derive(Module, Debug)]
 pub struct Mlp {
     dense1: Linear,
@@ -241,6 +277,16 @@ impl Mlp {
             output: dense(128, shape.classes, device),
             relu: Relu::new(),
         }
+    }
+
+    /// Keras's summary rows, read off the layers themselves.
+    pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
+        vec![
+            LayerSummary::new("flatten (Flatten)", &[shape.rows * shape.cols], 0),
+            dense_summary("dense (Dense, ReLU)", &self.dense1),
+            dense_summary("dense_1 (Dense, ReLU)", &self.dense2),
+            dense_summary("dense_2 (Dense, softmax)", &self.output),
+        ]
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
@@ -288,27 +334,33 @@ impl Network {
         softmax(self.forward(images), 1)
     }
 
-    /// Loads weights saved by [`Network::save`], mapping burn's errors to one clear line.
-    pub fn load(
+    /// Keras's `model.summary()` rows for images of `shape`.
+    pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
+        match self {
+            Network::Cnn(cnn) => cnn.summary(shape),
+            Network::Mlp(mlp) => mlp.summary(shape),
+        }
+    }
+
+    /// A network of `architecture` for `shape` with the weights in `bytes` (a burnpack record,
+    /// as read from `path`).
+    pub fn from_bytes(
         architecture: Architecture,
         shape: InputShape,
+        bytes: Vec<u8>,
         path: &std::path::Path,
         device: &Device,
     ) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::Model(format!(
-                "no model at {}; run `mnist-cnn train` first (or pass --model-dir)",
-                path.display()
-            )));
-        }
+        let incompatible = |reason: String| Error::IncompatibleModel {
+            path: path.to_path_buf(),
+            architecture: architecture.to_string(),
+            reason,
+        };
+        let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| incompatible(e.to_string()))?;
         Network::new(architecture, shape, device)
-            .try_load_file(path)
-            .map_err(|e| {
-                Error::Model(format!(
-                    "cannot load {} as a {architecture} model ({e}); retrain with `mnist-cnn train --model {architecture}`",
-                    path.display()
-                ))
-            })
+            .try_load_record(record)
+            .map_err(|e| incompatible(e.to_string()))
     }
 }
 
@@ -374,19 +426,21 @@ mod tests {
         let device = Device::flex();
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         assert_eq!(network.num_params(), 223_434);
-        let summary = Architecture::Cnn.summary(InputShape::MNIST);
-        assert_eq!(summary.iter().map(|l| l.2).sum::<usize>(), 223_434);
-        assert_eq!(summary[4].1, "(None, 1568)");
+        let summary = network.summary(InputShape::MNIST);
+        assert_eq!(summary.iter().map(|l| l.parameters).sum::<usize>(), 223_434);
+        assert_eq!(summary[4].output_shape(), "(None, 1568)");
+        assert_eq!(summary[0].output_shape(), "(None, 28, 28, 16)");
+        assert_eq!(summary[7].output, vec![10]);
     }
 
     #[test]
     fn mlp_parameter_count_matches_summary() {
         let device = Device::flex();
         let network = Network::new(Architecture::Mlp, InputShape::MNIST, &device);
-        let summary_total: usize = Architecture::Mlp
+        let summary_total: usize = network
             .summary(InputShape::MNIST)
             .iter()
-            .map(|l| l.2)
+            .map(|l| l.parameters)
             .sum();
         assert_eq!(network.num_params(), summary_total);
         assert_eq!(summary_total, 118_282);
@@ -423,14 +477,15 @@ mod tests {
         let network = Network::new(Architecture::Cnn, shape, &device);
         let logits = network.forward(Tensor::<4>::ones([2, 1, 13, 18], &device));
         assert_eq!(logits.dims(), [2, 3]);
-        let summary = Architecture::Cnn.summary(shape);
+        let summary = network.summary(shape);
         assert_eq!(
-            summary[4].1, "(None, 384)",
+            summary[4].output_shape(),
+            "(None, 384)",
             "32 x floor(13/4) x floor(18/4)"
         );
         assert_eq!(
             network.num_params(),
-            summary.iter().map(|l| l.2).sum::<usize>()
+            summary.iter().map(|l| l.parameters).sum::<usize>()
         );
         assert!(
             InputShape { rows: 3, ..shape }

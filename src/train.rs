@@ -1,209 +1,41 @@
-//! The training loop: mini-batch Adam on categorical cross-entropy, per-epoch validation,
-//! history, plots and a checkpoint after every epoch so a run can be resumed.
+//! The training loop: mini-batch Adam on categorical cross-entropy, per-epoch validation, and
+//! a committed checkpoint after every epoch (see [`crate::run::checkpoint`]) so that a run can
+//! be resumed exactly, or read by other commands while it trains.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::tensor::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 
-use crate::backend::{self, BackendKind};
+use crate::backend;
 use crate::data::batch::{Batch, make_batch};
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
-use crate::fsutil::{read_json, write_atomically, write_json_atomically};
-use crate::model::{
-    Architecture, InputShape, Network, categorical_cross_entropy, log_probabilities,
-};
+use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
+use crate::run::checkpoint::{self, RunLock};
+use crate::run::{ACCURACY_PLOT, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
-pub const MODEL_FILE: &str = "model.bpk";
-pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
-pub const RUN_FILE: &str = "run.json";
-pub const HISTORY_FILE: &str = "history.json";
-pub const ACCURACY_PLOT: &str = "accuracy.png";
-pub const LOSS_PLOT: &str = "loss.png";
+pub use crate::run::{EpochStats, TrainConfig};
 
 /// Keras's Adam epsilon; burn's default (1e-5) is coarser.
 const ADAM_EPSILON: f32 = 1e-7;
 /// Validation runs without gradients, so larger batches are cheaper and change nothing.
 const VALIDATION_BATCH: usize = 500;
 
-/// Everything that determines a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub architecture: Architecture,
-    pub backend: BackendKind,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub seed: u64,
-    pub validation_split: f64,
-    pub steps_per_epoch: Option<usize>,
-    pub limit: Option<usize>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            architecture: Architecture::Cnn,
-            backend: BackendKind::Flex,
-            epochs: 10,
-            batch_size: 128,
-            learning_rate: 1e-3,
-            seed: 42,
-            validation_split: 0.1,
-            steps_per_epoch: None,
-            limit: None,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        let problem = if self.epochs == 0 {
-            Some("--epochs must be at least 1".to_string())
-        } else if self.batch_size == 0 {
-            Some("--batch-size must be at least 1".to_string())
-        } else if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            Some(format!(
-                "--lr must be a positive number, got {}",
-                self.learning_rate
-            ))
-        } else if !(0.0..1.0).contains(&self.validation_split) {
-            Some(format!(
-                "--validation-split must be in [0, 1), got {}",
-                self.validation_split
-            ))
-        } else if self.steps_per_epoch == Some(0) {
-            Some("--steps-per-epoch must be at least 1".to_string())
-        } else if self.limit == Some(0) {
-            Some("--limit must be at least 1".to_string())
-        } else {
-            None
-        };
-        problem.map_or(Ok(()), |message| Err(Error::InvalidArgument(message)))
-    }
-
-    /// Settings that must match for `--resume` to continue a run exactly.
-    fn same_run_as(&self, other: &TrainConfig) -> bool {
-        TrainConfig {
-            epochs: other.epochs,
-            backend: other.backend,
-            ..self.clone()
-        } == *other
-    }
-}
-
-/// One line of the history, like Keras's `History.history` per epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    pub epoch: usize,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub val_loss: Option<f64>,
-    pub val_accuracy: Option<f64>,
-    pub seconds: f64,
-    pub images_per_second: f64,
-}
-
-/// Where the training data came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DataInfo {
-    pub dir: PathBuf,
-    pub canonical_mnist: bool,
-    pub images_md5: String,
-    pub labels_md5: String,
-    pub train_images: usize,
-    pub validation_images: usize,
-}
-
-/// `run.json`: what was trained, how, on what, and how long it took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub config: TrainConfig,
-    /// Image size and number of classes the network was built for.
-    pub shape: InputShape,
-    pub class_names: Vec<String>,
-    pub parameters: usize,
-    pub optimizer: String,
-    pub loss: String,
-    pub threads: usize,
-    pub data: DataInfo,
-    pub completed_epochs: usize,
-    pub train_seconds: f64,
-    /// Peak resident memory of the training process so far, in MiB (Linux only).
-    pub peak_rss_mb: Option<f64>,
-    pub burn_version: String,
-    pub mnist_cnn_version: String,
-}
-
-impl RunInfo {
-    pub fn load(model_dir: &Path) -> Result<Self> {
-        let path = model_dir.join(RUN_FILE);
-        if !path.is_file() {
-            return Err(Error::Model(format!(
-                "no trained model in {} ({RUN_FILE} is missing); run `mnist-cnn train` first (or pass --model-dir)",
-                model_dir.display()
-            )));
-        }
-        read_json(&path)
-    }
-
-    /// The trained network from `model_dir`, on `device`.
-    pub fn load_network(&self, model_dir: &Path, device: &Device) -> Result<Network> {
-        Network::load(
-            self.config.architecture,
-            self.shape,
-            &model_dir.join(MODEL_FILE),
-            device,
-        )
-    }
-
-    /// Refuses data the network was not trained for: another image size, labels beyond its
-    /// classes, or other class names.
-    pub fn check_data(&self, split: &Split, data_dir: &Path) -> Result<()> {
-        let retrain = "train a model on this data with `mnist-cnn train --data-dir`";
-        if (split.rows, split.cols) != (self.shape.rows, self.shape.cols) {
-            return Err(Error::Model(format!(
-                "the model was trained on {}x{} images but {} holds {}x{} images; {retrain}",
-                self.shape.rows,
-                self.shape.cols,
-                data_dir.display(),
-                split.rows,
-                split.cols
-            )));
-        }
-        if split.num_classes() > self.shape.classes {
-            return Err(Error::Model(format!(
-                "the model knows {} classes but the data in {} has {}; {retrain}",
-                self.shape.classes,
-                data_dir.display(),
-                split.num_classes()
-            )));
-        }
-        if let Some(names) = &split.class_names
-            && *names != self.class_names
-        {
-            return Err(Error::Model(format!(
-                "the model's classes ({}) differ from {}/classes.txt ({}); {retrain}",
-                self.class_names.join(", "),
-                data_dir.display(),
-                names.join(", ")
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
 pub enum TrainEvent<'a> {
+    /// The output directory is locked and any checkpoint to resume from is loaded; training
+    /// starts with this network.
+    Started {
+        run: &'a RunInfo,
+        network: &'a Network,
+    },
     Resumed {
         completed_epochs: usize,
     },
@@ -225,12 +57,13 @@ pub enum TrainEvent<'a> {
 
 pub struct TrainOutcome {
     pub network: Network,
-    pub history: Vec<EpochStats>,
+    /// The run as committed after the last epoch; its `history` has every epoch.
     pub run: RunInfo,
 }
 
 /// Trains on `data` (the full training split; `config.limit` and the validation split are
-/// taken from it) and keeps `out_dir` up to date after every epoch.
+/// taken from it) and commits a checkpoint into `out_dir` after every epoch. `out_dir` is
+/// locked for the whole run, so a second run into it fails at once.
 pub fn train(
     config: &TrainConfig,
     data: &Split,
@@ -248,24 +81,25 @@ pub fn train(
     let train_count = used - validation_count;
     if train_count == 0 {
         return Err(Error::InvalidArgument(format!(
-            "no training images left: {used} images with --validation-split {}",
+            "no training images left: {used} images with a validation split of {}",
             config.validation_split
         )));
     }
     // As Keras's `validation_split`: the last fraction of the data, taken before shuffling.
     let validation_indices: Vec<usize> = (train_count..used).collect();
+    // Before any work: an unusable or busy output directory fails now, not after an epoch.
+    let _lock = RunLock::acquire(out_dir)?;
 
     // `auto` is recorded as the backend it picked.
-    let backend = config.backend.start()?;
-    let device = backend.device();
+    let backend_kind = config.backend.start()?;
+    let device = backend_kind.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     let mut network = Network::new(config.architecture, shape, &train_device);
     let mut optimizer = adam();
-    let mut history = Vec::new();
     let mut run = RunInfo {
         config: TrainConfig {
-            backend,
+            backend: backend_kind,
             ..config.clone()
         },
         shape,
@@ -277,35 +111,56 @@ pub fn train(
         data: DataInfo {
             dir: data_dir.to_path_buf(),
             canonical_mnist,
-            images_md5: data.checksums[0].clone(),
-            labels_md5: data.checksums[1].clone(),
+            images_md5: data.checksums.images.clone(),
+            labels_md5: data.checksums.labels.clone(),
             train_images: train_count,
             validation_images: validation_count,
         },
         completed_epochs: 0,
         train_seconds: 0.0,
         peak_rss_mb: None,
-        burn_version: BURN_VERSION.into(),
+        burn_version: burn_version().into(),
         mnist_cnn_version: env!("CARGO_PKG_VERSION").into(),
+        history: Vec::new(),
+        checkpoint: None,
     };
 
     if resume {
-        let checkpoint = Checkpoint::load(out_dir, &run, &train_device)?;
-        network = checkpoint.network;
-        optimizer = checkpoint.optimizer;
-        history = checkpoint.history;
-        run.train_seconds = checkpoint.train_seconds;
-        run.completed_epochs = history.len();
+        let resumed = checkpoint::load_for_resume(out_dir, &run, optimizer, &train_device)?;
+        network = resumed.network;
+        optimizer = resumed.optimizer;
+        run.history = resumed.run.history;
+        run.train_seconds = resumed.run.train_seconds;
+        run.completed_epochs = run.history.len();
+        run.checkpoint = resumed.run.checkpoint;
+        // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
+        checkpoint::write_derived(out_dir, &run, &[])?;
+        plot_history(out_dir, &run.history)?;
         observer(TrainEvent::Resumed {
-            completed_epochs: history.len(),
+            completed_epochs: run.completed_epochs,
         });
+    } else {
+        // Files a killed run wrote without committing them; the committed run stays readable
+        // until this one commits its first epoch.
+        let committed = RunInfo::load(out_dir)
+            .ok()
+            .and_then(|saved| saved.checkpoint);
+        let keep: Vec<&str> = committed
+            .iter()
+            .flat_map(|files| [files.model.file.as_str(), files.optimizer.file.as_str()])
+            .collect();
+        checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    observer(TrainEvent::Started {
+        run: &run,
+        network: &network,
+    });
     let batches_in_epoch = {
         let all = train_count.div_ceil(config.batch_size);
         config.steps_per_epoch.map_or(all, |steps| steps.min(all))
     };
-    for epoch in history.len()..config.epochs {
+    for epoch in run.completed_epochs..config.epochs {
         observer(TrainEvent::EpochStarted {
             epoch: epoch + 1,
             epochs: config.epochs,
@@ -326,6 +181,14 @@ pub fn train(
             let batch = make_batch(data, indices, shape.classes, &train_device);
             let (stepped, loss_value, correct) =
                 train_step(network, &mut optimizer, config.learning_rate, batch);
+            if !loss_value.is_finite() {
+                // The weights are no longer usable; the last committed checkpoint stays as it is.
+                return Err(Error::Diverged {
+                    epoch: epoch + 1,
+                    step: batch_index + 1,
+                    loss: loss_value,
+                });
+            }
             network = stepped;
             totals.add(indices.len(), f64::from(loss_value), correct);
             observer(TrainEvent::BatchFinished {
@@ -359,24 +222,20 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: totals.images as f64 / train_seconds,
         };
-        history.push(stats);
-        run.completed_epochs = history.len();
+        run.history.push(stats.clone());
+        run.completed_epochs = run.history.len();
         run.train_seconds += started.elapsed().as_secs_f64();
         run.peak_rss_mb = backend::peak_rss_mb();
-        save_checkpoint(out_dir, &network, &optimizer, &history, &run)?;
-        observer(TrainEvent::EpochFinished(
-            history.last().expect("just pushed"),
-        ));
+        checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
+        plot_history(out_dir, &run.history)?;
+        observer(TrainEvent::EpochFinished(&stats));
     }
 
     Ok(TrainOutcome {
         network: network.valid(),
-        history,
         run,
     })
 }
-
-pub const BURN_VERSION: &str = "0.22.1";
 
 /// The Adam optimizer as configured for every run.
 pub fn adam() -> ModuleOptimizer {
@@ -423,16 +282,6 @@ pub fn loss_and_accuracy(
     (loss / count, correct as f64 / count)
 }
 
-pub fn argmax(values: &[f32]) -> usize {
-    values
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 { (i, v) } else { best }
-        })
-        .0
-}
-
 fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
     let classes = logits.dims()[1];
     let values: Vec<f32> = logits
@@ -467,30 +316,6 @@ impl RunningTotals {
     fn accuracy(&self) -> f64 {
         self.correct as f64 / self.images.max(1) as f64
     }
-}
-
-/// Writes the weights, optimizer state, history, run description and plots, each atomically.
-/// The history is written after the weights and optimizer: its length is the epoch they hold.
-fn save_checkpoint(
-    out_dir: &Path,
-    network: &Network,
-    optimizer: &ModuleOptimizer,
-    history: &[EpochStats],
-    run: &RunInfo,
-) -> Result<()> {
-    let model_bytes = network
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| Error::Model(format!("cannot serialise the model: {e}")))?;
-    write_atomically(&out_dir.join(MODEL_FILE), &model_bytes)?;
-    let optimizer_bytes = optimizer
-        .into_bytes()
-        .map_err(|e| Error::Model(format!("cannot serialise the optimizer state: {e}")))?;
-    write_atomically(&out_dir.join(OPTIMIZER_FILE), &optimizer_bytes)?;
-    write_json_atomically(&out_dir.join(RUN_FILE), run)?;
-    write_json_atomically(&out_dir.join(HISTORY_FILE), &history)?;
-    plot_history(out_dir, history)
 }
 
 /// `accuracy.png` and `loss.png`: training and validation curves per epoch.
@@ -529,59 +354,4 @@ pub fn plot_history(out_dir: &Path, history: &[EpochStats]) -> Result<()> {
             curve("validation", &|e| e.val_loss),
         ),
     )
-}
-
-struct Checkpoint {
-    network: Network,
-    optimizer: ModuleOptimizer,
-    history: Vec<EpochStats>,
-    train_seconds: f64,
-}
-
-impl Checkpoint {
-    fn load(out_dir: &Path, fresh: &RunInfo, device: &Device) -> Result<Self> {
-        let saved = RunInfo::load(out_dir).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "--resume: no run to resume in {}; start one without --resume",
-                out_dir.display()
-            ))
-        })?;
-        if !saved.config.same_run_as(&fresh.config)
-            || saved.data != fresh.data
-            || saved.shape != fresh.shape
-        {
-            return Err(Error::InvalidArgument(format!(
-                "--resume: the run in {} was started with other settings or data; \
-                 pass the same flags (apart from --epochs) or use another --out",
-                out_dir.display()
-            )));
-        }
-        let history: Vec<EpochStats> = read_json(&out_dir.join(HISTORY_FILE))?;
-        let network = saved.load_network(out_dir, device)?;
-        let optimizer_path = out_dir.join(OPTIMIZER_FILE);
-        let optimizer_bytes =
-            std::fs::read(&optimizer_path).map_err(|e| Error::io(&optimizer_path, e))?;
-        let optimizer = adam()
-            .from_bytes(Bytes::from_bytes_vec(optimizer_bytes))
-            .map_err(|e| {
-                Error::Model(format!(
-                    "{}: corrupt optimizer state ({e})",
-                    optimizer_path.display()
-                ))
-            })?;
-        if history.len() != saved.completed_epochs {
-            return Err(Error::Model(format!(
-                "{}: checkpoint is inconsistent ({} epochs in history, {} in {RUN_FILE})",
-                out_dir.display(),
-                history.len(),
-                saved.completed_epochs
-            )));
-        }
-        Ok(Self {
-            network,
-            optimizer,
-            history,
-            train_seconds: saved.train_seconds,
-        })
-    }
 }

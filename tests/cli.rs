@@ -120,24 +120,38 @@ fn bad_flags_are_usage_errors() {
 }
 
 #[test]
-fn invalid_training_values_fail_before_training() {
+fn out_of_range_values_are_usage_errors_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    for (args, message) in [
-        (vec!["train", "--lr=-1"], "--lr must be a positive number"),
-        (
-            vec!["train", "--batch-size", "0"],
-            "--batch-size must be at least 1",
-        ),
+    for (args, flag) in [
+        (vec!["train", "--lr=-1"], "--lr"),
+        (vec!["train", "--lr", "inf"], "--lr"),
+        (vec!["train", "--batch-size", "0"], "--batch-size"),
+        (vec!["train", "--epochs", "0"], "--epochs"),
         (
             vec!["train", "--validation-split", "1.5"],
-            "--validation-split must be in [0, 1)",
+            "--validation-split",
+        ),
+        (vec!["train", "--limit", "0"], "--limit"),
+        (vec!["evaluate", "--batch-size", "0"], "--batch-size"),
+        (vec!["--threads", "0", "train"], "--threads"),
+        (vec!["--threads", "100000", "train"], "--threads"),
+        (vec!["bench", "--batch-sizes", "64,0"], "--batch-sizes"),
+        (
+            vec!["download", "--timeout", "9223372036854775807"],
+            "--timeout",
+        ),
+        (
+            vec!["import", "src", "--out", "x", "--test-fraction", "1"],
+            "--test-fraction",
         ),
     ] {
         mnist_cnn(dir.path())
             .args(&args)
             .assert()
-            .code(1)
-            .stderr(predicate::str::contains(message));
+            .code(2)
+            .stderr(predicate::str::contains("invalid value"))
+            .stderr(predicate::str::contains(flag))
+            .stderr(predicate::str::contains("panicked").not());
     }
     assert!(!dir.path().join("runs").exists(), "nothing written");
 }
@@ -164,7 +178,8 @@ fn train_evaluate_predict_end_to_end() {
         .stderr(predicate::str::contains("Epoch 2/2"));
     for file in [
         "model.bpk",
-        "optimizer.bpk",
+        "model-epoch-2.bpk",
+        "optimizer-epoch-2.bpk",
         "run.json",
         "history.json",
         "accuracy.png",
@@ -172,6 +187,8 @@ fn train_evaluate_predict_end_to_end() {
     ] {
         assert!(run.join(file).is_file(), "{file} written");
     }
+    // Epoch 1's files are kept for one more epoch, for readers of the previous manifest.
+    assert!(run.join("model-epoch-1.bpk").is_file());
     assert!(
         temp_leftovers(&run).is_empty(),
         "{:?}",
@@ -187,6 +204,9 @@ fn train_evaluate_predict_end_to_end() {
     assert_eq!(info["data"]["train_images"], 2700);
     assert_eq!(info["data"]["validation_images"], 300);
     assert_eq!(info["data"]["canonical_mnist"], true);
+    assert_eq!(info["checkpoint"]["epoch"], 2);
+    assert_eq!(info["checkpoint"]["model"]["file"], "model-epoch-2.bpk");
+    assert_eq!(info["history"].as_array().unwrap().len(), 2);
 
     let metrics = common::evaluate_json(dir.path(), &[], "run");
     assert_eq!(metrics["images"], 10000);
@@ -280,12 +300,19 @@ fn corrupt_model_is_a_clear_error() {
         .assert()
         .success()
         .stdout("");
-    std::fs::write(run.join("model.bpk"), b"garbage").unwrap();
+    // Weights changed after they were committed: refused by their checksum.
+    let weights = run.join("model-epoch-1.bpk");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&weights, &bytes).unwrap();
     mnist_cnn(dir.path())
         .args(["evaluate", "--model-dir", "run"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("cannot load"))
+        .stderr(predicate::str::contains(
+            "model-epoch-1.bpk: does not match the checksum in run.json",
+        ))
         .stderr(predicate::str::contains("panicked").not());
     // An MLP's weights under a run.json that says CNN: the wrong architecture.
     mnist_cnn(dir.path())
@@ -294,7 +321,17 @@ fn corrupt_model_is_a_clear_error() {
         ])
         .assert()
         .success();
-    std::fs::copy(dir.path().join("mlp/model.bpk"), run.join("model.bpk")).unwrap();
+    // A manifest that names them, with their checksum, as if they were the run's.
+    std::fs::copy(
+        dir.path().join("mlp/model-epoch-1.bpk"),
+        run.join("mlp-weights.bpk"),
+    )
+    .unwrap();
+    let mut info = read_json(&run.join("run.json"));
+    info["checkpoint"]["model"] =
+        read_json(&dir.path().join("mlp/run.json"))["checkpoint"]["model"].clone();
+    info["checkpoint"]["model"]["file"] = "mlp-weights.bpk".into();
+    std::fs::write(run.join("run.json"), info.to_string()).unwrap();
     mnist_cnn(dir.path())
         .args(["evaluate", "--model-dir", "run"])
         .assert()
@@ -354,13 +391,9 @@ fn resume_continues_exactly_where_an_interrupted_run_stopped() {
         mnist_cnn::data::load_split(&common::data_dir(), mnist_cnn::data::SplitKind::Test).unwrap();
     let device = mnist_cnn::backend::BackendKind::Flex.device();
     let outputs = |name: &str| {
-        let network = mnist_cnn::model::Network::load(
-            mnist_cnn::model::Architecture::Cnn,
-            mnist_cnn::model::InputShape::MNIST,
-            &dir.path().join(name).join("model.bpk"),
-            &device,
-        )
-        .unwrap();
+        let network = mnist_cnn::run::TrainedRun::open(&dir.path().join(name), &device)
+            .unwrap()
+            .network;
         let indices: Vec<usize> = (0..50).collect();
         mnist_cnn::model::log_probabilities(&network, &test, &indices, 50, &device).values
     };
@@ -378,5 +411,7 @@ fn resume_without_a_run_fails_cleanly() {
         .args(["train", "--resume", "--out", "nothing-here"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("no run to resume"));
+        .stderr(predicate::str::contains(
+            "no trained model in nothing-here (run.json is missing); start a new run without --resume",
+        ));
 }

@@ -530,7 +530,7 @@ fn every_mirror_failing_names_each_reason_and_leaves_nothing_behind() {
     );
     assert!(
         message.ends_with(&format!(
-            "pass --mirror URL for a working mirror, or put the four files into {}",
+            "give a working mirror, or put the four files into {}",
             dir.display()
         )),
         "{message}"

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mnist_cnn::data::idx::{IdxImages, decode_images, decode_labels, read_maybe_gzipped};
 use mnist_cnn::data::image::Invert;
-use mnist_cnn::data::import::{
-    ImportOptions, ImportReport, LAYOUT_SPLIT, LAYOUT_TRAIN_TEST, import_folder, prepare,
-};
+use mnist_cnn::data::import::{ImportOptions, ImportReport, SourceLayout, import_folder, prepare};
 
 const OUTPUTS: [&str; 5] = [
     "train-images-idx3-ubyte.gz",
@@ -174,7 +172,7 @@ fn train_test_folders_round_trip() {
     let out = dir.path().join("out");
 
     let report = import_folder(&src, &out, &ImportOptions::default()).unwrap();
-    assert_eq!(report.layout, LAYOUT_TRAIN_TEST);
+    assert_eq!(report.layout, SourceLayout::TrainTest);
     assert_eq!(
         counts_of(&report),
         vec![
@@ -243,7 +241,7 @@ fn one_folder_is_split_by_seed() {
     };
 
     let (first, report) = import("first", 7);
-    assert_eq!(report.layout, LAYOUT_SPLIT);
+    assert_eq!(report.layout, SourceLayout::Split);
     // round(n * 0.3) to test: 3 of 10, 2 of 7, 2 of 5 (1.5 rounds up).
     assert_eq!(
         counts_of(&report),
@@ -468,6 +466,6 @@ fn output_inside_the_source_is_not_a_class() {
     let out = src.join("layout-a/out");
     for _ in 0..2 {
         let report = import_folder(&src.join("layout-a"), &out, &ImportOptions::default());
-        assert_eq!(report.unwrap().layout, LAYOUT_TRAIN_TEST);
+        assert_eq!(report.unwrap().layout, SourceLayout::TrainTest);
     }
 }

@@ -47,8 +47,8 @@ fn flex_learns_mnist_from_6000_images() {
     let (outcome, _out) = train_slice(&config);
     let accuracy = test_accuracy(&outcome, BackendKind::Flex);
     assert!(accuracy >= 0.94, "test accuracy {accuracy}");
-    assert_eq!(outcome.history.len(), 2);
-    assert!(outcome.history[1].loss < outcome.history[0].loss);
+    assert_eq!(outcome.run.history.len(), 2);
+    assert!(outcome.run.history[1].loss < outcome.run.history[0].loss);
 }
 
 #[test]
@@ -91,6 +91,7 @@ fn same_seed_gives_identical_history_and_another_seed_does_not() {
     };
     let strip = |outcome: &TrainOutcome| -> Vec<(f64, f64, Option<f64>, Option<f64>)> {
         outcome
+            .run
             .history
             .iter()
             .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))

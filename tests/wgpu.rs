@@ -12,7 +12,8 @@ use common::mnist_cnn;
 use mnist_cnn::backend::BackendKind;
 use mnist_cnn::data::{SplitKind, load_split};
 use mnist_cnn::model::log_probabilities;
-use mnist_cnn::train::{RunInfo, TrainConfig, train};
+use mnist_cnn::run::TrainedRun;
+use mnist_cnn::train::{TrainConfig, train};
 
 /// Test images compared image by image between backends.
 const COMPARED: usize = 1000;
@@ -103,13 +104,12 @@ fn cnn_trained_on_flex_gives_the_same_probabilities_on_wgpu() {
         ..TrainConfig::default()
     };
     train(&config, &data, &common::data_dir(), out.path(), false, &mut |_| {}).unwrap();
-    let run = RunInfo::load(out.path()).unwrap();
     let test = load_split(&common::data_dir(), SplitKind::Test).unwrap();
     let indices: Vec<usize> = (0..COMPARED).collect();
     let scores = |backend: BackendKind| {
         let device = backend.start().unwrap().device();
-        let network = run.load_network(out.path(), &device).unwrap();
-        log_probabilities(&network, &test, &indices, 250, &device).values
+        let run = TrainedRun::open(out.path(), &device).unwrap();
+        log_probabilities(&run.network, &test, &indices, 250, &device).values
     };
     let (flex, wgpu) = (scores(BackendKind::Flex), scores(BackendKind::Wgpu));
     assert_eq!(flex.len(), wgpu.len());

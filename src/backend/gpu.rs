@@ -52,7 +52,10 @@ pub(super) fn cuda() -> Result<&'static Started> {
 fn started(kind: BackendKind, outcome: &'static Result<Started, String>) -> Result<&'static Started> {
     outcome
         .as_ref()
-        .map_err(|reason| Error::Backend(format!("the {kind} backend cannot start: {reason}")))
+        .map_err(|reason| Error::BackendUnavailable {
+            backend: kind,
+            reason: reason.clone(),
+        })
 }
 
 /// `auto`: CUDA, then wgpu on a hardware adapter, then flex.

@@ -82,7 +82,7 @@ pub struct FileReport {
 pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>> {
     if options.mirrors.is_empty() {
         return Err(Error::Download(format!(
-            "no mirror to download from; pass --mirror URL, or put the four files into {}",
+            "no mirror to download from; give one, or put the four files into {}",
             dir.display()
         )));
     }
@@ -235,7 +235,7 @@ fn fetch_file(
         failures.push(format!("{mirror} ({reason})"));
     }
     Err(Error::Download(format!(
-        "could not fetch {gz_name} from any mirror: {}; pass --mirror URL for a working mirror, or put the four files into {}",
+        "could not fetch {gz_name} from any mirror: {}; give a working mirror, or put the four files into {}",
         failures.join("; "),
         dir.display()
     )))

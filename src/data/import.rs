@@ -25,8 +25,25 @@ pub use super::mnist::CLASSES_FILE;
 /// Labels are one byte each in IDX.
 pub const MAX_CLASSES: usize = 256;
 pub const MAX_SIDE: u32 = idx::MAX_IMAGE_SIDE as u32;
-pub const LAYOUT_TRAIN_TEST: &str = "train/test folders";
-pub const LAYOUT_SPLIT: &str = "one folder split by --test-fraction";
+
+/// How the source folder is organised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceLayout {
+    /// `SRC/train/<class>/*` with `SRC/test/<class>/*`.
+    TrainTest,
+    /// `SRC/<class>/*`, split per class by the test fraction.
+    Split,
+}
+
+impl std::fmt::Display for SourceLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceLayout::TrainTest => "train/test folders",
+            SourceLayout::Split => "one folder split by the test fraction",
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -63,8 +80,7 @@ pub struct ClassCount {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImportReport {
     pub out_dir: PathBuf,
-    /// [`LAYOUT_TRAIN_TEST`] or [`LAYOUT_SPLIT`].
-    pub layout: String,
+    pub layout: SourceLayout,
     pub classes: Vec<ClassCount>,
     /// Files that could not be read as images, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
@@ -157,7 +173,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         }
     }
 
-    if layout.name == LAYOUT_SPLIT {
+    if layout.name == SourceLayout::Split {
         let mut rng = StdRng::seed_from_u64(options.seed);
         for (train, test) in train_sets.iter_mut().zip(&mut test_sets) {
             (*train, *test) = split(std::mem::take(train), options.test_fraction, &mut rng);
@@ -188,7 +204,7 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
 
     Ok(ImportReport {
         out_dir: out.to_path_buf(),
-        layout: layout.name.to_string(),
+        layout: layout.name,
         classes: classes
             .iter()
             .enumerate()
@@ -225,8 +241,7 @@ fn validate_options(options: &ImportOptions) -> Result<()> {
 
 /// Where the class folders are. Each class has one folder, or a train and a test folder.
 struct Layout {
-    /// [`LAYOUT_TRAIN_TEST`] or [`LAYOUT_SPLIT`].
-    name: &'static str,
+    name: SourceLayout,
     /// The folder whose subfolders are the classes (for train/test folders, the train one).
     root: PathBuf,
     classes: Vec<String>,
@@ -258,7 +273,7 @@ fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
             let classes: Vec<String> = top.iter().map(|(name, _)| name.clone()).collect();
             let dirs = top.into_iter().map(|(_, dir)| vec![(false, dir)]).collect();
             return Ok(Layout {
-                name: LAYOUT_SPLIT,
+                name: SourceLayout::Split,
                 root: src.to_path_buf(),
                 classes,
                 dirs,
@@ -311,7 +326,7 @@ fn find_layout(src: &Path, out: &Path) -> Result<Layout> {
         .map(|((_, train_dir), (_, test_dir))| vec![(false, train_dir), (true, test_dir)])
         .collect();
     Ok(Layout {
-        name: LAYOUT_TRAIN_TEST,
+        name: SourceLayout::TrainTest,
         root: train_root,
         classes: train_names,
         dirs,

@@ -40,14 +40,10 @@ impl MnistFile {
     }
 
     pub fn locate_or_explain(&self, dir: &Path) -> Result<PathBuf> {
-        self.locate(dir).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{} not found in {} (looked for {name}.gz, {name} and {dotted}); run `mnist-cnn download` or pass --data-dir",
-                self.name,
-                dir.display(),
-                name = self.name,
-                dotted = self.dotted_name,
-            ))
+        self.locate(dir).ok_or_else(|| Error::MissingData {
+            dir: dir.to_path_buf(),
+            name: self.name,
+            dotted: self.dotted_name,
         })
     }
 }
@@ -121,10 +117,17 @@ pub struct Split {
     pub cols: usize,
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
-    /// MD5 of the decompressed images and labels files, in that order.
-    pub checksums: [String; 2],
-    /// Names from `classes.txt`, when the data directory has one.
-    pub class_names: Option<Vec<String>>,
+    /// MD5 of the decompressed files.
+    pub checksums: Checksums,
+    /// Names from `classes.txt`, when the data directory has one; see [`Split::class_names`].
+    pub named_classes: Option<Vec<String>>,
+}
+
+/// MD5 of a split's decompressed images and labels files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksums {
+    pub images: String,
+    pub labels: String,
 }
 
 impl Split {
@@ -142,7 +145,7 @@ impl Split {
 
     /// Classes as named by `classes.txt`, else one more than the largest label.
     pub fn num_classes(&self) -> usize {
-        match &self.class_names {
+        match &self.named_classes {
             Some(names) => names.len(),
             None => self.labels.iter().max().map_or(1, |&max| max as usize + 1),
         }
@@ -150,7 +153,7 @@ impl Split {
 
     /// Class names from `classes.txt`, else the labels as numbers.
     pub fn class_names(&self) -> Vec<String> {
-        self.class_names
+        self.named_classes
             .clone()
             .unwrap_or_else(|| (0..self.num_classes()).map(|c| c.to_string()).collect())
     }
@@ -163,19 +166,21 @@ impl Split {
     /// Whether both files are the canonical MNIST ones.
     pub fn is_canonical_mnist(&self, kind: SplitKind) -> bool {
         let (images, labels) = kind.files();
-        self.checksums[0] == images.md5 && self.checksums[1] == labels.md5
+        self.checksums.images == images.md5 && self.checksums.labels == labels.md5
     }
 
     /// The image at `index`, or an error stating the valid range.
     pub fn checked_image(&self, index: usize, kind: SplitKind) -> Result<&[u8]> {
-        if index >= self.len() {
-            return Err(Error::InvalidArgument(format!(
-                "index {index} is out of range: the {kind} split has {} images (valid: 0..={})",
-                self.len(),
-                self.len().saturating_sub(1)
-            )));
+        match self.len() {
+            0 => Err(Error::InvalidArgument(format!(
+                "index {index} is out of range: the {kind} split has no images"
+            ))),
+            len if index >= len => Err(Error::InvalidArgument(format!(
+                "index {index} is out of range: the {kind} split has {len} images (valid: 0..={})",
+                len - 1
+            ))),
+            _ => Ok(self.image(index)),
         }
-        Ok(self.image(index))
     }
 }
 
@@ -219,9 +224,12 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
         rows: images.rows,
         cols: images.cols,
         pixels: images.pixels,
-        checksums: [md5_hex(&image_bytes), md5_hex(&label_bytes)],
+        checksums: Checksums {
+            images: md5_hex(&image_bytes),
+            labels: md5_hex(&label_bytes),
+        },
         labels,
-        class_names,
+        named_classes: class_names,
     })
 }
 
@@ -328,7 +336,7 @@ mod tests {
             message.contains("train-images-idx3-ubyte not found"),
             "{message}"
         );
-        assert!(message.contains("mnist-cnn download"), "{message}");
+        assert!(message.contains("train-images-idx3-ubyte.gz"), "{message}");
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Files in `dir` whose names start with a dot or contain "tmp": leftovers of a failed write.
+/// Files in `dir` whose names start with a dot or contain "tmp": leftovers of a failed write
+/// (apart from `.lock`, the run directory's lock file, which stays).
 pub fn temp_leftovers(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -32,7 +33,7 @@ pub fn temp_leftovers(dir: &Path) -> Vec<String> {
     entries
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.') || name.contains("tmp"))
+        .filter(|name| name != ".lock" && (name.starts_with('.') || name.contains("tmp")))
         .collect()
 }
 

@@ -1,0 +1,169 @@
+//! Data commands: `download`, `heatmap` and `import`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::json;
+
+use mnist_cnn::data::download::{self, DownloadOptions, FileOutcome};
+use mnist_cnn::data::image::Invert;
+use mnist_cnn::data::import::{ImportOptions, import_folder};
+use mnist_cnn::data::{self, SplitKind};
+use mnist_cnn::plot::{HeatmapOptions, heatmap, terminal_preview};
+
+use super::{Session, values};
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Mirror to fetch from, a base URL or a local directory; repeat to give several, tried in order
+    #[arg(
+        long = "mirror",
+        value_name = "URL",
+        env = "MNIST_MIRROR",
+        value_delimiter = ','
+    )]
+    pub mirrors: Vec<String>,
+    /// Fetch again even when a verified file is already present
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to wait for a mirror before trying the next one
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = values::timeout_seconds)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HeatmapArgs {
+    /// Which image to draw (0-based)
+    #[arg(long, default_value_t = 1210)]
+    pub index: usize,
+    /// Which split the index refers to
+    #[arg(long, value_enum, default_value_t = SplitKind::Train)]
+    pub split: SplitKind,
+    /// Where to write the PNG [default: heatmap-<split>-<index>.png]
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Folder with train/<class>/* and test/<class>/*, or just <class>/*
+    #[arg(value_name = "SRC")]
+    pub source: PathBuf,
+    /// Directory to write the four IDX files and classes.txt to
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Image size as WIDTHxHEIGHT (or one number for square images)
+    #[arg(long, default_value = "28x28", value_parser = values::image_size)]
+    pub size: (u32, u32),
+    /// Invert pictures so the subject is light on dark, as in MNIST
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    pub invert: Invert,
+    /// Fraction of each class held out as the test split, for a single <class>/* tree
+    #[arg(long, default_value_t = 0.2, value_parser = values::fraction)]
+    pub test_fraction: f64,
+    /// Seed for the train/test split of a single <class>/* tree
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fail on the first unreadable or non-image file instead of skipping it
+    #[arg(long)]
+    pub strict: bool,
+}
+
+pub(crate) fn run_download(session: &Session, args: DownloadArgs) -> Result<()> {
+    let mut options = DownloadOptions {
+        force: args.force,
+        show_progress: session.show_progress(),
+        timeout: Duration::from_secs(args.timeout),
+        ..DownloadOptions::default()
+    };
+    if !args.mirrors.is_empty() {
+        options.mirrors = args.mirrors;
+    }
+    let reports = download::download(&session.data_dir, &options)?;
+    if session.human() {
+        println!("MNIST files in {}:", session.data_dir.display());
+        for report in &reports {
+            let status = match &report.outcome {
+                FileOutcome::AlreadyVerified => "already present, verified".to_string(),
+                FileOutcome::Fetched { mirror } => format!("fetched from {mirror}, verified"),
+            };
+            println!("  {:<28} {:>10} bytes  {status}", report.name, report.bytes);
+        }
+    }
+    session.print_json(&json!({ "data_dir": session.data_dir, "files": reports }))
+}
+
+pub(crate) fn run_heatmap(session: &Session, args: HeatmapArgs) -> Result<()> {
+    let split = data::load_split(&session.data_dir, args.split)?;
+    let pixels = split.checked_image(args.index, args.split)?;
+    let label = split.labels[args.index];
+    let class_names = split.class_names();
+    let label_name = &class_names[label as usize];
+    let output = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(format!("heatmap-{}-{}.png", args.split, args.index)));
+    let values: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
+    let options = HeatmapOptions::new(
+        format!("{} image {} (label {label_name})", args.split, args.index),
+        (0.0, 255.0),
+    );
+    heatmap(&output, &values, split.rows, split.cols, &options)?;
+    if session.human() {
+        println!("{label_name}");
+        println!("{}", terminal_preview(pixels, split.rows, split.cols));
+        println!("wrote {}", output.display());
+    }
+    session.print_json(&json!({
+        "split": args.split,
+        "index": args.index,
+        "label": label,
+        "class_name": label_name,
+        "output": output,
+    }))
+}
+
+pub(crate) fn run_import(session: &Session, args: ImportArgs) -> Result<()> {
+    let options = ImportOptions {
+        size: args.size,
+        invert: args.invert,
+        test_fraction: args.test_fraction,
+        seed: args.seed,
+        strict: args.strict,
+    };
+    let report = import_folder(&args.source, &args.out, &options)?;
+    if session.human() {
+        println!(
+            "imported {} classes ({}) into {}: {} training and {} test images of {}x{} pixels",
+            report.classes.len(),
+            report.layout,
+            args.out.display(),
+            report.train_images,
+            report.test_images,
+            report.cols,
+            report.rows
+        );
+        println!(
+            "{:>6} {:<24} {:>8} {:>8}",
+            "label", "class", "train", "test"
+        );
+        for class in &report.classes {
+            println!(
+                "{:>6} {:<24} {:>8} {:>8}",
+                class.label, class.class, class.train, class.test
+            );
+        }
+        if !report.skipped.is_empty() {
+            println!(
+                "skipped {} files that are not readable images:",
+                report.skipped.len()
+            );
+            for (path, reason) in &report.skipped {
+                println!("  {}: {reason}", path.display());
+            }
+        }
+        println!("next: mnist-cnn --data-dir {} train", args.out.display());
+    }
+    session.print_json(&serde_json::to_value(&report)?)
+}

@@ -1,0 +1,297 @@
+//! Commands that use a network: `evaluate`, `predict` and `bench`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use mnist_cnn::backend::BackendKind;
+use mnist_cnn::bench::{self, Plan};
+use mnist_cnn::data::image::{Invert, load_digit};
+use mnist_cnn::data::{self, SplitKind};
+use mnist_cnn::evaluate::{self, MISTAKES_SHOWN};
+use mnist_cnn::fsutil::write_json_atomically;
+use mnist_cnn::model::Architecture;
+use mnist_cnn::predict::{ClassProbability, top_classes};
+use mnist_cnn::run::TrainedRun;
+
+use super::{Session, counted, values};
+
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Directory of a trained model (as written by `train --out`)
+    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
+    pub model_dir: PathBuf,
+    /// Which split to evaluate on
+    #[arg(long, value_enum, default_value_t = SplitKind::Test)]
+    pub split: SplitKind,
+    /// Images per inference batch
+    #[arg(long, default_value_t = 500, value_parser = values::positive)]
+    pub batch_size: usize,
+    /// Backend of burn to evaluate on (wgpu and cuda need the cargo feature of that name)
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// PNG or JPEG pictures of single digits, any size
+    #[arg(
+        value_name = "IMAGE",
+        required_unless_present = "index",
+        conflicts_with = "index"
+    )]
+    pub images: Vec<PathBuf>,
+    /// Predict this image of the data set instead
+    #[arg(long)]
+    pub index: Option<usize>,
+    /// Split for --index
+    #[arg(long, value_enum, default_value_t = SplitKind::Test)]
+    pub split: SplitKind,
+    /// Directory of a trained model (as written by `train --out`)
+    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
+    pub model_dir: PathBuf,
+    /// Invert pictures so the digit is light on dark, as in MNIST
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    pub invert: Invert,
+    /// How many classes to list per image
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
+    pub top: u8,
+    /// Backend of burn to predict on (wgpu and cuda need the cargo feature of that name)
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Backends to measure, comma-separated (wgpu and cuda need the cargo feature of that name)
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendKind::Flex])]
+    pub backends: Vec<BackendKind>,
+    /// Training batch sizes to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256], value_parser = values::positive)]
+    pub batch_sizes: Vec<usize>,
+    /// Evaluation batch sizes to measure, comma-separated
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000], value_parser = values::positive)]
+    pub eval_batch_sizes: Vec<usize>,
+    /// Training images timed per configuration, after two warm-up steps
+    #[arg(long, default_value_t = 6400, value_parser = values::positive)]
+    pub train_images: usize,
+    /// Test images classified per evaluation configuration
+    #[arg(long, default_value_t = 10_000, value_parser = values::positive)]
+    pub eval_images: usize,
+    /// Also time the forward and backward pass of each CNN layer (at the first batch size)
+    #[arg(long)]
+    pub profile: bool,
+    /// The network to measure
+    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
+    pub model: Architecture,
+    /// Measure evaluation with the trained model in this directory (from `train`) instead of a
+    /// freshly initialized one
+    #[arg(long, value_name = "DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Also write the results as JSON to this file
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Also print the results as rows of BENCHMARKS.md's table per device (see benches/gpu.sh)
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
+    let device = args.backend.start()?.device();
+    let run = TrainedRun::open(&args.model_dir, &device)?;
+    let split = data::load_split(&session.data_dir, args.split)?;
+    run.info.check_data(&split, &session.data_dir)?;
+    let evaluation = evaluate::evaluate(
+        &run.network,
+        &split,
+        args.split,
+        &run.info.class_names,
+        args.batch_size,
+        &device,
+    );
+    let written = evaluation
+        .write_reports(&args.model_dir, &split)
+        .context("writing the evaluation reports")?;
+    if session.human() {
+        println!(
+            "{} images of the {} split, {:.0} images/s",
+            evaluation.images, args.split, evaluation.images_per_second
+        );
+        println!(
+            "[{:.4}, {:.4}]  (loss, accuracy)",
+            evaluation.loss, evaluation.accuracy
+        );
+        println!();
+        print!("{}", evaluation.report_table());
+        println!();
+        print!("{}", evaluation.confusion_table());
+        println!();
+        for path in &written {
+            println!("wrote {}", path.display());
+        }
+    }
+    let mut summary = serde_json::to_value(&evaluation)?;
+    if let Some(mistakes) = summary.get_mut("mistakes").and_then(|m| m.as_array_mut()) {
+        mistakes.truncate(MISTAKES_SHOWN);
+    }
+    session.print_json(&summary)
+}
+
+pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
+    let device = args.backend.start()?.device();
+    let run = TrainedRun::open(&args.model_dir, &device)?;
+    let (info, network) = (&run.info, &run.network);
+    let top = usize::from(args.top);
+    let mut results = Vec::new();
+    if let Some(index) = args.index {
+        let split = data::load_split(&session.data_dir, args.split)?;
+        info.check_data(&split, &session.data_dir)?;
+        let pixels = split.checked_image(index, args.split)?;
+        let ranked = top_classes(
+            network,
+            &info.class_names,
+            pixels,
+            split.rows,
+            split.cols,
+            top,
+            &device,
+        );
+        let label = split.labels[index];
+        if session.human() {
+            println!(
+                "{} image {index} (label {}): {}",
+                args.split,
+                info.class_names[usize::from(label)],
+                describe(&ranked)
+            );
+        }
+        results.push(json!({
+            "split": args.split, "index": index, "label": label, "top": ranked,
+        }));
+    }
+    // Each picture gets its answer or its error; one unreadable picture does not hide the rest.
+    let mut failures = 0;
+    let (rows, cols) = (info.shape.rows, info.shape.cols);
+    for path in &args.images {
+        match load_digit(path, args.invert, rows, cols) {
+            Ok(pixels) => {
+                let ranked = top_classes(
+                    network,
+                    &info.class_names,
+                    &pixels,
+                    rows,
+                    cols,
+                    top,
+                    &device,
+                );
+                if session.human() {
+                    println!("{}: {}", path.display(), describe(&ranked));
+                }
+                results.push(json!({ "image": path, "top": ranked }));
+            }
+            Err(error) => {
+                failures += 1;
+                if !session.quiet {
+                    eprintln!("error: {error}");
+                }
+                results.push(json!({ "image": path, "error": error.to_string() }));
+            }
+        }
+    }
+    session.print_json(&json!({ "predictions": results }))?;
+    if failures > 0 {
+        bail!(
+            "{failures} of {} could not be classified",
+            counted(args.images.len(), "picture")
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
+    let plan = Plan {
+        architecture: args.model,
+        backends: args.backends,
+        train_batch_sizes: args.batch_sizes,
+        eval_batch_sizes: args.eval_batch_sizes,
+        train_images: args.train_images,
+        eval_images: args.eval_images,
+        profile: args.profile,
+        model_dir: args.model_dir,
+    };
+    let say = |line: String| {
+        if session.human() {
+            println!("{line}");
+        }
+    };
+    let report = bench::run(&plan, &session.data_dir, &mut |event| match event {
+        bench::Event::Loaded { seconds, images } => say(format!(
+            "loaded {images} images (gunzip, validate, checksum) in {:.0} ms",
+            seconds * 1000.0
+        )),
+        bench::Event::TrainingStarted { backends } => {
+            say(format!(
+                "{} on {}; training {} images per configuration",
+                plan.architecture,
+                counted(mnist_cnn::backend::current_threads(), "thread"),
+                plan.train_images
+            ));
+            for backend in backends.iter().filter(|backend| !backend.is_cpu()) {
+                say(format!("{backend} runs on {}", backend.describe()));
+            }
+            say(format!(
+                "{:<8} {:>6} {:>12} {:>16}",
+                "backend", "batch", "train img/s", "s/epoch (54k)"
+            ));
+        }
+        bench::Event::Training(result) => say(format!(
+            "{:<8} {:>6} {:>12.0} {:>16.1}",
+            result.backend.name(),
+            result.batch_size,
+            result.images_per_second,
+            bench::EPOCH_IMAGES / result.images_per_second
+        )),
+        bench::Event::EvaluationStarted => say(format!(
+            "\n{:<8} {:>6} {:>12}",
+            "backend", "batch", "eval img/s"
+        )),
+        bench::Event::Evaluation(result) => say(format!(
+            "{:<8} {:>6} {:>12.0}",
+            result.backend.name(),
+            result.batch_size,
+            result.images_per_second
+        )),
+        bench::Event::Profile(profile) => {
+            say(format!(
+                "\nper-layer time, {}, batch {} (ms per batch)\n{:<30} {:>10} {:>10}",
+                profile.backend, profile.batch_size, "layer", "forward", "backward"
+            ));
+            for layer in &profile.layers {
+                say(format!(
+                    "{:<30} {:>10.2} {:>10.2}",
+                    layer.layer, layer.forward_ms, layer.backward_ms
+                ));
+            }
+        }
+    })?;
+    if let Some(path) = &args.output {
+        write_json_atomically(path, &report)?;
+        say(format!("wrote {}", path.display()));
+    }
+    if args.markdown && !session.json {
+        println!("{}", bench::MARKDOWN_HEADER);
+        for row in bench::markdown_rows(&report) {
+            println!("{row}");
+        }
+    }
+    session.print_json(&report)
+}
+
+fn describe(top: &[ClassProbability]) -> String {
+    top.iter()
+        .map(|c| format!("{} ({:.1}%)", c.name, c.probability * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,241 @@
+//! `train`: its flags, the model summary it prints, and its progress display.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use mnist_cnn::backend::BackendKind;
+use mnist_cnn::data::{self, SplitKind};
+use mnist_cnn::model::{Architecture, InputShape, Network};
+use mnist_cnn::run::{ACCURACY_PLOT, HISTORY_FILE, LOSS_PLOT, MODEL_FILE, RUN_FILE};
+use mnist_cnn::train::{self, EpochStats, TrainConfig, TrainEvent};
+
+use super::{Session, counted, values};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Passes over the training data
+    #[arg(long, default_value_t = 10, value_parser = values::positive)]
+    pub epochs: usize,
+    /// Images per gradient step (the tutorial's 128; 256 trains about 6% faster per epoch on a
+    /// 2-core CPU, see BENCHMARKS.md)
+    #[arg(long, default_value_t = 128, value_parser = values::positive)]
+    pub batch_size: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3, value_parser = values::positive_number)]
+    pub lr: f64,
+    /// Seed for weight initialisation and shuffling
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of the training images held out for validation (0 disables)
+    #[arg(long, default_value_t = 0.1, value_parser = values::fraction)]
+    pub validation_split: f64,
+    /// Stop each epoch after this many batches, like Keras's steps_per_epoch
+    #[arg(long, value_name = "N", value_parser = values::positive)]
+    pub steps_per_epoch: Option<usize>,
+    /// Use only the first N training images, for quick runs
+    #[arg(long, value_name = "N", value_parser = values::positive)]
+    pub limit: Option<usize>,
+    /// Directory for the model, history, plots and checkpoint
+    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last completed epoch
+    #[arg(long)]
+    pub resume: bool,
+    /// The network to train
+    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
+    pub model: Architecture,
+    /// Backend of burn to train on (wgpu and cuda need the cargo feature of that name)
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
+}
+
+pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
+    let config = TrainConfig {
+        architecture: args.model,
+        backend: args.backend,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr,
+        seed: args.seed,
+        validation_split: args.validation_split,
+        steps_per_epoch: args.steps_per_epoch,
+        limit: args.limit,
+    };
+    config.validate()?;
+    let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
+    let mut progress = TrainProgress::new(session.show_progress(), !session.quiet);
+    let outcome = train::train(
+        &config,
+        &training_data,
+        &session.data_dir,
+        &args.out,
+        args.resume,
+        &mut |event| match event {
+            TrainEvent::Started { run, network } if session.human() => {
+                print!("{}", summary_table(network, run.shape));
+                if !run.data.canonical_mnist {
+                    println!(
+                        "note: the data in {} is not the canonical MNIST set: {} images of {}x{} pixels, {} classes",
+                        session.data_dir.display(),
+                        training_data.len(),
+                        run.shape.rows,
+                        run.shape.cols,
+                        run.shape.classes
+                    );
+                }
+            }
+            event => progress.handle(event),
+        },
+    )?;
+    let last = outcome.run.history.last();
+    if session.human() {
+        if let Some(last) = last {
+            println!(
+                "trained {} in {:.1}s on {} ({}): loss {:.4}, accuracy {:.4}{}",
+                counted(outcome.run.completed_epochs, "epoch"),
+                outcome.run.train_seconds,
+                outcome.run.config.backend,
+                outcome.run.config.backend.describe(),
+                last.loss,
+                last.accuracy,
+                validation_suffix(last),
+            );
+        }
+        println!(
+            "wrote {}/{{{},{},{},{},{}}}",
+            args.out.display(),
+            MODEL_FILE,
+            RUN_FILE,
+            HISTORY_FILE,
+            ACCURACY_PLOT,
+            LOSS_PLOT
+        );
+        println!(
+            "next: mnist-cnn evaluate --model-dir {}",
+            args.out.display()
+        );
+    }
+    session.print_json(&json!({
+        "out": args.out,
+        "run": outcome.run,
+        "history": outcome.run.history,
+    }))
+}
+
+fn validation_suffix(stats: &EpochStats) -> String {
+    match (stats.val_loss, stats.val_accuracy) {
+        (Some(loss), Some(accuracy)) => {
+            format!(" - val_loss: {loss:.4} - val_accuracy: {accuracy:.4}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Keras's `model.summary()`, read off the network.
+fn summary_table(network: &Network, shape: InputShape) -> String {
+    let architecture = network.architecture();
+    let layers = network.summary(shape);
+    let total: usize = layers.iter().map(|layer| layer.parameters).sum();
+    let mut out = format!(
+        "Model: \"{architecture}\"\n{:<34}{:<22}{:>10}\n",
+        "Layer (type)", "Output Shape", "Param #"
+    );
+    for layer in &layers {
+        out += &format!(
+            "{:<34}{:<22}{:>10}\n",
+            layer.name,
+            layer.output_shape(),
+            layer.parameters
+        );
+    }
+    out += &format!("Total params: {total}\n");
+    out
+}
+
+/// A progress bar per epoch on a terminal, otherwise one Keras-style line per epoch.
+struct TrainProgress {
+    bar: Option<ProgressBar>,
+    interactive: bool,
+    lines: bool,
+    epochs: usize,
+}
+
+impl TrainProgress {
+    fn new(interactive: bool, lines: bool) -> Self {
+        Self {
+            bar: None,
+            interactive,
+            lines,
+            epochs: 0,
+        }
+    }
+
+    fn handle(&mut self, event: TrainEvent) {
+        match event {
+            TrainEvent::Started { .. } => {}
+            TrainEvent::Resumed { completed_epochs } => {
+                if self.lines {
+                    eprintln!("resuming after epoch {completed_epochs}");
+                }
+            }
+            TrainEvent::EpochStarted {
+                epoch,
+                epochs,
+                batches,
+            } => {
+                self.epochs = epochs;
+                if self.interactive {
+                    let bar = ProgressBar::new(batches as u64).with_style(
+                        ProgressStyle::with_template(
+                            "Epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!("{epoch}/{epochs}"));
+                    self.bar = Some(bar);
+                }
+            }
+            TrainEvent::BatchFinished {
+                batch,
+                loss,
+                accuracy,
+                images_per_second,
+                ..
+            } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(batch as u64);
+                    bar.set_message(format!(
+                        "loss: {loss:.4} - accuracy: {accuracy:.4} - {images_per_second:.0} img/s"
+                    ));
+                }
+            }
+            TrainEvent::Validating => {
+                if let Some(bar) = &self.bar {
+                    bar.set_message("validating");
+                }
+            }
+            TrainEvent::EpochFinished(stats) => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                if self.lines {
+                    eprintln!(
+                        "Epoch {}/{} - {:.1}s - {:.0} img/s - loss: {:.4} - accuracy: {:.4}{}",
+                        stats.epoch,
+                        self.epochs,
+                        stats.seconds,
+                        stats.images_per_second,
+                        stats.loss,
+                        stats.accuracy,
+                        validation_suffix(stats)
+                    );
+                }
+            }
+        }
+    }
+}
