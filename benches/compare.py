@@ -40,6 +40,8 @@ def summary(system, epochs, eval_images_per_second, test_accuracy, peak_rss_mb):
     return {
         "system": system,
         "epoch_seconds": seconds,
+        "epoch_images_per_second": [e["images_per_second"] for e in epochs],
+        "total_train_seconds": sum(seconds),
         "median_epoch_seconds": median_after_warmup(seconds),
         "train_images_per_second": median_after_warmup([e["images_per_second"] for e in epochs]),
         "eval_images_per_second": eval_images_per_second,
@@ -51,6 +53,8 @@ def summary(system, epochs, eval_images_per_second, test_accuracy, peak_rss_mb):
 def rust(args, out):
     binary = ROOT / "target/release/mnist-cnn"
     common = [binary, "--threads", str(args.threads), "--data-dir", ROOT / "data/mnist"]
+    if args.keep_subnormals:
+        common.append("--keep-subnormals")
     trained = json.loads(run(common + [
         "--json", "train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--validation-split", "0", "--backend", args.backend, "--out", out,
@@ -90,6 +94,23 @@ def keras(args, out):
     )
 
 
+def print_epochs(rows):
+    """Seconds per epoch, side by side, and how much the last epoch drifted from the second."""
+    print(f"\n{'epoch':>5} " + " ".join(f"{row['system'][:30]:>31}" for row in rows))
+    for epoch in range(len(rows[0]["epoch_seconds"])):
+        cells = []
+        for row in rows:
+            seconds = row["epoch_seconds"]
+            cells.append(f"{seconds[epoch]:>31.2f}" if epoch < len(seconds) else f"{'':>31}")
+        print(f"{epoch + 1:>5} " + " ".join(cells))
+    print(f"{'total':>5} " + " ".join(f"{row['total_train_seconds']:>31.2f}" for row in rows))
+    for row in rows:
+        seconds = row["epoch_seconds"]
+        if len(seconds) >= 3:
+            row["last_vs_second_epoch"] = seconds[-1] / seconds[1]
+            print(f"{row['system']}: last epoch / epoch 2 = {row['last_vs_second_epoch']:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
@@ -98,6 +119,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="flex", choices=["flex", "ndarray"])
     parser.add_argument("--skip-keras", action="store_true", help="measure mnist-cnn alone")
+    parser.add_argument("--keep-subnormals", action="store_true",
+                        help="run mnist-cnn without flush-to-zero, to see what it costs")
     parser.add_argument("--json", type=Path, default=ROOT / "target/bench/compare.json")
     args = parser.parse_args()
     work = ROOT / "target/bench"
@@ -118,16 +141,19 @@ def main():
               f"{row['peak_rss_mb']:>12.0f} {row['test_accuracy']:>9.4f}")
     print(f"(mnist-cnn's evaluate command, first batch included: "
           f"{ours['evaluate_command_images_per_second']:.0f} img/s)")
+    print_epochs(rows)
     result = {"config": vars(args) | {"json": str(args.json)}, "systems": rows}
     if len(rows) == 2:
         theirs = rows[1]
         ratios = {
             "epoch_time_ratio": ours["median_epoch_seconds"] / theirs["median_epoch_seconds"],
+            "total_train_time_ratio": ours["total_train_seconds"] / theirs["total_train_seconds"],
             "eval_speed_ratio": ours["eval_images_per_second"] / theirs["eval_images_per_second"],
             "peak_rss_ratio": ours["peak_rss_mb"] / theirs["peak_rss_mb"],
         }
         result["ratios"] = ratios
-        print(f"\nmnist-cnn / Keras: epoch time x{ratios['epoch_time_ratio']:.2f} "
+        print(f"\nmnist-cnn / Keras: total training time x{ratios['total_train_time_ratio']:.2f}, "
+              f"epoch time x{ratios['epoch_time_ratio']:.2f} "
               f"(lower is better), eval speed x{ratios['eval_speed_ratio']:.2f} "
               f"(higher is better), peak RSS x{ratios['peak_rss_ratio']:.2f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

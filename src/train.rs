@@ -17,7 +17,7 @@ use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::run::checkpoint::{self, RunLock};
+use crate::run::checkpoint::{self, CheckpointFiles, RunLock};
 use crate::run::{ACCURACY_PLOT, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
 pub use crate::run::{EpochStats, TrainConfig};
@@ -145,10 +145,7 @@ pub fn train(
         let committed = RunInfo::load(out_dir)
             .ok()
             .and_then(|saved| saved.checkpoint);
-        let keep: Vec<&str> = committed
-            .iter()
-            .flat_map(|files| [files.model.file.as_str(), files.optimizer.file.as_str()])
-            .collect();
+        let keep: Vec<&str> = committed.iter().flat_map(CheckpointFiles::names).collect();
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 

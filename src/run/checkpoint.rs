@@ -75,7 +75,8 @@ pub struct CheckpointFiles {
 }
 
 impl CheckpointFiles {
-    fn names(&self) -> [&str; 2] {
+    /// The names of the checkpoint's files.
+    pub fn names(&self) -> [&str; 2] {
         [&self.model.file, &self.optimizer.file]
     }
 }
