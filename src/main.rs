@@ -18,7 +18,9 @@ fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`),
     // instead of Rust's default of panicking on the next print.
     #[cfg(unix)]
-    // SAFETY: called first thing, before any other thread exists, with a valid handler.
+    // SAFETY: `SIG_DFL` installs no handler, so no code of ours runs in signal context, where
+    // only async-signal-safe calls would be allowed; and this runs first thing in `main`, before
+    // any other thread exists that could change or depend on the disposition concurrently.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

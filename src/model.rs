@@ -180,8 +180,8 @@ impl Cnn {
         self.output.forward(x)
     }
 
-    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`), identical to the
-    /// three layers in sequence.
+    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`) identical to the
+    /// three layers in sequence, or those layers on backends without the kernel.
     fn feature_block(&self, conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
         let bias = conv
             .bias

@@ -11,17 +11,20 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::ops::{ConvOptions, MaxPoolOptions};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::Tensor;
-use multiversion::multiversion;
+use burn::tensor::activation::relu;
+use burn::tensor::module::{conv2d, max_pool2d};
 use rayon::prelude::*;
 
-use super::HostTensors;
 use super::im2col::{add_assign, im2col, matmul, row_major};
+use super::simd::simd_versions;
 use super::window::{CLAMPED, pool_relu_planes};
+use super::{HostTensors, has_fused_kernel};
 
 /// Images per parallel task: enough work to amortise a task, few enough to balance two to
 /// sixteen threads on a batch of 128. It depends on the shape only, so that the weight-gradient
@@ -35,8 +38,40 @@ const TASK_SCRATCH_BYTES: usize = 8 << 20;
 /// `relu(max_pool_2x2(conv2d(input, weight, bias)))` for a `[batch, channels, height, width]`
 /// input, `[filters, channels, 3, 3]` weights and zero "same" padding; pooling has stride 2 and
 /// drops an odd last row or column. Returns `[batch, filters, height / 2, width / 2]`. Runs on
-/// any backend and is differentiable with respect to all three inputs.
+/// any backend and is differentiable with respect to all three inputs: as the fused kernel where
+/// [`has_fused_kernel`] says the input's backend has it, as [`conv3x3_pool_relu_composed`]
+/// elsewhere.
 pub fn conv3x3_pool_relu(input: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
+    if has_fused_kernel(&input.device()) {
+        conv3x3_pool_relu_fused(input, weight, bias)
+    } else {
+        conv3x3_pool_relu_composed(input, weight, bias)
+    }
+}
+
+/// [`conv3x3_pool_relu`] made of burn's own `conv2d`, `max_pool2d` and `relu`, for every
+/// backend: what runs where there is no fused kernel, and the reference the kernel is tested
+/// against.
+pub fn conv3x3_pool_relu_composed(
+    input: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+) -> Tensor<4> {
+    let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let conv = conv2d(input, weight, Some(bias), same);
+    let [batch, filters, height, width] = conv.dims();
+    if height < 2 || width < 2 {
+        // Nothing to pool, and burn-ndarray's max_pool2d panics on a side shorter than its
+        // window: the empty result, still connected to the inputs for autodiff.
+        return conv.slice([0..batch, 0..filters, 0..height / 2, 0..width / 2]);
+    }
+    // Stride 2, floor mode: an odd last row or column is dropped, as in the kernel.
+    relu(max_pool2d(conv, MaxPoolOptions::new([2, 2])))
+}
+
+/// The hand-written kernel; only for backends [`has_fused_kernel`] accepts (the dispatch panics
+/// on any other).
+fn conv3x3_pool_relu_fused(input: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as ConvBlockOps>::conv3x3_pool_relu(
         input.into_dispatch(),
         weight.into_dispatch(),
@@ -44,7 +79,8 @@ pub fn conv3x3_pool_relu(input: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -
     ))
 }
 
-/// The operation as burn dispatches it to each backend.
+/// The operation as burn dispatches it to each backend. These must be the backends
+/// [`has_fused_kernel`] accepts.
 #[backend_extension(Flex, NdArray, Autodiff)]
 pub trait ConvBlockOps: Backend {
     fn conv3x3_pool_relu(
@@ -495,14 +531,25 @@ fn image_backward(
 ) {
     // The network's two channel counts get loops of constant length, which vectorize fully.
     match shape.channels {
-        1 => image_backward_with::<1>(image, shape, scratch, grads, input_grad),
-        16 => image_backward_with::<16>(image, shape, scratch, grads, input_grad),
-        _ => image_backward_with::<0>(image, shape, scratch, grads, input_grad),
+        1 => image_backward_for::<1>(image, shape, scratch, grads, input_grad),
+        16 => image_backward_for::<16>(image, shape, scratch, grads, input_grad),
+        _ => image_backward_for::<0>(image, shape, scratch, grads, input_grad),
     }
 }
 
-/// [`image_backward`] for `CHANNELS` channels, or any number when `CHANNELS` is 0.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+simd_versions! {
+    /// [`image_backward`] for `CHANNELS` channels, or any number when `CHANNELS` is 0.
+    fn image_backward_for<const CHANNELS: usize>(
+        image: ImageGrads<'_>,
+        shape: BlockShape,
+        scratch: &mut PixelScratch<'_>,
+        grads: (&mut [f32], &mut [f32]),
+        input_grad: Option<&mut [f32]>,
+    ) = image_backward_with;
+}
+
+/// [`image_backward_for`], inlined into each of its versions.
+#[inline(always)]
 fn image_backward_with<const CHANNELS: usize>(
     image: ImageGrads<'_>,
     shape: BlockShape,
@@ -634,11 +681,7 @@ fn axpy<const N: usize>(factor: f32, source: &[f32], target: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::backend::BackendKind;
-    use burn::backend::ops::ConvOptions;
-    use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::Distribution;
-    use burn::tensor::activation::relu;
-    use burn::tensor::module::conv2d;
 
     fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         tensor.into_data().try_into_vec::<f32>().unwrap()
@@ -654,19 +697,23 @@ mod tests {
         }
     }
 
-    fn burns_block(input: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>) -> Tensor<4> {
-        let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
-        relu(pool.forward(conv2d(input, weight, Some(bias), same)))
+    #[test]
+    fn the_cpu_backends_have_the_fused_kernel_with_and_without_autodiff() {
+        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+            assert!(has_fused_kernel(&backend.device()), "{backend}");
+            assert!(has_fused_kernel(&backend.device().autodiff()), "{backend}");
+        }
     }
 
-    /// Values and all three gradients against burn's own conv2d, max_pool2d and relu, on both
-    /// backends: a batch that is not a multiple of the task size, odd sides (the last row and
-    /// column are dropped), and an input that is not trained through (the first layer).
+    /// Values and all three gradients of the fused kernel against the composed fallback
+    /// (burn's own conv2d, max_pool2d and relu), on both backends: a batch that is not a
+    /// multiple of the task size, odd sides (the last row and column are dropped), an input
+    /// that is not trained through (the first layer), and the network's 1 and 16 channels.
+    /// [`conv3x3_pool_relu`] picks the kernel on these backends.
     #[test]
-    fn matches_burns_layers_and_their_gradients() {
+    fn fused_kernel_matches_the_composed_fallback_and_its_gradients() {
         for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-            for (channels, train_input) in [(3, true), (1, false), (16, true)] {
+            for (channels, train_input) in [(1, false), (1, true), (3, true), (16, true)] {
                 let device = backend.device().autodiff();
                 device.seed(3);
                 let random = |dims: [usize; 4]| {
@@ -682,14 +729,14 @@ mod tests {
                 let bias = Tensor::<1>::random([4], Distribution::Normal(0.0, 1.0), &device)
                     .require_grad();
                 let output_weights = random([5, 4, 3, 4]);
-                let run = |block: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+                let run = |block: fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>| {
                     let leaf = input.clone().detach();
                     let leaf = if train_input {
                         leaf.require_grad()
                     } else {
                         leaf
                     };
-                    let output = block(leaf.clone());
+                    let output = block(leaf.clone(), weight.clone(), bias.clone());
                     let grads = (output.clone() * output_weights.clone()).sum().backward();
                     (
                         values(output),
@@ -698,17 +745,41 @@ mod tests {
                         values(bias.grad(&grads).unwrap()),
                     )
                 };
-                let ours = run(&|x| conv3x3_pool_relu(x, weight.clone(), bias.clone()));
-                let burns = run(&|x| burns_block(x, weight.clone(), bias.clone()));
+                let fused = run(conv3x3_pool_relu_fused);
+                let composed = run(conv3x3_pool_relu_composed);
                 let case = format!("{backend}, {channels} channels");
-                assert_close(&ours.0, &burns.0, &format!("output ({case})"));
-                assert!(ours.0.contains(&0.0), "ReLU clamped something ({case})");
-                assert_eq!(ours.1.is_some(), train_input, "{case}");
-                if let (Some(ours), Some(burns)) = (&ours.1, &burns.1) {
-                    assert_close(ours, burns, &format!("input gradient ({case})"));
+                assert_eq!(
+                    run(conv3x3_pool_relu),
+                    fused,
+                    "dispatched to the kernel ({case})"
+                );
+                assert_close(&fused.0, &composed.0, &format!("output ({case})"));
+                assert!(fused.0.contains(&0.0), "ReLU clamped something ({case})");
+                assert_eq!(fused.1.is_some(), train_input, "{case}");
+                assert_eq!(composed.1.is_some(), train_input, "{case}");
+                if let (Some(fused), Some(composed)) = (&fused.1, &composed.1) {
+                    assert_close(fused, composed, &format!("input gradient ({case})"));
                 }
-                assert_close(&ours.2, &burns.2, &format!("weight gradient ({case})"));
-                assert_close(&ours.3, &burns.3, &format!("bias gradient ({case})"));
+                assert_close(&fused.2, &composed.2, &format!("weight gradient ({case})"));
+                assert_close(&fused.3, &composed.3, &format!("bias gradient ({case})"));
+            }
+        }
+    }
+
+    /// Images with a side under two pool to nothing on both paths.
+    #[test]
+    fn images_too_small_to_pool_give_empty_outputs_on_both_paths() {
+        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+            let device = backend.device();
+            for [height, width] in [[1, 5], [5, 1], [1, 1]] {
+                let input = Tensor::<4>::ones([2, 3, height, width], &device);
+                let weight = Tensor::<4>::ones([4, 3, 3, 3], &device);
+                let bias = Tensor::<1>::ones([4], &device);
+                let expected = [2, 4, height / 2, width / 2];
+                for block in [conv3x3_pool_relu_fused, conv3x3_pool_relu_composed] {
+                    let output = block(input.clone(), weight.clone(), bias.clone());
+                    assert_eq!(output.dims(), expected, "{backend}, {height}x{width}");
+                }
             }
         }
     }
@@ -726,7 +797,7 @@ mod tests {
     }
 
     #[test]
-    fn inference_matches_burns_layers() {
+    fn inference_matches_the_composed_fallback() {
         for backend in [BackendKind::Flex, BackendKind::Ndarray] {
             let device = backend.device();
             device.seed(4);
@@ -737,7 +808,7 @@ mod tests {
             assert_eq!(ours.dims(), [3, 5, 3, 2]);
             assert_close(
                 &values(ours),
-                &values(burns_block(input, weight, bias)),
+                &values(conv3x3_pool_relu_composed(input, weight, bias)),
                 &backend.to_string(),
             );
         }

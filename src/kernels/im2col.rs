@@ -1,13 +1,24 @@
 //! A 3x3 "same" convolution as a matrix product: unfolding images into an im2col matrix, and a
 //! checked single-threaded `gemm` call.
 
-use multiversion::multiversion;
+use super::simd::simd_versions;
 
-/// Unfolds one `[channels, height, width]` image into `col`, whose rows start `row_stride`
-/// apart (several images can sit side by side): row `(channel, ky, kx)` is the channel's plane
-/// shifted by `(ky - 1, kx - 1)`, with zeros where the shift leaves the image.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-pub fn im2col(image: &[f32], height: usize, width: usize, col: &mut [f32], row_stride: usize) {
+simd_versions! {
+    /// Unfolds one `[channels, height, width]` image into `col`, whose rows start `row_stride`
+    /// apart (several images can sit side by side): row `(channel, ky, kx)` is the channel's
+    /// plane shifted by `(ky - 1, kx - 1)`, with zeros where the shift leaves the image.
+    pub fn im2col(
+        image: &[f32],
+        height: usize,
+        width: usize,
+        col: &mut [f32],
+        row_stride: usize,
+    ) = im2col_body;
+}
+
+/// [`im2col`], inlined into each of its versions.
+#[inline(always)]
+fn im2col_body(image: &[f32], height: usize, width: usize, col: &mut [f32], row_stride: usize) {
     let plane = height * width;
     for (channel, source) in image.chunks(plane).enumerate() {
         for tap in 0..9 {

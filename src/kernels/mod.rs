@@ -16,12 +16,31 @@
 //!   pixel-major images (2.4x faster than the two products for the 16->32 layer).
 //!
 //! BENCHMARKS.md has the measurements.
+//!
+//! # Backends
+//!
+//! The hand-written kernel runs on the backends [`has_fused_kernel`] names, the one list of
+//! them: Flex and NdArray, with or without autodiff. [`conv3x3_pool_relu`] asks it before
+//! dispatching and runs [`conv3x3_pool_relu_composed`] (burn's own `conv2d`, `max_pool2d` and
+//! `relu`) on every other backend, e.g. burn's GPU ("Cube") backends.
+//!
+//! # Vector instructions
+//!
+//! The pooling and the kernels' element loops have AVX-512, AVX2 and scalar versions, picked at
+//! run time: the widest the CPU has, capped by the environment variable `MNIST_CNN_SIMD`
+//! (`auto`, the default, `avx512`, `avx2` or `scalar`; read once per process). Asking for a
+//! level the CPU lacks gives the widest one it has below it; a value that names no level is
+//! reported on stderr and ignored. Results are identical at every level (the tests hold the
+//! vector pooling to the scalar one bit for bit), so the variable is for testing and measuring
+//! each path, e.g. `MNIST_CNN_SIMD=scalar cargo test --release --lib kernels`. It does not
+//! reach `gemm`'s matrix products, which pick their own instructions.
 
 // burn-ndarray is deprecated upstream; the product keeps it selectable, so its types are named here.
 #![allow(deprecated)]
 
 mod block;
 mod im2col;
+mod simd;
 mod window;
 
 use std::pin::pin;
@@ -31,10 +50,32 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, NdArray};
-use burn::tensor::{DType, TensorData};
+use burn::backend::{Backend, DispatchDevice, Flex, NdArray};
+use burn::tensor::{DType, Device, TensorData};
 
-pub use block::conv3x3_pool_relu;
+pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
+pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
+
+/// Whether tensors on `device` run the hand-written kernels: the one list of backends that
+/// have them (Flex and NdArray, also under autodiff). Every other backend computes
+/// [`conv3x3_pool_relu`] with burn's own operations instead. The `#[backend_extension]` on
+/// `ConvBlockOps` in block.rs must name the same backends, or the dispatch to a backend listed
+/// here panics.
+pub fn has_fused_kernel(device: &Device) -> bool {
+    on_fused_backend(device.as_dispatch())
+}
+
+fn on_fused_backend(device: &DispatchDevice) -> bool {
+    match device {
+        DispatchDevice::Flex(_) | DispatchDevice::NdArray(_) => true,
+        // The wrapped device decides: `Autodiff<B>` runs the kernel where `B` does.
+        DispatchDevice::Autodiff(inner) => on_fused_backend(inner),
+        // Unreachable with this crate's features, but burn adds variants under its backend
+        // features (`Cube` for wgpu/cuda/rocm/cpu, `LibTorch`, `Remote`, ...).
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
 
 /// Backends whose tensors live in host memory, so the kernels can read their values as f32
 /// slices and hand results back as plain vectors.

@@ -5,6 +5,8 @@
 //! instruction on CPUs with AVX-512 and 8 with AVX2; elsewhere the scalar code below, which is
 //! also the reference the tests hold the vector code to.
 
+use super::simd::{self, SimdLevel};
+
 /// Window position of a pooled value that ReLU set to zero: no gradient flows back.
 pub const CLAMPED: u8 = u8::MAX;
 
@@ -12,49 +14,55 @@ pub const CLAMPED: u8 = u8::MAX;
 /// `output` (`height / 2 x width / 2` each, an odd last row or column dropped): each value is
 /// its window's maximum clamped at zero, and `winners` holds the window position it came from
 /// (0-3 in row-major order) or [`CLAMPED`]. The first of equal values wins and a NaN beats any
-/// number, as in burn.
+/// number, as in burn. Runs at the kernels' [`simd::level`].
 pub fn pool_relu_planes(
     conv: &[f32],
     plane_stride: usize,
-    [height, width]: [usize; 2],
+    sides: [usize; 2],
     output: &mut [f32],
     winners: &mut [u8],
 ) {
-    let pooled_plane = (height / 2) * (width / 2);
-    if pooled_plane == 0 {
-        return;
-    }
-    let planes = output.len() / pooled_plane;
-    assert!(
-        output.len() == planes * pooled_plane
-            && winners.len() == output.len()
-            && (planes == 0 || (planes - 1) * plane_stride + height * width <= conv.len()),
-        "pool_relu_planes: buffers do not match their shapes"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has the features the function is compiled for; the assertion above
-        // keeps every row the loops hand it inside its slice.
-        unsafe { avx512::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: as above.
-        unsafe { avx2::pool_relu_planes(conv, plane_stride, [height, width], output, winners) };
-        return;
-    }
-    for_each_row_pair(
-        conv,
-        plane_stride,
-        [height, width],
-        output,
-        winners,
-        pool_relu_row_scalar,
-    );
+    pool_relu_planes_at(simd::level(), conv, plane_stride, sides, output, winners);
 }
 
-/// Calls `pool_row` on each pair of rows with its share of `output` and `winners`.
+/// [`pool_relu_planes`] with the instructions of `level`, or of the widest level below it that
+/// the CPU has.
+fn pool_relu_planes_at(
+    level: SimdLevel,
+    conv: &[f32],
+    plane_stride: usize,
+    sides: [usize; 2],
+    output: &mut [f32],
+    winners: &mut [u8],
+) {
+    match level.min(SimdLevel::detected()) {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => {
+            // SAFETY: the level is at most `SimdLevel::detected()`, which is `Avx512` only on a
+            // CPU with AVX-512 F, BW and VL, the features the function is compiled for.
+            unsafe { avx512::pool_relu_planes(conv, plane_stride, sides, output, winners) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => {
+            // SAFETY: the level is at most `SimdLevel::detected()`, which is `Avx2` or wider
+            // only on a CPU with AVX2, the feature the function is compiled for.
+            unsafe { avx2::pool_relu_planes(conv, plane_stride, sides, output, winners) }
+        }
+        _ => for_each_row_pair(
+            conv,
+            plane_stride,
+            sides,
+            output,
+            winners,
+            pool_relu_row_scalar,
+        ),
+    }
+}
+
+/// Calls `pool_row(top, bottom, output, winners)` on each pair of rows with its share of
+/// `output` and `winners`, after checking that the buffers fit the shapes. The vector rows
+/// rely on what it guarantees: `top` and `bottom` hold `2 * output.len()` floats each and
+/// `winners` holds `output.len()` bytes.
 #[inline(always)]
 fn for_each_row_pair(
     conv: &[f32],
@@ -69,14 +77,22 @@ fn for_each_row_pair(
     if pooled_plane == 0 {
         return;
     }
+    let planes = output.len() / pooled_plane;
+    assert!(
+        output.len() == planes * pooled_plane
+            && winners.len() == output.len()
+            && (planes == 0 || (planes - 1) * plane_stride + height * width <= conv.len()),
+        "pool_relu_planes: buffers do not match their shapes"
+    );
+    // Whole planes of equal length (asserted above), so the rows below pair up exactly.
     let planes = output
-        .chunks_mut(pooled_plane)
-        .zip(winners.chunks_mut(pooled_plane));
+        .chunks_exact_mut(pooled_plane)
+        .zip(winners.chunks_exact_mut(pooled_plane));
     for (index, (output, winners)) in planes.enumerate() {
         let plane = &conv[index * plane_stride..][..height * width];
         let rows = output
-            .chunks_mut(pooled_width)
-            .zip(winners.chunks_mut(pooled_width));
+            .chunks_exact_mut(pooled_width)
+            .zip(winners.chunks_exact_mut(pooled_width));
         for (pooled_y, (output, winners)) in rows.enumerate() {
             let top = &plane[2 * pooled_y * width..][..2 * pooled_width];
             let bottom = &plane[(2 * pooled_y + 1) * width..][..2 * pooled_width];
@@ -135,13 +151,6 @@ mod avx512 {
 
     const LANES: usize = 16;
 
-    /// std caches the CPU's features, so this is cheap to ask each time.
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-    }
-
     /// Lanes `0..count` set.
     fn lanes(count: usize) -> __mmask16 {
         ((1u32 << count) - 1) as __mmask16
@@ -168,11 +177,16 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     unsafe fn load_pairs(row: *const f32, count: usize) -> (__m512, __m512) {
         let (low_lanes, high_lanes) = pair_lanes(2 * count);
-        // SAFETY: the masks only touch the first `2 * count` floats.
+        // `wrapping_add`: with 16 floats or fewer the second half lies past the row, where `add`
+        // would be undefined behaviour even with nothing read there.
+        let high_row = row.wrapping_add(LANES);
+        // SAFETY: a masked load reads only the lanes its mask sets and suppresses faults on the
+        // others; the masks set floats `0..min(2 * count, 16)` at `row` and the rest of the
+        // `2 * count` at `high_row`, all of which the caller guarantees readable.
         let (low, high) = unsafe {
             (
                 _mm512_maskz_loadu_ps(low_lanes, row),
-                _mm512_maskz_loadu_ps(high_lanes, row.add(LANES)),
+                _mm512_maskz_loadu_ps(high_lanes, high_row),
             )
         };
         let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -183,10 +197,10 @@ mod avx512 {
         )
     }
 
-    /// # Safety
-    /// The CPU must have AVX-512 F, BW and VL, and the planes must lie inside `conv`.
+    /// [`super::pool_relu_planes`] on a CPU with AVX-512 F, BW and VL (callers must make
+    /// sure of that, which is why calling it takes `unsafe`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    pub unsafe fn pool_relu_planes(
+    pub fn pool_relu_planes(
         conv: &[f32],
         plane_stride: usize,
         shape: [usize; 2],
@@ -200,7 +214,10 @@ mod avx512 {
             output,
             winners,
             |top, bottom, output, winners| {
-                // SAFETY: each row pair holds two values per window of `output`.
+                // SAFETY: `for_each_row_pair` hands over `top` and `bottom` with two floats per
+                // window of `output` and a `winners` as long as `output`; the CPU has the
+                // features, or this function (whose features the closure inherits) would not
+                // be running.
                 unsafe { pool_relu_row(top, bottom, output, winners) }
             },
         );
@@ -215,7 +232,9 @@ mod avx512 {
         let position = |value: i32| _mm512_set1_epi32(value);
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
-            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
+            // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
+            // `bottom` hold `2 * output.len()` floats, so `2 * count` floats from `2 * start`
+            // are inside each; `count` is at most `LANES`.
             let ((a, b), (c, d)) = unsafe {
                 (
                     load_pairs(top.as_ptr().add(2 * start), count),
@@ -236,7 +255,9 @@ mod avx512 {
                 | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
             let at = _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at);
             let written = lanes(count);
-            // SAFETY: as above; the masks keep the stores to `count` windows.
+            // SAFETY: masked stores write only the lanes `written` sets, windows
+            // `start..start + count`, inside `output` and inside `winners` (as long as
+            // `output`, the caller guarantees).
             unsafe {
                 _mm512_mask_storeu_ps(
                     output.as_mut_ptr().add(start),
@@ -261,14 +282,10 @@ mod avx2 {
 
     const LANES: usize = 8;
 
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx2")
-    }
-
-    /// # Safety
-    /// The CPU must have AVX2, and the planes must lie inside `conv`.
+    /// [`super::pool_relu_planes`] on a CPU with AVX2 (callers must make sure of that, which
+    /// is why calling it takes `unsafe`).
     #[target_feature(enable = "avx2")]
-    pub unsafe fn pool_relu_planes(
+    pub fn pool_relu_planes(
         conv: &[f32],
         plane_stride: usize,
         shape: [usize; 2],
@@ -282,7 +299,9 @@ mod avx2 {
             output,
             winners,
             |top, bottom, output, winners| {
-                // SAFETY: each row pair holds two values per window of `output`.
+                // SAFETY: `for_each_row_pair` hands over `top` and `bottom` with two floats per
+                // window of `output` and a `winners` as long as `output`; the CPU has AVX2, or
+                // this function (whose features the closure inherits) would not be running.
                 unsafe { pool_relu_row(top, bottom, output, winners) }
             },
         );
@@ -311,11 +330,16 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     unsafe fn load_pairs(row: *const f32, count: usize) -> (__m256, __m256) {
         let (low_count, high_count) = ((2 * count).min(LANES), (2 * count).saturating_sub(LANES));
-        // SAFETY: the masks only touch the first `2 * count` floats.
+        // `wrapping_add`: with 8 floats or fewer the second half lies past the row, where `add`
+        // would be undefined behaviour even with nothing read there.
+        let high_row = row.wrapping_add(LANES);
+        // SAFETY: `maskload` reads only the lanes its mask sets and does not fault on the
+        // others; the masks set floats `0..min(2 * count, 8)` at `row` and the rest of the
+        // `2 * count` at `high_row`, all of which the caller guarantees readable.
         let (low, high) = unsafe {
             (
                 _mm256_maskload_ps(row, lanes(low_count)),
-                _mm256_maskload_ps(row.add(LANES), lanes(high_count)),
+                _mm256_maskload_ps(high_row, lanes(high_count)),
             )
         };
         // Within each 128-bit half: [low0 low2 high0 high2 | low4 low6 high4 high6]; then the
@@ -337,7 +361,9 @@ mod avx2 {
         let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
-            // SAFETY: windows `start..start + count` lie inside every slice (caller's contract).
+            // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
+            // `bottom` hold `2 * output.len()` floats, so `2 * count` floats from `2 * start`
+            // are inside each; `count` is at most `LANES`.
             let ((a, b), (c, d)) = unsafe {
                 (
                     load_pairs(top.as_ptr().add(2 * start), count),
@@ -362,7 +388,9 @@ mod avx2 {
             let pooled = _mm256_and_ps(keep, max);
             let at = _mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep);
             let mut positions = [0i32; LANES];
-            // SAFETY: the mask keeps the store to `count` windows; `positions` holds 8 lanes.
+            // SAFETY: `maskstore` writes only the lanes its mask sets, windows
+            // `start..start + count`, inside `output`; `positions` holds all 8 lanes of the
+            // unaligned store.
             unsafe {
                 _mm256_maskstore_ps(output.as_mut_ptr().add(start), lanes(count), pooled);
                 _mm256_storeu_si256(positions.as_mut_ptr().cast(), _mm256_castps_si256(at));
@@ -378,14 +406,6 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    #[derive(Clone, Copy)]
-    enum Kernel {
-        Scalar,
-        Dispatched,
-        #[cfg(target_arch = "x86_64")]
-        Avx2,
-    }
-
     #[test]
     fn window_max_takes_the_first_maximum_and_lets_nan_win() {
         assert_eq!(window_max([1.0, 3.0, 3.0, 0.0]), (1, 3.0));
@@ -398,10 +418,10 @@ mod tests {
 
     /// Planes of every width up to 81 (partial vectors, several vectors, odd widths) and
     /// heights up to 5, with ties, NaNs, negatives and zeros, spaced apart in a larger buffer:
-    /// the dispatched kernel (AVX-512 or AVX2 where the CPU has them) and the AVX2 kernel give
-    /// exactly the scalar results.
+    /// every level this CPU has, and the dispatched kernel (at the level in force, see
+    /// `MNIST_CNN_SIMD`), give exactly the scalar results.
     #[test]
-    fn dispatched_pooling_matches_the_scalar_reference() {
+    fn every_pooling_level_matches_the_scalar_reference() {
         let value = |i: usize| match (i * 7 + i / 3) % 11 {
             0 => f32::NAN,
             1 | 2 => 0.0,
@@ -413,47 +433,35 @@ mod tests {
             for height in 0..=5 {
                 let (planes, plane_stride) = (3, height * width + 5);
                 let conv: Vec<f32> = (0..planes * plane_stride).map(value).collect();
-                let pool = |kernel: Kernel| {
+                let pool = |level: Option<SimdLevel>| {
                     let len = planes * (height / 2) * (width / 2);
                     let (mut output, mut winners) = (vec![7.0f32; len], vec![9; len]);
-                    let (sides, output_ref, winners_ref) =
-                        ([height, width], &mut output, &mut winners);
-                    match kernel {
-                        Kernel::Scalar => for_each_row_pair(
+                    let sides = [height, width];
+                    match level {
+                        Some(level) => pool_relu_planes_at(
+                            level,
                             &conv,
                             plane_stride,
                             sides,
-                            output_ref,
-                            winners_ref,
-                            pool_relu_row_scalar,
+                            &mut output,
+                            &mut winners,
                         ),
-                        Kernel::Dispatched => {
-                            pool_relu_planes(&conv, plane_stride, sides, output_ref, winners_ref)
+                        None => {
+                            pool_relu_planes(&conv, plane_stride, sides, &mut output, &mut winners)
                         }
-                        // SAFETY: only called where the CPU has AVX2 (checked below).
-                        #[cfg(target_arch = "x86_64")]
-                        Kernel::Avx2 => unsafe {
-                            avx2::pool_relu_planes(
-                                &conv,
-                                plane_stride,
-                                sides,
-                                output_ref,
-                                winners_ref,
-                            )
-                        },
                     }
                     (
                         output.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                         winners,
                     )
                 };
-                let reference = pool(Kernel::Scalar);
-                assert_eq!(pool(Kernel::Dispatched), reference, "{height}x{width}");
-                // On AVX-512 machines the dispatched kernel is the AVX-512 one: AVX2 separately.
-                #[cfg(target_arch = "x86_64")]
-                if avx2::available() {
-                    assert_eq!(pool(Kernel::Avx2), reference, "AVX2, {height}x{width}");
+                let reference = pool(Some(SimdLevel::Scalar));
+                for level in SimdLevel::ALL {
+                    if level <= SimdLevel::detected() {
+                        assert_eq!(pool(Some(level)), reference, "{level}, {height}x{width}");
+                    }
                 }
+                assert_eq!(pool(None), reference, "dispatched, {height}x{width}");
             }
         }
     }
