@@ -248,6 +248,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_backends_start_and_auto_picks_one_that_runs() {
+        assert_eq!(BackendKind::Flex.start().unwrap(), BackendKind::Flex);
+        assert_eq!(BackendKind::Ndarray.start().unwrap(), BackendKind::Ndarray);
+        let auto = BackendKind::Auto.start().unwrap();
+        assert_ne!(auto, BackendKind::Auto);
+        assert!(auto.is_compiled());
+        if !cfg!(any(feature = "wgpu", feature = "cuda")) {
+            assert_eq!(auto, BackendKind::Flex);
+        }
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_names_its_feature() {
+        for (backend, compiled) in [
+            (BackendKind::Wgpu, cfg!(feature = "wgpu")),
+            (BackendKind::Cuda, cfg!(feature = "cuda")),
+        ] {
+            assert_eq!(backend.is_compiled(), compiled);
+            if !compiled {
+                let error = backend.start().unwrap_err();
+                assert!(
+                    matches!(error, Error::BackendNotCompiled { feature, .. } if feature == backend.name()),
+                    "{error:?}"
+                );
+                assert_eq!(
+                    error.to_string(),
+                    format!("the {backend} backend is not compiled into this build")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_backend_name_reads_back() {
+        // run.json names the backend; a CPU-only build must read one a GPU build wrote.
+        for backend in [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda] {
+            let json = serde_json::to_string(&backend).unwrap();
+            assert_eq!(json, format!("\"{backend}\""));
+            assert_eq!(serde_json::from_str::<BackendKind>(&json).unwrap(), backend);
+        }
+    }
+
+    #[test]
     fn the_pool_threads_flush_subnormals() {
         for (subnormals, expected) in [(Subnormals::Flush, true), (Subnormals::Keep, false)] {
             let pool = pool_builder(Some(3), subnormals).build().unwrap();
