@@ -154,7 +154,7 @@ fn run_an_operation(device: &Device) -> Result<(), String> {
     let values = catch_panic(|| {
         let a = Tensor::<2>::ones([4, 4], device);
         let product = a.clone().matmul(a) + 1.0;
-        product.into_data().to_vec::<f32>()
+        product.into_data().try_into_vec::<f32>()
     })?
     .map_err(|e| format!("cannot read a result back: {e:?}"))?;
     if values.len() == 16 && values.iter().all(|&v| v == 5.0) {
