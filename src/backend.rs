@@ -283,7 +283,12 @@ mod tests {
     #[test]
     fn every_backend_name_reads_back() {
         // run.json names the backend; a CPU-only build must read one a GPU build wrote.
-        for backend in [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu, BackendKind::Cuda] {
+        for backend in [
+            BackendKind::Flex,
+            BackendKind::Ndarray,
+            BackendKind::Wgpu,
+            BackendKind::Cuda,
+        ] {
             let json = serde_json::to_string(&backend).unwrap();
             assert_eq!(json, format!("\"{backend}\""));
             assert_eq!(serde_json::from_str::<BackendKind>(&json).unwrap(), backend);

@@ -74,9 +74,14 @@ pub struct LayerProfile {
 
 /// Progress of [`run`], in the order the measurements are made.
 pub enum Event<'a> {
-    Loaded { seconds: f64, images: usize },
+    Loaded {
+        seconds: f64,
+        images: usize,
+    },
     /// Measuring starts, on these backends (`auto` resolved).
-    TrainingStarted { backends: &'a [BackendKind] },
+    TrainingStarted {
+        backends: &'a [BackendKind],
+    },
     Training(&'a Throughput),
     EvaluationStarted,
     Evaluation(&'a Throughput),
@@ -276,7 +281,10 @@ pub fn markdown_rows(report: &Report) -> Vec<String> {
         let epoch = format!("{:.1}", EPOCH_IMAGES / t.images_per_second);
         row(t, "train", epoch)
     });
-    let evaluated = report.evaluation.iter().map(|e| row(e, "eval", String::new()));
+    let evaluated = report
+        .evaluation
+        .iter()
+        .map(|e| row(e, "eval", String::new()));
     trained.chain(evaluated).collect()
 }
 
@@ -403,7 +411,10 @@ mod tests {
                 "| flex | 2 threads | eval | 500 | 55,556 |  |",
             ]
         );
-        for line in MARKDOWN_HEADER.lines().chain(rows.iter().map(String::as_str)) {
+        for line in MARKDOWN_HEADER
+            .lines()
+            .chain(rows.iter().map(String::as_str))
+        {
             assert_eq!(line.matches('|').count(), 7, "{line}");
         }
         assert_eq!(thousands(999.4), "999");

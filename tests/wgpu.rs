@@ -36,7 +36,14 @@ fn wgpu_starts_and_names_its_adapter() {
 /// `evaluate --json` of the model in `dir/run` on `backend`.
 fn evaluate(dir: &Path, backend: &str) -> serde_json::Value {
     let output = mnist_cnn(dir)
-        .args(["--json", "evaluate", "--model-dir", "run", "--backend", backend])
+        .args([
+            "--json",
+            "evaluate",
+            "--model-dir",
+            "run",
+            "--backend",
+            backend,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -72,7 +79,10 @@ fn cnn_trains_on_wgpu_and_evaluates_the_same_on_flex() {
         .map(|epoch| epoch["loss"].as_f64().unwrap())
         .collect();
     eprintln!("losses on wgpu: {losses:?}");
-    assert!(losses[1] < losses[0] * 0.8, "the loss decreases: {losses:?}");
+    assert!(
+        losses[1] < losses[0] * 0.8,
+        "the loss decreases: {losses:?}"
+    );
 
     let on_wgpu = evaluate(dir.path(), "wgpu");
     let on_flex = evaluate(dir.path(), "flex");
@@ -103,7 +113,15 @@ fn cnn_trained_on_flex_gives_the_same_probabilities_on_wgpu() {
         validation_split: 0.0,
         ..TrainConfig::default()
     };
-    train(&config, &data, &common::data_dir(), out.path(), false, &mut |_| {}).unwrap();
+    train(
+        &config,
+        &data,
+        &common::data_dir(),
+        out.path(),
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
     let test = load_split(&common::data_dir(), SplitKind::Test).unwrap();
     let indices: Vec<usize> = (0..COMPARED).collect();
     let scores = |backend: BackendKind| {

@@ -49,7 +49,10 @@ pub(super) fn cuda() -> Result<&'static Started> {
 }
 
 #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
-fn started(kind: BackendKind, outcome: &'static Result<Started, String>) -> Result<&'static Started> {
+fn started(
+    kind: BackendKind,
+    outcome: &'static Result<Started, String>,
+) -> Result<&'static Started> {
     outcome
         .as_ref()
         .map_err(|reason| Error::BackendUnavailable {
@@ -125,7 +128,11 @@ fn start_cuda() -> Result<Started, String> {
     use burn::tensor::DeviceType;
 
     // Checks for libcuda before loading it, and answers "none" rather than panicking.
-    let Some(device) = Device::enumerate(DeviceType::Cuda).into_vec().into_iter().next() else {
+    let Some(device) = Device::enumerate(DeviceType::Cuda)
+        .into_vec()
+        .into_iter()
+        .next()
+    else {
         return Err(
             "no NVIDIA GPU found (the NVIDIA driver's libcuda.so is not installed, or sees no device)"
                 .to_string(),
