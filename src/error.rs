@@ -27,6 +27,23 @@ pub enum Error {
         name: &'static str,
         dotted: &'static str,
     },
+    /// A path to read that is not a regular file (a folder, a FIFO, a device).
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    /// A data set whose split holds no images at all.
+    #[error("the {split} split in {} holds no images", dir.display())]
+    EmptyData { dir: PathBuf, split: &'static str },
+    /// Without class names, a label far above the others implies classes that have no images.
+    #[error(
+        "label {label} (image {index}) in {} makes {} classes, but classes {empty} have no images; a stray label? name the classes in classes.txt to keep empty ones",
+        dir.display(), label + 1
+    )]
+    EmptyClasses {
+        dir: PathBuf,
+        label: usize,
+        index: usize,
+        empty: String,
+    },
     #[error("{0}")]
     Download(String),
     #[error("drawing {}: {reason}", path.display())]
@@ -82,6 +99,12 @@ pub enum Error {
         backend: BackendKind,
         reason: String,
     },
+    /// A picture drawn in memory (`plot::layers`) could not be drawn.
+    #[error("drawing {what}: {reason}")]
+    Picture { what: String, reason: String },
+    /// The web server could not listen on its address, or stopped with an error.
+    #[error("server on {address}: {reason}")]
+    Serve { address: String, reason: String },
     /// An option value the library cannot work with.
     #[error("{0}")]
     InvalidArgument(String),

@@ -12,11 +12,13 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod fsutil;
+pub mod inspect;
 pub mod kernels;
 pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod run;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    #[cfg(unix)]
+    remove_temporaries_on_signals();
     let cli = Cli::parse();
     let command = cli.command.name();
     match run(cli) {
@@ -37,4 +39,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGINT or SIGTERM, removes the temporary files and staging folders this process has in
+/// flight (a download's partial file, say), then dies of the same signal, so that the shell
+/// reports 130 or 143 as usual. Committed files are never temporaries: a checkpoint or data set
+/// already in place stays.
+#[cfg(unix)]
+fn remove_temporaries_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        // Without the handler the signals keep their default action: only the cleanup is lost.
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            mnist_cnn::fsutil::remove_temporaries();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+            std::process::exit(128 + signal);
+        }
+    });
 }

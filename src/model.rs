@@ -149,11 +149,11 @@ fn conv3x3(inputs: usize, outputs: usize, device: &Device) -> Conv2d {
 
 #[derive(Module, Debug)]
 pub struct Cnn {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    dense1: Linear,
-    dense2: Linear,
-    output: Linear,
+    pub(crate) conv1: Conv2d,
+    pub(crate) conv2: Conv2d,
+    pub(crate) dense1: Linear,
+    pub(crate) dense2: Linear,
+    pub(crate) output: Linear,
     relu: Relu,
 }
 
@@ -263,9 +263,9 @@ fn dense_summary(name: &str, layer: &Linear) -> LayerSummary {
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    dense1: Linear,
-    dense2: Linear,
-    output: Linear,
+    pub(crate) dense1: Linear,
+    pub(crate) dense2: Linear,
+    pub(crate) output: Linear,
     relu: Relu,
 }
 
@@ -321,7 +321,7 @@ impl Network {
         }
     }
 
-    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`probabilities`]
+    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`Network::probabilities`]
     /// and, fused with the loss, by [`categorical_cross_entropy`].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {

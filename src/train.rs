@@ -61,6 +61,18 @@ pub struct TrainOutcome {
     pub run: RunInfo,
 }
 
+/// Refuses a training split that has no images, or whose labels (without `classes.txt`) imply
+/// classes that have no images, as a stray label does; `data_dir` names it in the message.
+pub fn check_training_data(data: &Split, data_dir: &Path) -> Result<()> {
+    if data.is_empty() {
+        return Err(Error::EmptyData {
+            dir: data_dir.to_path_buf(),
+            split: "train",
+        });
+    }
+    data.check_classes_populated(data_dir)
+}
+
 /// Trains on `data` (the full training split; `config.limit` and the validation split are
 /// taken from it) and commits a checkpoint into `out_dir` after every epoch. `out_dir` is
 /// locked for the whole run, so a second run into it fails at once.
@@ -73,6 +85,7 @@ pub fn train(
     observer: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome> {
     config.validate()?;
+    check_training_data(data, data_dir)?;
     let shape = InputShape::of(data);
     shape.check(config.architecture)?;
     let canonical_mnist = data.is_canonical_mnist(SplitKind::Train);

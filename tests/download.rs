@@ -254,6 +254,7 @@ fn options(mirrors: &[String]) -> DownloadOptions {
         timeout: CLIENT_TIMEOUT,
         retries: 1,
         backoff: Duration::from_millis(10),
+        ..DownloadOptions::default()
     }
 }
 

@@ -28,9 +28,15 @@ pub struct DownloadArgs {
     /// Fetch again even when a verified file is already present
     #[arg(long)]
     pub force: bool,
-    /// Seconds to wait for a mirror before trying the next one
+    /// Seconds to wait for a mirror to connect, answer or send more data before retrying it
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = values::timeout_seconds)]
     pub timeout: u64,
+    /// Seconds one file may take from one mirror, start to finish, before the next is tried
+    #[arg(long, default_value_t = 1800, value_name = "SECONDS", value_parser = values::timeout_seconds)]
+    pub deadline: u64,
+    /// Bytes per second below which (over a minute) a mirror is given up for the next; 0 never
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    pub min_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -41,8 +47,8 @@ pub struct HeatmapArgs {
     /// Which split the index refers to
     #[arg(long, value_enum, default_value_t = SplitKind::Train)]
     pub split: SplitKind,
-    /// Where to write the PNG [default: heatmap-<split>-<index>.png]
-    #[arg(long, short, value_name = "PATH")]
+    /// Where to write the PNG (the name must end in .png) [default: heatmap-<split>-<index>.png]
+    #[arg(long, short, value_name = "PATH", value_parser = values::png_path)]
     pub output: Option<PathBuf>,
 }
 
@@ -76,6 +82,8 @@ pub(crate) fn run_download(session: &Session, args: DownloadArgs) -> Result<()> 
         force: args.force,
         show_progress: session.show_progress(),
         timeout: Duration::from_secs(args.timeout),
+        deadline: Duration::from_secs(args.deadline),
+        min_rate: args.min_rate,
         ..DownloadOptions::default()
     };
     if !args.mirrors.is_empty() {

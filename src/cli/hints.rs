@@ -22,6 +22,9 @@ pub fn hint(error: &anyhow::Error, command: &str) -> Option<String> {
             "pass the same flags as that run (apart from --epochs), or use another --out".into()
         }
         Error::RunLocked { .. } => "wait for it to finish, or use another --out".into(),
+        Error::EmptyData { .. } => {
+            "pass --data-dir with a data set that has images (see `mnist-cnn import`)".into()
+        }
         Error::Diverged { .. } => "try a lower --lr; the last good checkpoint was kept".into(),
         Error::BackendNotCompiled { feature, .. } => {
             format!("rebuild with `cargo build --release --features {feature}`")

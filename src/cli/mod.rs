@@ -5,7 +5,9 @@
 
 mod data;
 mod hints;
+mod inspect;
 mod model;
+mod serve;
 mod train;
 mod values;
 
@@ -69,6 +71,10 @@ pub enum Command {
     Bench(model::BenchArgs),
     /// Turn folders of labelled images into an IDX data set that every command can use
     Import(data::ImportArgs),
+    /// Pictures (or with --json the numbers) of every layer of the network for one image
+    Inspect(inspect::InspectArgs),
+    /// A local web page: draw digits, browse the test set, watch training, see every layer
+    Serve(serve::ServeArgs),
 }
 
 impl Command {
@@ -82,6 +88,8 @@ impl Command {
             Command::Predict(_) => "predict",
             Command::Bench(_) => "bench",
             Command::Import(_) => "import",
+            Command::Inspect(_) => "inspect",
+            Command::Serve(_) => "serve",
         }
     }
 }
@@ -114,7 +122,11 @@ pub fn run(cli: Cli) -> Result<()> {
         quiet: cli.global.quiet,
         json: cli.global.json,
     };
-    backend::on_compute_pool(|| match cli.command {
+    let command = match cli.command {
+        Command::Serve(args) => return serve::run_serve(&session, args),
+        command => command,
+    };
+    backend::on_compute_pool(|| match command {
         Command::Download(args) => data::run_download(&session, args),
         Command::Heatmap(args) => data::run_heatmap(&session, args),
         Command::Import(args) => data::run_import(&session, args),
@@ -122,6 +134,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => model::run_evaluate(&session, args),
         Command::Predict(args) => model::run_predict(&session, args),
         Command::Bench(args) => model::run_bench(&session, args),
+        Command::Inspect(args) => inspect::run_inspect(&session, args),
+        Command::Serve(args) => serve::run_serve(&session, args),
     })
 }
 

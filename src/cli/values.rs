@@ -48,6 +48,19 @@ pub fn timeout_seconds(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A path for a PNG picture: its name must end in `.png`, so that a `.jpg` or `.svg` name never
+/// holds PNG bytes.
+pub fn png_path(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(extension) if extension.eq_ignore_ascii_case("png") => Ok(path),
+        Some(extension) => Err(format!(
+            "only PNG pictures can be written, and `.{extension}` names another format; use a name ending in .png"
+        )),
+        None => Err("the name must end in .png".into()),
+    }
+}
+
 /// An image size as WIDTHxHEIGHT, or one number for a square.
 pub fn image_size(text: &str) -> Result<(u32, u32), String> {
     let parse = |part: &str| {
@@ -77,5 +90,8 @@ mod tests {
         assert!(timeout_seconds("9223372036854775807").is_err());
         assert_eq!(image_size("64"), Ok((64, 64)));
         assert_eq!(image_size("32x16"), Ok((32, 16)));
+        assert!(png_path("x.PNG").is_ok());
+        assert!(png_path("x.jpg").unwrap_err().contains(".jpg"));
+        assert!(png_path("x").is_err());
     }
 }

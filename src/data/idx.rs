@@ -1,7 +1,15 @@
 //! The IDX file format of MNIST: a big-endian header (magic, dimensions) followed by raw bytes.
+//!
+//! Files are decoded as a stream, gzipped (one or more members, as `gzip -d` accepts) or raw:
+//! the header is read and checked first, then exactly the data it promises, and anything after
+//! that is refused. Memory therefore never exceeds what the header declares (within
+//! [`MAX_FILE_BYTES`]), and for a gzipped file never more than its compressed size can
+//! decompress to, whatever the file holds: a gzip bomb or a lying header costs nothing.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+
+use md5::{Digest, Md5};
 
 use crate::error::{Error, Result};
 
@@ -11,8 +19,13 @@ pub const LABELS_MAGIC: u32 = 0x0000_0801;
 /// No IDX data set we read comes near this; a header claiming more is corrupt or hostile.
 pub const MAX_ITEMS: usize = 10_000_000;
 pub const MAX_IMAGE_SIDE: usize = 1024;
-/// Upper bound on a decompressed file, so a gzip bomb cannot exhaust memory.
+/// Upper bound on the data of one file, so a header cannot make us reserve more.
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
+/// DEFLATE cannot expand its input more than about 1032 times; with a margin, the most that
+/// one compressed byte can justify.
+const MAX_GZIP_RATIO: u64 = 1040;
+/// How much trailing data is counted for the message before giving up counting.
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -25,33 +38,100 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a file, gunzipping it when it starts with the gzip magic.
-pub fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if !raw.starts_with(&GZIP_MAGIC) {
-        return Ok(raw);
-    }
-    gunzip(&raw).map_err(|reason| invalid(path, reason))
+/// The decompressed content of a data file as a stream.
+struct Content<'a> {
+    reader: Box<dyn Read + 'a>,
+    gzipped: bool,
+    /// The size of the file on disk.
+    stored_len: u64,
 }
 
-/// Decompresses a whole gzip stream, refusing output beyond [`MAX_FILE_BYTES`].
-pub fn gunzip(compressed: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
-    flate2::read::GzDecoder::new(compressed)
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("corrupt gzip data ({e})"))?;
-    if out.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "decompresses to more than {} GiB; not an IDX file",
-            MAX_FILE_BYTES >> 30
-        ));
+impl<'a> Content<'a> {
+    fn open(path: &Path) -> Result<Self> {
+        let file = crate::fsutil::open_regular(path)?;
+        let stored_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut buffered = BufReader::with_capacity(64 << 10, file);
+        let gzipped = buffered
+            .fill_buf()
+            .map_err(|e| Error::io(path, e))?
+            .starts_with(&GZIP_MAGIC);
+        let reader: Box<dyn Read + 'a> = if gzipped {
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Self {
+            reader,
+            gzipped,
+            stored_len,
+        })
     }
-    Ok(out)
+
+    fn of_bytes(bytes: &'a [u8]) -> Self {
+        Self {
+            reader: Box::new(bytes),
+            gzipped: false,
+            stored_len: bytes.len() as u64,
+        }
+    }
+
+    /// The most content this file can hold: its size when raw, its size times the largest
+    /// DEFLATE ratio when gzipped.
+    fn max_content_len(&self) -> u64 {
+        if self.gzipped {
+            self.stored_len
+                .saturating_mul(MAX_GZIP_RATIO)
+                .saturating_add(64 << 10)
+        } else {
+            self.stored_len
+        }
+    }
+
+    /// Fills `buffer` as far as the content goes; the number of bytes read.
+    fn read_up_to(&mut self, buffer: &mut [u8], path: &Path) -> Result<usize> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match self.reader.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(path, e)),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn read_error(&self, path: &Path, e: std::io::Error) -> Error {
+        if self.gzipped {
+            invalid(path, format!("corrupt gzip data ({e})"))
+        } else {
+            Error::io(path, e)
+        }
+    }
+}
+
+/// Reads and validates an IDX images file (gzipped or raw); returns the images and the MD5 of
+/// the decompressed file.
+pub fn read_images(path: &Path) -> Result<(IdxImages, String)> {
+    decode_images_from(Content::open(path)?, path)
+}
+
+/// Reads and validates an IDX labels file (gzipped or raw); returns the labels and the MD5 of
+/// the decompressed file.
+pub fn read_labels(path: &Path) -> Result<(Vec<u8>, String)> {
+    decode_labels_from(Content::open(path)?, path)
 }
 
 pub fn decode_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
-    let dims = decode_header(bytes, IMAGES_MAGIC, 3, "images", path)?;
+    decode_images_from(Content::of_bytes(bytes), path).map(|(images, _)| images)
+}
+
+pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    decode_labels_from(Content::of_bytes(bytes), path).map(|(labels, _)| labels)
+}
+
+fn decode_images_from(mut content: Content<'_>, path: &Path) -> Result<(IdxImages, String)> {
+    let (header, dims) = read_header(&mut content, IMAGES_MAGIC, 3, "images", path)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 || rows > MAX_IMAGE_SIDE || cols > MAX_IMAGE_SIDE {
         return Err(invalid(
@@ -59,18 +139,81 @@ pub fn decode_images(bytes: &[u8], path: &Path) -> Result<IdxImages> {
             format!("image size {rows}x{cols} is outside 1..={MAX_IMAGE_SIDE} pixels a side"),
         ));
     }
-    let pixels = checked_body(bytes, 16, count * rows * cols, path)?;
-    Ok(IdxImages {
+    let expected = (count as u64) * (rows as u64) * (cols as u64);
+    let pixels = read_body(&mut content, header.len(), expected, path)?;
+    let md5 = md5_of(&header, &pixels);
+    let images = IdxImages {
         count,
         rows,
         cols,
-        pixels: pixels.to_vec(),
-    })
+        pixels,
+    };
+    Ok((images, md5))
 }
 
-pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
-    let dims = decode_header(bytes, LABELS_MAGIC, 1, "labels", path)?;
-    Ok(checked_body(bytes, 8, dims[0], path)?.to_vec())
+fn decode_labels_from(mut content: Content<'_>, path: &Path) -> Result<(Vec<u8>, String)> {
+    let (header, dims) = read_header(&mut content, LABELS_MAGIC, 1, "labels", path)?;
+    let labels = read_body(&mut content, header.len(), dims[0] as u64, path)?;
+    let md5 = md5_of(&header, &labels);
+    Ok((labels, md5))
+}
+
+fn md5_of(header: &[u8], body: &[u8]) -> String {
+    Md5::new()
+        .chain_update(header)
+        .chain_update(body)
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Reads a gzipped or raw file whole, as long as it decompresses to at most
+/// [`MAX_FILE_BYTES`] and to no more than its size can justify.
+pub fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
+    let mut content = Content::open(path)?;
+    let limit = content.max_content_len().min(MAX_FILE_BYTES);
+    let mut out = Vec::with_capacity(usize::try_from(limit.min(64 << 20)).unwrap_or(0));
+    let mut limited = (&mut content.reader).take(limit + 1);
+    if let Err(e) = limited.read_to_end(&mut out) {
+        return Err(content.read_error(path, e));
+    }
+    if out.len() as u64 > limit {
+        return Err(invalid(
+            path,
+            format!("decompresses to more than {limit} bytes; not an IDX file"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The length and MD5 of a file's decompressed content, read as a stream and refused once it
+/// passes `max_len` bytes.
+pub fn content_digest(path: &Path, max_len: u64) -> Result<(u64, String)> {
+    let mut content = Content::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let count = content.read_up_to(&mut buffer, path)?;
+        if count == 0 {
+            break;
+        }
+        total += count as u64;
+        if total > max_len {
+            return Err(invalid(
+                path,
+                format!("decompresses to more than the expected {max_len} bytes"),
+            ));
+        }
+        hasher.update(&buffer[..count]);
+    }
+    let md5 = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Ok((total, md5))
 }
 
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
@@ -91,38 +234,39 @@ pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_header(
-    bytes: &[u8],
+/// The header bytes and its dimensions, of which the first (the item count) is checked.
+fn read_header(
+    content: &mut Content<'_>,
     magic: u32,
     rank: usize,
     what: &str,
     path: &Path,
-) -> Result<Vec<usize>> {
+) -> Result<(Vec<u8>, Vec<usize>)> {
     let header_len = 4 + 4 * rank;
-    let truncated = || {
+    let mut header = vec![0u8; header_len];
+    let truncated = |got: usize| {
         invalid(
             path,
-            format!(
-                "truncated: {} bytes, shorter than the {header_len}-byte IDX {what} header",
-                bytes.len()
-            ),
+            format!("truncated: {got} bytes, shorter than the {header_len}-byte IDX {what} header"),
         )
     };
-    if bytes.len() < 4 {
-        return Err(truncated());
+    let got = content.read_up_to(&mut header[..4], path)?;
+    if got < 4 {
+        return Err(truncated(got));
     }
-    let found = read_u32(bytes, 0);
+    let found = read_u32(&header, 0);
     if found != magic {
         return Err(invalid(
             path,
             format!("wrong magic number {found:#010x}, expected {magic:#010x} for IDX {what}"),
         ));
     }
-    if bytes.len() < header_len {
-        return Err(truncated());
+    let got = 4 + content.read_up_to(&mut header[4..], path)?;
+    if got < header_len {
+        return Err(truncated(got));
     }
     let dims: Vec<usize> = (0..rank)
-        .map(|i| read_u32(bytes, 4 + 4 * i) as usize)
+        .map(|i| read_u32(&header, 4 + 4 * i) as usize)
         .collect();
     if dims[0] > MAX_ITEMS {
         return Err(invalid(
@@ -133,34 +277,72 @@ fn decode_header(
             ),
         ));
     }
-    Ok(dims)
+    Ok((header, dims))
 }
 
-/// The data after the header, which must be exactly `expected` bytes long.
-fn checked_body<'a>(
-    bytes: &'a [u8],
+/// The data after the header, which must be exactly `expected` bytes long. A raw file's size
+/// is checked before anything is allocated; a gzipped file is read only as far as the header
+/// promises, into memory reserved no larger than its compressed size can justify.
+fn read_body(
+    content: &mut Content<'_>,
     header_len: usize,
-    expected: usize,
+    expected: u64,
     path: &Path,
-) -> Result<&'a [u8]> {
-    let body = &bytes[header_len..];
-    if body.len() < expected {
+) -> Result<Vec<u8>> {
+    if expected > MAX_FILE_BYTES {
         return Err(invalid(
             path,
             format!(
-                "truncated: header promises {expected} data bytes, file has {}",
-                body.len()
+                "header promises {expected} data bytes, more than the limit of {} GiB",
+                MAX_FILE_BYTES >> 30
             ),
         ));
     }
-    if body.len() > expected {
-        return Err(invalid(
+    let truncated = |got: u64| {
+        invalid(
             path,
-            format!(
-                "{} unexpected trailing bytes after the {expected} data bytes",
-                body.len() - expected
-            ),
-        ));
+            format!("truncated: header promises {expected} data bytes, file has {got}"),
+        )
+    };
+    let trailing = |extra: String| {
+        invalid(
+            path,
+            format!("{extra} unexpected trailing bytes after the {expected} data bytes"),
+        )
+    };
+    if !content.gzipped {
+        let body_len = content.stored_len.saturating_sub(header_len as u64);
+        if body_len < expected {
+            return Err(truncated(body_len));
+        }
+        if body_len > expected {
+            return Err(trailing((body_len - expected).to_string()));
+        }
+    }
+    let reserve = expected.min(content.max_content_len());
+    let mut body = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
+    let mut limited = (&mut content.reader).take(expected);
+    if let Err(e) = limited.read_to_end(&mut body) {
+        return Err(content.read_error(path, e));
+    }
+    if (body.len() as u64) < expected {
+        return Err(truncated(body.len() as u64));
+    }
+    // Reading on to the end also checks the gzip trailer (CRC and length) of the last member.
+    let mut extra = 0u64;
+    let mut buffer = [0u8; 8192];
+    loop {
+        let count = content.read_up_to(&mut buffer, path)?;
+        if count == 0 {
+            break;
+        }
+        extra += count as u64;
+        if extra >= TRAILING_COUNT_LIMIT {
+            return Err(trailing(format!("at least {extra}")));
+        }
+    }
+    if extra > 0 {
+        return Err(trailing(extra.to_string()));
     }
     Ok(body)
 }
@@ -286,6 +468,109 @@ mod tests {
         bytes[8..12].copy_from_slice(&100_000u32.to_be_bytes());
         let message = error_of(decode_images(&bytes, path()));
         assert!(message.contains("image size 100000x5"), "{message}");
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn write(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn multi_member_gzip_is_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = encode_images(&sample_images());
+        let (first, second) = bytes.split_at(10);
+        let mut joined = gzip(first);
+        joined.extend(gzip(second));
+        let path = write(&dir, "x.gz", &joined);
+        let (images, md5) = read_images(&path).unwrap();
+        assert_eq!(images, sample_images());
+        assert_eq!(md5, crate::data::mnist::md5_hex(&bytes));
+        assert_eq!(read_maybe_gzipped(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn junk_after_the_gzip_stream_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for junk in [&b"junk"[..], &[0u8; 16], &[0x1f, 0x8b, 8]] {
+            let mut bytes = gzip(&encode_labels(&[1, 2]));
+            bytes.extend_from_slice(junk);
+            let path = write(&dir, "x.gz", &bytes);
+            let message = error_of(read_labels(&path));
+            assert!(message.contains("corrupt gzip data"), "{junk:?}: {message}");
+            assert!(content_digest(&path, 1 << 20).is_err(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn data_beyond_the_header_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 labels promised, then 64 MiB of zeros: a bomb of about 64 KiB.
+        let mut bytes = encode_labels(&[1, 2]);
+        bytes.resize(bytes.len() + (64 << 20), 0);
+        let path = write(&dir, "x.gz", &gzip(&bytes));
+        let message = error_of(read_labels(&path));
+        assert!(
+            message.contains("at least 1048576 unexpected trailing bytes after the 2 data bytes"),
+            "{message}"
+        );
+        // The same raw file is refused by its size alone.
+        let path = write(&dir, "x", &bytes);
+        let message = error_of(read_labels(&path));
+        assert!(
+            message.contains("67108864 unexpected trailing bytes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_lying_header_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let lying = |count: u32, rows: u32, cols: u32| {
+            let mut bytes = IMAGES_MAGIC.to_be_bytes().to_vec();
+            for dim in [count, rows, cols] {
+                bytes.extend_from_slice(&dim.to_be_bytes());
+            }
+            bytes.extend_from_slice(&[7; 100]);
+            bytes
+        };
+        // 10 million 1024x1024 images: 10 TB, beyond the limit.
+        let path = write(&dir, "huge", &lying(10_000_000, 1024, 1024));
+        assert!(error_of(read_images(&path)).contains("more than the limit of 4 GiB"));
+        // 4000 1024x1024 images (4 GB) in a 116-byte raw file: refused by size.
+        let path = write(&dir, "raw", &lying(4000, 1024, 1024));
+        let message = error_of(read_images(&path));
+        assert!(
+            message.contains("promises 4194304000 data bytes, file has 100"),
+            "{message}"
+        );
+        // The same gzipped: read as far as it goes, then called truncated.
+        let path = write(&dir, "gz", &gzip(&lying(4000, 1024, 1024)));
+        let message = error_of(read_images(&path));
+        assert!(
+            message.contains("promises 4194304000 data bytes, file has 100"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let message = error_of(read_labels(&path));
+        assert!(message.contains("is not a regular file"), "{message}");
+        assert!(error_of(read_labels(dir.path())).contains("is not a regular file"));
     }
 
     #[test]

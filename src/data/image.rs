@@ -23,11 +23,53 @@ pub enum Invert {
     No,
 }
 
+/// The largest picture side accepted, in pixels.
+pub const MAX_PICTURE_SIDE: u32 = 16_384;
+/// The most memory a decoder may take for one picture, whatever its file.
+const MAX_PICTURE_BYTES: u64 = 512 << 20;
+/// How many decoded bytes one byte of a picture file can justify: DEFLATE (PNG) expands at most
+/// about 1032 times, and a flat JPEG block of 8x8 pixels in 3 channels takes a few bits.
+const MAX_PICTURE_RATIO: u64 = 2048;
+
+/// Decodes a picture file by its content (PNG or JPEG), reading only a regular file, with the
+/// decoder's memory bounded by what the file's size can justify, so that a small file declaring
+/// a huge picture is refused instead of allocated.
+pub fn decode_picture(path: &Path) -> std::result::Result<image::DynamicImage, String> {
+    let file = crate::fsutil::open_regular(path).map_err(|e| match e {
+        Error::Io { source, .. } => format!("cannot read ({source})"),
+        e => format!("cannot read ({e})"),
+    })?;
+    let stored = file
+        .metadata()
+        .map_err(|e| format!("cannot read ({e})"))?
+        .len();
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read ({e})"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_PICTURE_SIDE);
+    limits.max_image_height = Some(MAX_PICTURE_SIDE);
+    limits.max_alloc = Some(
+        stored
+            .saturating_mul(MAX_PICTURE_RATIO)
+            .saturating_add(1 << 20)
+            .min(MAX_PICTURE_BYTES),
+    );
+    reader.limits(limits);
+    let picture = reader
+        .decode()
+        .map_err(|e| format!("cannot read as an image ({e})"))?;
+    if picture.width() == 0 || picture.height() == 0 {
+        return Err("the image has no pixels".to_string());
+    }
+    Ok(picture)
+}
+
 /// Loads a PNG or JPEG of any size and returns `rows` x `cols` MNIST-style pixels.
 pub fn load_digit(path: &Path, invert: Invert, rows: usize, cols: usize) -> Result<Vec<u8>> {
-    let picture = image::open(path).map_err(|e| Error::Image {
+    let picture = decode_picture(path).map_err(|reason| Error::Image {
         path: path.to_path_buf(),
-        reason: format!("cannot read as an image ({e})"),
+        reason,
     })?;
     to_mnist_layout(&picture.to_luma8(), invert, rows as u32, cols as u32).map_err(|reason| {
         Error::Image {

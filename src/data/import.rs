@@ -3,23 +3,24 @@
 //!
 //! Two layouts are accepted: `SRC/train/<class>/*` with `SRC/test/<class>/*`, or `SRC/<class>/*`
 //! split per class by a seeded shuffle. Everything is read, decoded and checked before the first
-//! byte is written, so a failed import leaves `out` as it was.
+//! byte is written, and the data set is then swapped in whole (see [`super::dataset`]), so a
+//! failed or killed import leaves `out` as it was.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageReader, Luma};
+use image::{DynamicImage, GrayImage, Luma};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::dataset::write_dataset;
 use super::idx::{self, IdxImages};
 use super::image::{Invert, light_background};
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
 
 pub use super::mnist::CLASSES_FILE;
 /// Labels are one byte each in IDX.
@@ -194,13 +195,16 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
     let (rows, cols) = (height as usize, width as usize);
     let (train_images, train_labels) = assemble(&train_sets, rows, cols);
     let (test_images, test_labels) = assemble(&test_sets, rows, cols);
-    write_gzipped(out, TRAIN_IMAGES, &idx::encode_images(&train_images))?;
-    write_gzipped(out, TRAIN_LABELS, &idx::encode_labels(&train_labels))?;
-    write_gzipped(out, TEST_IMAGES, &idx::encode_images(&test_images))?;
-    write_gzipped(out, TEST_LABELS, &idx::encode_labels(&test_labels))?;
     let mut class_list = classes.join("\n");
     class_list.push('\n');
-    write_atomically(&out.join(CLASSES_FILE), class_list.as_bytes())?;
+    let files = vec![
+        gzipped(TRAIN_IMAGES, &idx::encode_images(&train_images))?,
+        gzipped(TRAIN_LABELS, &idx::encode_labels(&train_labels))?,
+        gzipped(TEST_IMAGES, &idx::encode_images(&test_images))?,
+        gzipped(TEST_LABELS, &idx::encode_labels(&test_labels))?,
+        (CLASSES_FILE.to_string(), class_list.into_bytes()),
+    ];
+    write_dataset(out, files)?;
 
     Ok(ImportReport {
         out_dir: out.to_path_buf(),
@@ -387,14 +391,7 @@ fn visible_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
 
 /// Decodes one picture, by its content rather than its extension, and prepares its pixels.
 fn load_picture(path: &Path, options: &ImportOptions) -> std::result::Result<Vec<u8>, String> {
-    let picture = ImageReader::open(path)
-        .and_then(|reader| reader.with_guessed_format())
-        .map_err(|e| format!("cannot read ({e})"))?
-        .decode()
-        .map_err(|e| format!("cannot read as an image ({e})"))?;
-    if picture.width() == 0 || picture.height() == 0 {
-        return Err("the image has no pixels".to_string());
-    }
+    let picture = super::image::decode_picture(path)?;
     Ok(prepare(to_gray(&picture), options.invert, options.size))
 }
 
@@ -475,12 +472,17 @@ fn assemble(sets: &[Vec<Vec<u8>>], rows: usize, cols: usize) -> (IdxImages, Vec<
     (images, labels)
 }
 
-fn write_gzipped(out: &Path, file: MnistFile, bytes: &[u8]) -> Result<()> {
-    let path = out.join(file.gz_name());
+/// One file of the data set: its `.gz` name and gzipped content.
+fn gzipped(file: MnistFile, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
+    let name = file.gz_name();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).map_err(|e| Error::io(&path, e))?;
-    let compressed = encoder.finish().map_err(|e| Error::io(&path, e))?;
-    write_atomically(&path, &compressed)
+    encoder
+        .write_all(bytes)
+        .map_err(|e| Error::io(PathBuf::from(&name), e))?;
+    let compressed = encoder
+        .finish()
+        .map_err(|e| Error::io(PathBuf::from(&name), e))?;
+    Ok((name, compressed))
 }
 
 fn invalid(message: String) -> Error {

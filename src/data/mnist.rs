@@ -19,6 +19,8 @@ pub struct MnistFile {
     pub dotted_name: &'static str,
     /// MD5 of the decompressed content.
     pub md5: &'static str,
+    /// Size of the decompressed content in bytes.
+    pub bytes: u64,
 }
 
 impl MnistFile {
@@ -52,21 +54,25 @@ pub const TRAIN_IMAGES: MnistFile = MnistFile {
     name: "train-images-idx3-ubyte",
     dotted_name: "train-images.idx3-ubyte",
     md5: "6bbc9ace898e44ae57da46a324031adb",
+    bytes: 47_040_016,
 };
 pub const TRAIN_LABELS: MnistFile = MnistFile {
     name: "train-labels-idx1-ubyte",
     dotted_name: "train-labels.idx1-ubyte",
     md5: "a25bea736e30d166cdddb491f175f624",
+    bytes: 60_008,
 };
 pub const TEST_IMAGES: MnistFile = MnistFile {
     name: "t10k-images-idx3-ubyte",
     dotted_name: "t10k-images.idx3-ubyte",
     md5: "2646ac647ad5339dbf082846283269ea",
+    bytes: 7_840_016,
 };
 pub const TEST_LABELS: MnistFile = MnistFile {
     name: "t10k-labels-idx1-ubyte",
     dotted_name: "t10k-labels.idx1-ubyte",
     md5: "27ae3e4e09519cfbb04c329615203637",
+    bytes: 10_008,
 };
 
 pub const MNIST_FILES: [MnistFile; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
@@ -163,6 +169,37 @@ impl Split {
         &self.pixels[index * size..(index + 1) * size]
     }
 
+    /// Without `classes.txt` the classes are 0 to the largest label, so one stray label (200 in
+    /// a data set of digits) would silently make a network of 201 classes. Refuses that: every
+    /// class below the largest label must have an image here, unless `classes.txt` names the
+    /// classes. `dir` is the data directory, for the message.
+    pub fn check_classes_populated(&self, dir: &Path) -> Result<()> {
+        if self.named_classes.is_some() || self.is_empty() {
+            return Ok(());
+        }
+        let mut seen = [false; 256];
+        for &label in &self.labels {
+            seen[label as usize] = true;
+        }
+        let classes = self.num_classes();
+        let empty: Vec<usize> = (0..classes).filter(|&class| !seen[class]).collect();
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let largest = classes - 1;
+        let index = self
+            .labels
+            .iter()
+            .position(|&label| label as usize == largest)
+            .unwrap_or(0);
+        Err(Error::EmptyClasses {
+            dir: dir.to_path_buf(),
+            label: largest,
+            index,
+            empty: summarize_classes(&empty),
+        })
+    }
+
     /// Whether both files are the canonical MNIST ones.
     pub fn is_canonical_mnist(&self, kind: SplitKind) -> bool {
         let (images, labels) = kind.files();
@@ -189,10 +226,8 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
     let (images_file, labels_file) = kind.files();
     let images_path = images_file.locate_or_explain(dir)?;
     let labels_path = labels_file.locate_or_explain(dir)?;
-    let image_bytes = idx::read_maybe_gzipped(&images_path)?;
-    let label_bytes = idx::read_maybe_gzipped(&labels_path)?;
-    let images = idx::decode_images(&image_bytes, &images_path)?;
-    let labels = idx::decode_labels(&label_bytes, &labels_path)?;
+    let (labels, labels_md5) = idx::read_labels(&labels_path)?;
+    let (images, images_md5) = idx::read_images(&images_path)?;
     if images.count != labels.len() {
         return Err(Error::InvalidIdx {
             path: labels_path,
@@ -225,12 +260,33 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
         cols: images.cols,
         pixels: images.pixels,
         checksums: Checksums {
-            images: md5_hex(&image_bytes),
-            labels: md5_hex(&label_bytes),
+            images: images_md5,
+            labels: labels_md5,
         },
         labels,
         named_classes: class_names,
     })
+}
+
+/// "3, 5, 7-199": classes as a short list of numbers and ranges.
+fn summarize_classes(classes: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < classes.len() {
+        let start = classes[index];
+        let mut end = start;
+        while index + 1 < classes.len() && classes[index + 1] == end + 1 {
+            index += 1;
+            end += 1;
+        }
+        parts.push(if end > start {
+            format!("{start}-{end}")
+        } else {
+            start.to_string()
+        });
+        index += 1;
+    }
+    parts.join(", ")
 }
 
 /// The class names in `dir/classes.txt`, if present: one per line, blank lines ignored.
@@ -239,7 +295,21 @@ pub fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    // 256 names of any sensible length fit in far less; a larger file is not a list of names.
+    const MAX_BYTES: u64 = 1 << 20;
+    let file = crate::fsutil::open_regular(&path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{}: larger than {} KiB; expected one class name per line",
+            path.display(),
+            MAX_BYTES >> 10
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::InvalidArgument(format!("{}: not UTF-8 text", path.display())))?;
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -327,6 +397,30 @@ mod tests {
     }
 
     #[test]
+    fn a_stray_label_without_classes_txt_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut labels: Vec<u8> = (0..10).collect();
+        labels.push(200);
+        write_split(dir.path(), SplitKind::Train, 11, labels);
+        let split = load_split(dir.path(), SplitKind::Train).unwrap();
+        let message = split
+            .check_classes_populated(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("label 200 (image 10)"), "{message}");
+        assert!(
+            message.contains("classes 10-199 have no images"),
+            "{message}"
+        );
+        // Named classes may be empty.
+        let names: Vec<String> = (0..=200).map(|c| format!("c{c}\n")).collect();
+        std::fs::write(dir.path().join(CLASSES_FILE), names.concat()).unwrap();
+        let split = load_split(dir.path(), SplitKind::Train).unwrap();
+        split.check_classes_populated(dir.path()).unwrap();
+        assert_eq!(summarize_classes(&[1, 3, 4, 5, 9]), "1, 3-5, 9");
+    }
+
+    #[test]
     fn missing_files_explain_what_to_run() {
         let dir = tempfile::tempdir().unwrap();
         let message = load_split(dir.path(), SplitKind::Train)
@@ -337,6 +431,21 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("train-images-idx3-ubyte.gz"), "{message}");
+    }
+
+    #[test]
+    fn an_index_into_an_empty_split_says_it_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split(dir.path(), SplitKind::Test, 0, vec![]);
+        let split = load_split(dir.path(), SplitKind::Test).unwrap();
+        let message = split
+            .checked_image(0, SplitKind::Test)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "index 0 is out of range: the test split has no images"
+        );
     }
 
     #[test]

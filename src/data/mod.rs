@@ -1,6 +1,7 @@
 //! Data: IDX decoding, the MNIST files, downloading them, and batching for training.
 
 pub mod batch;
+pub mod dataset;
 pub mod download;
 pub mod idx;
 pub mod image;

@@ -9,12 +9,14 @@
 //! [`terminal_preview`]); the pieces they share live beside them: `render` (canvas, PNG output,
 //! errors, shapes, spacing), `text` (font, measuring and drawing text), `color` (colour maps and
 //! palettes), `ticks` (round axis values) and `colorbar` (a value scale beside a picture).
-//! A new kind of picture is a new file here that builds on those.
+//! A new kind of picture is a new file here that builds on those; [`layers`] draws a network's
+//! layers (`inspect`) as PNG bytes in memory.
 
 mod color;
 mod colorbar;
 mod heatmap;
 mod image_grid;
+pub mod layers;
 mod line_chart;
 mod render;
 mod terminal;

@@ -51,14 +51,21 @@ impl FileDigest {
 
     /// The file's contents, refused unless they are exactly what was committed.
     pub fn read_verified(&self, path: &Path) -> Result<Vec<u8>> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() as u64 != self.bytes || md5_hex(&bytes) != self.md5 {
+        // The size first, so a replaced file of any size costs no memory to refuse.
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let bytes = if size == self.bytes {
+            std::fs::read(path).map_err(|e| Error::io(path, e))?
+        } else {
+            Vec::new()
+        };
+        if size != self.bytes || bytes.len() as u64 != self.bytes || md5_hex(&bytes) != self.md5 {
             return Err(Error::corrupt(
                 path,
                 format!(
                     "does not match the checksum in {RUN_FILE} ({} bytes, expected {}); the file was damaged or replaced",
-                    bytes.len(),
-                    self.bytes
+                    size, self.bytes
                 ),
             ));
         }
@@ -143,7 +150,11 @@ fn link_stable_model(dir: &Path, run: &RunInfo) -> Result<()> {
     };
     let source = dir.join(&files.model.file);
     let target = dir.join(MODEL_FILE);
-    let temp = dir.join(format!(".tmp-{MODEL_FILE}-{}", std::process::id()));
+    let temp = dir.join(format!(
+        "{}{MODEL_FILE}",
+        crate::fsutil::temp::temp_prefix()
+    ));
+    let _registration = crate::fsutil::temp::Registration::new(&temp);
     let _ = std::fs::remove_file(&temp);
     if std::fs::hard_link(&source, &temp).is_ok() {
         return std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e));
@@ -243,7 +254,11 @@ impl RunLock {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
+            Ok(()) => {
+                // What a killed run was writing is of no use to anyone now.
+                crate::fsutil::sweep_stale_temporaries(dir);
+                Ok(Self { _file: file })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunLocked {
                 dir: dir.to_path_buf(),
                 lock: path,

@@ -52,3 +52,39 @@ pub fn evaluate_json(dir: &Path, global_args: &[&str], model_dir: &str) -> serde
     );
     serde_json::from_slice(&output.stdout).expect("evaluate --json prints JSON")
 }
+
+/// Runs the binary in `dir` to its end, without `MNIST_DATA_DIR`; returns its exit code (None
+/// when a signal ended it), its stderr, and its peak resident memory in MB, as `wait4` reports
+/// it for that one child.
+// The child is reaped by `wait4` (for its resource usage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(dir: &Path, args: &[&str]) -> (Option<i32>, String, f64) {
+    use std::process::Stdio;
+    let binary = assert_cmd::cargo::cargo_bin("mnist-cnn");
+    let child = std::process::Command::new(binary)
+        .current_dir(dir)
+        .env_remove("MNIST_MIRROR")
+        .env_remove("MNIST_DATA_DIR")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = child.stderr.expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, not yet waited for; both out-pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    // ru_maxrss is in KiB on Linux.
+    let stderr = reader.join().expect("stderr reader");
+    (code, stderr, usage.ru_maxrss as f64 / 1024.0)
+}

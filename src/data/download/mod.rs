@@ -1,20 +1,20 @@
 //! Fetching the MNIST files from mirrors.
 //!
 //! Each of the four files is fetched as `<mirror><name>.gz` into a temporary file next to its
-//! target, gunzipped and checked against the canonical MD5, and only then renamed into place, so
-//! the data directory never holds a partial or wrong file. Mirrors are tried in order; transient
-//! failures (connection errors, timeouts, 5xx, truncated bodies) are retried with exponential
-//! backoff on the same mirror, permanent ones (4xx, wrong content) move on to the next mirror.
+//! target, gunzipped and checked against the canonical size and MD5, and only then renamed into
+//! place, so the data directory never holds a partial or wrong file. Mirrors are tried in order;
+//! transient failures (connection errors, a silent server, 5xx, truncated bodies) are retried
+//! with exponential backoff on the same mirror, permanent ones (4xx, wrong content, too large,
+//! too slow, past the deadline) move on to the next mirror. The temporary files are removed on
+//! SIGINT and SIGTERM (by the binary), and stale ones of killed runs at the start of the next.
 
-use std::io::{Read, Seek, Write};
+mod transfer;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use tempfile::NamedTempFile;
-
 use super::idx;
-use super::mnist::{MNIST_FILES, MnistFile, md5_hex};
+use super::mnist::{MNIST_FILES, MnistFile};
 use crate::error::{Error, Result};
 
 /// Mirrors tried when none are given. (yann.lecun.com answers 404 to scripts: never use it.)
@@ -23,11 +23,8 @@ pub const DEFAULT_MIRRORS: [&str; 2] = [
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ];
 
-/// No MNIST file comes near this compressed; a mirror sending more is broken or hostile.
-const MAX_DOWNLOAD_BYTES: u64 = 256 << 20;
 /// Exponents of the retry backoff stop growing here, so huge retry counts cannot overflow.
 const MAX_BACKOFF_EXPONENT: u32 = 16;
-const CHUNK_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
@@ -39,6 +36,14 @@ pub struct DownloadOptions {
     pub show_progress: bool,
     /// Connect timeout, and the longest wait for response headers or for any read of the body.
     pub timeout: Duration,
+    /// The longest one attempt at one file may take, start to finish; past it the next mirror
+    /// is tried. (Checked as data arrives; a silent server is cut off by `timeout`.)
+    pub deadline: Duration,
+    /// Bytes per second below which, averaged over `rate_window`, an attempt is abandoned for
+    /// the next mirror.
+    pub min_rate: u64,
+    /// The span over which `min_rate` is measured.
+    pub rate_window: Duration,
     /// Extra attempts on the same mirror after a transient failure.
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
@@ -52,6 +57,9 @@ impl Default for DownloadOptions {
             force: false,
             show_progress: true,
             timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(30 * 60),
+            min_rate: 1024,
+            rate_window: Duration::from_secs(60),
             retries: 2,
             backoff: Duration::from_millis(500),
         }
@@ -87,6 +95,7 @@ pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::fsutil::sweep_stale_temporaries(dir);
     let mut client = None;
     let mut reports = Vec::with_capacity(MNIST_FILES.len());
     for file in MNIST_FILES {
@@ -114,11 +123,12 @@ pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>
     Ok(reports)
 }
 
-/// The file `MnistFile::locate` finds, if its content is the canonical one.
+/// The file `MnistFile::locate` finds, if its content is the canonical one (read as a stream,
+/// and no further than the canonical size).
 fn verified_existing(file: &MnistFile, dir: &Path) -> Option<PathBuf> {
     let path = file.locate(dir)?;
-    let content = idx::read_maybe_gzipped(&path).ok()?;
-    (md5_hex(&content) == file.md5).then_some(path)
+    let (bytes, md5) = idx::content_digest(&path, file.bytes).ok()?;
+    (bytes == file.bytes && md5 == file.md5).then_some(path)
 }
 
 /// Why one attempt on one mirror failed; the text is a short reason for the user.
@@ -128,6 +138,8 @@ enum Failure {
     Transient(String),
     /// Retrying this mirror would give the same answer.
     Permanent(String),
+    /// The body does not start like gzip (turned into a `Permanent` reason by the transfer).
+    NotGzip { looks_html: bool },
 }
 
 /// Where a mirror points.
@@ -175,6 +187,7 @@ fn fetch_file(
     options: &DownloadOptions,
     client: &mut Option<reqwest::blocking::Client>,
 ) -> Result<FileReport> {
+    use transfer::{copy_local, fetch_http};
     let gz_name = file.gz_name();
     let target = dir.join(&gz_name);
     let mut failures = Vec::with_capacity(options.mirrors.len());
@@ -184,8 +197,15 @@ fn fetch_file(
         let reason = loop {
             let result = match &source {
                 Source::Http(base) => {
-                    let client = http_client(client, options)?;
-                    fetch_http(client, &join_url(base, &gz_name), file, dir, options)?
+                    if client.is_none() {
+                        *client = Some(transfer::http_client(options)?);
+                    }
+                    match client {
+                        Some(client) => {
+                            fetch_http(client, &join_url(base, &gz_name), file, dir, options)?
+                        }
+                        None => Err(Failure::Permanent("no HTTP client".to_string())),
+                    }
                 }
                 Source::Dir(path) => copy_local(&path.join(&gz_name), file, dir, options)?,
                 Source::Unsupported(reason) => Err(Failure::Permanent(reason.clone())),
@@ -197,11 +217,7 @@ fn fetch_file(
                         .metadata()
                         .map_err(|e| Error::io(dir, e))?
                         .len();
-                    temp.as_file()
-                        .sync_all()
-                        .map_err(|e| Error::io(&target, e))?;
-                    temp.persist(&target)
-                        .map_err(|e| Error::io(&target, e.error))?;
+                    temp.persist(&target)?;
                     return Ok(FileReport {
                         name: file.name.to_string(),
                         path: target,
@@ -212,6 +228,7 @@ fn fetch_file(
                     });
                 }
                 Err(Failure::Permanent(reason)) => break reason,
+                Err(Failure::NotGzip { .. }) => break "not a gzip file".to_string(),
                 Err(Failure::Transient(reason)) if attempt < options.retries => {
                     let wait = options
                         .backoff
@@ -241,295 +258,10 @@ fn fetch_file(
     )))
 }
 
-fn http_client<'a>(
-    client: &'a mut Option<reqwest::blocking::Client>,
-    options: &DownloadOptions,
-) -> Result<&'a reqwest::blocking::Client> {
-    if client.is_none() {
-        let built = reqwest::blocking::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout)
-            .user_agent(concat!("mnist-cnn/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::Download(format!(
-                    "could not set up the HTTP client: {}",
-                    root_cause(&e)
-                ))
-            })?;
-        *client = Some(built);
-    }
-    client
-        .as_ref()
-        .ok_or_else(|| Error::Download("could not set up the HTTP client".to_string()))
-}
-
-/// One HTTP attempt. The outer error is local trouble (the target directory), which no mirror
-/// can fix; the inner one is the mirror's fault.
-fn fetch_http(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
-) -> Result<Result<NamedTempFile, Failure>> {
-    let mut response = match client.get(url).send() {
-        Ok(response) => response,
-        Err(e) => return Ok(Err(request_failure(&e, options.timeout))),
-    };
-    let status = response.status();
-    if !status.is_success() {
-        let reason = format!("HTTP {status}");
-        let transient = status.is_server_error()
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-        return Ok(Err(if transient {
-            Failure::Transient(reason)
-        } else {
-            Failure::Permanent(reason)
-        }));
-    }
-    let expected = response.content_length();
-    if let Some(length) = expected.filter(|&length| length > MAX_DOWNLOAD_BYTES) {
-        return Ok(Err(too_large(length)));
-    }
-    let is_html = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.to_ascii_lowercase().contains("html"));
-    let mut temp = new_temp(dir)?;
-    let progress = progress_bar(options.show_progress, &file.gz_name(), expected);
-    let streamed = stream(
-        &mut response,
-        &mut temp,
-        &progress,
-        expected,
-        options.timeout,
-    );
-    progress.finish_and_clear();
-    if let Err(failure) = streamed? {
-        return Ok(Err(failure));
-    }
-    verify(temp, file, is_html)
-}
-
-/// Copies `<mirror dir>/<name>.gz` into a verified temporary file.
-fn copy_local(
-    source: &Path,
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
-) -> Result<Result<NamedTempFile, Failure>> {
-    let mut reader = match std::fs::File::open(source) {
-        Ok(reader) => reader,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Err(Failure::Permanent(format!(
-                "{} not found",
-                source.display()
-            ))));
-        }
-        Err(e) => {
-            return Ok(Err(Failure::Permanent(format!(
-                "cannot open {}: {e}",
-                source.display()
-            ))));
-        }
-    };
-    let length = match reader.metadata() {
-        Ok(metadata) if metadata.is_file() => metadata.len(),
-        Ok(_) => {
-            return Ok(Err(Failure::Permanent(format!(
-                "{} is not a file",
-                source.display()
-            ))));
-        }
-        Err(e) => {
-            return Ok(Err(Failure::Permanent(format!(
-                "cannot read {}: {e}",
-                source.display()
-            ))));
-        }
-    };
-    if length > MAX_DOWNLOAD_BYTES {
-        return Ok(Err(too_large(length)));
-    }
-    let mut temp = new_temp(dir)?;
-    let progress = progress_bar(options.show_progress, &file.gz_name(), Some(length));
-    let streamed = stream(
-        &mut reader,
-        &mut temp,
-        &progress,
-        Some(length),
-        options.timeout,
-    );
-    progress.finish_and_clear();
-    if let Err(failure) = streamed? {
-        return Ok(Err(failure));
-    }
-    verify(temp, file, false)
-}
-
-fn new_temp(dir: &Path) -> Result<NamedTempFile> {
-    crate::fsutil::temp_file_builder()
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))
-}
-
-fn too_large(length: u64) -> Failure {
-    Failure::Permanent(format!(
-        "{length} bytes is far too large for an MNIST file (limit {} MiB)",
-        MAX_DOWNLOAD_BYTES >> 20
-    ))
-}
-
-/// Copies `reader` into `temp`. Read errors and short bodies are the mirror's (transient)
-/// failures; write errors are local and returned as the outer error.
-fn stream(
-    reader: &mut impl Read,
-    temp: &mut NamedTempFile,
-    progress: &ProgressBar,
-    expected: Option<u64>,
-    timeout: Duration,
-) -> Result<Result<(), Failure>> {
-    let mut buffer = vec![0u8; CHUNK_BYTES];
-    let mut received = 0u64;
-    let got = |received: u64| match expected {
-        Some(expected) => format!("got {received} of {expected} bytes"),
-        None => format!("got {received} bytes"),
-    };
-    loop {
-        let count = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => count,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => {
-                return Ok(Err(Failure::Transient(format!(
-                    "timed out after {timeout:?} ({})",
-                    got(received)
-                ))));
-            }
-            Err(e) => {
-                return Ok(Err(Failure::Transient(format!(
-                    "truncated body: {} ({})",
-                    got(received),
-                    root_cause(&e)
-                ))));
-            }
-        };
-        received += count as u64;
-        if received > MAX_DOWNLOAD_BYTES {
-            return Ok(Err(too_large(received)));
-        }
-        let chunk = buffer.get(..count).unwrap_or_default();
-        temp.write_all(chunk)
-            .map_err(|e| Error::io(temp.path(), e))?;
-        progress.inc(count as u64);
-    }
-    if let Some(expected) = expected.filter(|&expected| expected != received) {
-        return Ok(Err(Failure::Transient(format!(
-            "truncated body: got {received} of {expected} bytes"
-        ))));
-    }
-    temp.flush().map_err(|e| Error::io(temp.path(), e))?;
-    Ok(Ok(()))
-}
-
-/// Checks that the temporary file is gzip whose content has the canonical MD5.
-fn verify(
-    mut temp: NamedTempFile,
-    file: &MnistFile,
-    is_html: bool,
-) -> Result<Result<NamedTempFile, Failure>> {
-    let mut compressed = Vec::new();
-    temp.rewind()
-        .and_then(|()| temp.read_to_end(&mut compressed))
-        .map_err(|e| Error::io(temp.path(), e))?;
-    if !compressed.starts_with(&[0x1f, 0x8b]) {
-        let looks_html = is_html || compressed.trim_ascii_start().starts_with(b"<");
-        return Ok(Err(Failure::Permanent(if looks_html {
-            "not a gzip file (got an HTML page)".to_string()
-        } else {
-            "not a gzip file".to_string()
-        })));
-    }
-    let content = match idx::gunzip(&compressed) {
-        Ok(content) => content,
-        Err(reason) => return Ok(Err(Failure::Permanent(reason))),
-    };
-    let actual = md5_hex(&content);
-    if actual != file.md5 {
-        return Ok(Err(Failure::Permanent(format!(
-            "checksum mismatch: got {actual}, expected {}",
-            file.md5
-        ))));
-    }
-    Ok(Ok(temp))
-}
-
-fn progress_bar(show: bool, name: &str, total: Option<u64>) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let (bar, template) = match total {
-        Some(total) => (
-            ProgressBar::new(total),
-            "{msg:>26} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{msg:>26} {spinner} {bytes} {bytes_per_sec}",
-        ),
-    };
-    let style = ProgressStyle::with_template(template)
-        .map(|style| style.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(name.to_string());
-    bar
-}
-
-fn request_failure(e: &reqwest::Error, timeout: Duration) -> Failure {
-    if e.is_timeout() {
-        Failure::Transient(format!("timed out after {timeout:?}"))
-    } else if e.is_connect() {
-        Failure::Transient(format!("connection failed: {}", root_cause(e)))
-    } else if e.is_builder() || e.is_redirect() {
-        Failure::Permanent(root_cause(e))
-    } else {
-        Failure::Transient(root_cause(e))
-    }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = current {
-        if let Some(e) = error.downcast_ref::<reqwest::Error>()
-            && e.is_timeout()
-        {
-            return true;
-        }
-        if let Some(e) = error.downcast_ref::<std::io::Error>()
-            && e.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        current = error.source();
-    }
-    false
-}
-
-/// The innermost message of an error chain: the actionable part, without reqwest's URL preamble.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = e;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -580,6 +312,9 @@ mod tests {
         assert_eq!(options.timeout, Duration::from_secs(60));
         assert_eq!(options.retries, 2);
         assert_eq!(options.backoff, Duration::from_millis(500));
+        assert_eq!(options.deadline, Duration::from_secs(1800));
+        assert_eq!(options.min_rate, 1024);
+        assert_eq!(options.rate_window, Duration::from_secs(60));
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

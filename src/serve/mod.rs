@@ -1,0 +1,211 @@
+//! `mnist-cnn serve`: a local web page to draw digits and see the network's answer and layers,
+//! browse the test set and watch a training run, with the JSON API the page uses.
+//!
+//! The server is axum on a small tokio runtime; the network runs on the rayon pool that the
+//! CPU kernels use ([`state::compute`]), so requests run concurrently without oversubscribing
+//! the cores. The trained model is loaded once, shared behind an `Arc`, and replaced when a
+//! `train --out` into the same directory commits a new epoch ([`state::AppState::refresh`]).
+//! The page's assets are compiled into the binary.
+//!
+//! API (every error is `{"error": "..."}` with a 4xx/5xx status):
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /api/info` | | the model: architecture, classes, image size, epochs, what is available |
+//! | `POST /api/predict?top=N&input=true` | PNG/JPEG, or JSON `{"image": base64}` | `predict --json` for one picture (`input` adds the prepared pixels) |
+//! | `POST /api/inspect` | as predict, or JSON `{"test_index": N}` | every layer's values (`inspect --json`) |
+//! | `POST /api/inspect/{picture}` | as `/api/inspect` | one of `inspect`'s pictures as PNG |
+//! | `GET /api/test/{index}` | | a test image: label, pixels, all class probabilities |
+//! | `GET /api/test?label=L&predicted=P&mistakes=true&limit=N` | | test images of a confusion-matrix cell, or the most confident mistakes |
+//! | `GET /api/metrics` | | test-set loss, accuracy, per-class metrics, confusion matrix, mistakes |
+//! | `GET /api/history` | | the run's history, epochs done and planned, model version |
+//! | `POST /api/collect` | JSON `{"class": N, "image": base64}` | saves the drawing in `--collect DIR/<class>/` |
+
+mod api;
+mod assets;
+pub mod state;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::backend::BackendKind;
+use crate::error::{Error, Result};
+use state::AppState;
+
+/// Largest request body: a drawing is a few kB, a photo of a digit a few MB.
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// Requests taking longer than this are answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the model directory is checked for a newly committed epoch.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What `serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Directory of a trained model, or of a run that `train --out` is about to write.
+    pub model_dir: PathBuf,
+    /// Data directory whose test split the page browses.
+    pub data_dir: PathBuf,
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// Where "save as class N" writes drawings; `None` turns collecting off.
+    pub collect: Option<PathBuf>,
+    pub backend: BackendKind,
+}
+
+/// A warning for addresses that other machines can reach, or `None` for loopback.
+pub fn exposure_warning(address: SocketAddr, collecting: bool) -> Option<String> {
+    if address.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "warning: listening on {address}, beyond this machine: anyone who can reach it can use the \
+         model{}; there is no authentication. Use --host 127.0.0.1 to keep it local.",
+        if collecting {
+            " and write drawings into the collect folder"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// A running server: its address, and a handle to stop it or wait for it.
+pub struct Server {
+    address: SocketAddr,
+    state: Arc<AppState>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Server {
+    /// Loads the model (if one is there yet) and the test split, binds the address and starts
+    /// serving on a background thread.
+    pub fn start(options: ServeOptions) -> Result<Server> {
+        let state = Arc::new(AppState::new(&options)?);
+        let address = SocketAddr::new(options.host, options.port);
+        let failed = |reason: String| Error::Serve {
+            address: address.to_string(),
+            reason,
+        };
+        let listener =
+            TcpListener::bind(address).map_err(|e| failed(format!("cannot listen there ({e})")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| failed(format!("cannot listen there ({e})")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| failed(format!("cannot listen there ({e})")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mnist-cnn-serve")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| failed(format!("cannot start the runtime ({e})")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state.clone());
+        let watched = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("mnist-cnn-serve".into())
+            .spawn(move || {
+                let failed = |reason: String| Error::Serve {
+                    address: address.to_string(),
+                    reason,
+                };
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| failed(format!("cannot listen there ({e})")))?;
+                    tokio::spawn(state::watch(watched));
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                        .map_err(|e| failed(format!("stopped ({e})")))
+                })
+            })
+            .map_err(|e| failed(format!("cannot start its thread ({e})")))?;
+        Ok(Server {
+            address,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://address/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    /// Whether a trained model is loaded (a run still in its first epoch has none yet).
+    pub fn has_model(&self) -> bool {
+        self.state.current().is_some()
+    }
+
+    /// Serves until the process ends (Ctrl-C).
+    pub fn wait(mut self) -> Result<()> {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Serve {
+                address: self.address.to_string(),
+                reason: "its thread failed".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting connections, finishes the requests in flight and returns.
+    pub fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The page and the API, with body-size and time limits.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::script))
+        .route("/style.css", get(assets::style))
+        .route("/api/info", get(api::info))
+        .route("/api/predict", post(api::predict))
+        .route("/api/inspect", post(api::inspect))
+        .route("/api/inspect/{picture}", post(api::inspect_picture))
+        .route("/api/test", get(api::test_items))
+        .route("/api/test/{index}", get(api::test_item))
+        .route("/api/metrics", get(api::metrics))
+        .route("/api/history", get(api::history))
+        .route("/api/collect", post(api::collect))
+        .fallback(api::not_found)
+        .layer((
+            DefaultBodyLimit::disable(),
+            RequestBodyLimitLayer::new(MAX_BODY_BYTES),
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT),
+        ))
+        .with_state(state)
+}
