@@ -59,8 +59,7 @@ fn main() -> anyhow::Result<()> {
         &outcome.network,
         class_names,
         test_split.image(index),
-        test_split.rows,
-        test_split.cols,
+        outcome.run.shape,
         3,
         &device,
     );

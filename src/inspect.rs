@@ -137,7 +137,8 @@ pub fn inspect(
     cols: usize,
     device: &Device,
 ) -> Inspection {
-    let x = single_image_tensor(pixels, rows, cols, device);
+    let channels = (pixels.len() / (rows * cols).max(1)).max(1);
+    let x = single_image_tensor(pixels, rows, cols, channels, device);
     let mut layers = Vec::new();
     let (d1, d2, output) = match network {
         Network::Cnn(cnn) => {
@@ -357,7 +358,8 @@ mod tests {
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         let pixels = digit();
         let inspection = inspect(&network, &names, &pixels, 28, 28, &device);
-        let expected = values(network.probabilities(single_image_tensor(&pixels, 28, 28, &device)));
+        let expected =
+            values(network.probabilities(single_image_tensor(&pixels, 28, 28, 1, &device)));
         assert_eq!(
             inspection.probabilities, expected,
             "same as the forward pass"

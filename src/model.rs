@@ -71,12 +71,19 @@ pub fn argmax(values: &[f32]) -> usize {
         .0
 }
 
-/// What a network is built for: the image size and the number of classes.
+/// What a network is built for: the image size, its channels and the number of classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InputShape {
     pub rows: usize,
     pub cols: usize,
     pub classes: usize,
+    /// 1 for grayscale, 3 for colour; runs written before colour support have none (1).
+    #[serde(default = "one_channel")]
+    pub channels: usize,
+}
+
+fn one_channel() -> usize {
+    1
 }
 
 impl InputShape {
@@ -84,15 +91,22 @@ impl InputShape {
         rows: 28,
         cols: 28,
         classes: 10,
+        channels: 1,
     };
 
-    /// The image size of `split` and the classes it names or uses.
+    /// The image size and channels of `split` and the classes it names or uses.
     pub fn of(split: &Split) -> Self {
         Self {
             rows: split.rows,
             cols: split.cols,
             classes: split.num_classes(),
+            channels: split.channels,
         }
+    }
+
+    /// Values of one image: rows x cols x channels.
+    pub fn image_len(self) -> usize {
+        self.rows * self.cols * self.channels
     }
 
     /// Features after the two 2x2 poolings, which drop an odd last row or column (floor), as
@@ -106,6 +120,13 @@ impl InputShape {
             return Err(Error::InvalidArgument(format!(
                 "the CNN needs images of at least 4x4 pixels (two 2x2 poolings), got {}x{}",
                 self.rows, self.cols
+            )));
+        }
+        if !(1..=crate::data::idx::MAX_CHANNELS).contains(&self.channels) {
+            return Err(Error::InvalidArgument(format!(
+                "images of {} channels are not supported (1 to {})",
+                self.channels,
+                crate::data::idx::MAX_CHANNELS
             )));
         }
         if self.classes < 2 {
@@ -160,7 +181,7 @@ pub struct Cnn {
 impl Cnn {
     pub fn new(shape: InputShape, device: &Device) -> Self {
         Self {
-            conv1: conv3x3(1, 16, device),
+            conv1: conv3x3(shape.channels, 16, device),
             conv2: conv3x3(16, 32, device),
             dense1: dense(shape.cnn_features(), 128, device),
             dense2: dense(128, 128, device),
@@ -169,7 +190,7 @@ impl Cnn {
         }
     }
 
-    /// `images` is `[batch, 1, rows, cols]` with pixels in [0, 1]; returns logits
+    /// `images` is `[batch, channels, rows, cols]` with pixels in [0, 1]; returns logits
     /// `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = self.feature_block(&self.conv1, images);
@@ -272,7 +293,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn new(shape: InputShape, device: &Device) -> Self {
         Self {
-            dense1: dense(shape.rows * shape.cols, 128, device),
+            dense1: dense(shape.image_len(), 128, device),
             dense2: dense(128, 128, device),
             output: dense(128, shape.classes, device),
             relu: Relu::new(),
@@ -282,7 +303,7 @@ impl Mlp {
     /// Keras's summary rows, read off the layers themselves.
     pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
         vec![
-            LayerSummary::new("flatten (Flatten)", &[shape.rows * shape.cols], 0),
+            LayerSummary::new("flatten (Flatten)", &[shape.image_len()], 0),
             dense_summary("dense (Dense, ReLU)", &self.dense1),
             dense_summary("dense_1 (Dense, ReLU)", &self.dense2),
             dense_summary("dense_2 (Dense, softmax)", &self.output),
@@ -473,10 +494,24 @@ mod tests {
             rows: 13,
             cols: 18,
             classes: 3,
+            channels: 1,
         };
         let network = Network::new(Architecture::Cnn, shape, &device);
         let logits = network.forward(Tensor::<4>::ones([2, 1, 13, 18], &device));
         assert_eq!(logits.dims(), [2, 3]);
+        // Colour: the first convolution takes three channels, nothing else changes.
+        let colour = InputShape {
+            channels: 3,
+            ..shape
+        };
+        let coloured = Network::new(Architecture::Cnn, colour, &device);
+        let logits = coloured.forward(Tensor::<4>::ones([2, 3, 13, 18], &device));
+        assert_eq!(logits.dims(), [2, 3]);
+        assert_eq!(
+            coloured.num_params() - network.num_params(),
+            2 * 16 * 9,
+            "two more input channels of 16 3x3 filters"
+        );
         let summary = network.summary(shape);
         assert_eq!(
             summary[4].output_shape(),

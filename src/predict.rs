@@ -5,7 +5,7 @@ use burn::tensor::activation::softmax;
 use serde::Serialize;
 
 use crate::data::batch::single_image_tensor;
-use crate::model::Network;
+use crate::model::{InputShape, Network};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassProbability {
@@ -14,18 +14,18 @@ pub struct ClassProbability {
     pub probability: f64,
 }
 
-/// The `k` most probable classes of one image, most probable first; `class_names` names the
-/// network's outputs.
+/// The `k` most probable classes of one image (`shape.channels` interleaved bytes a pixel),
+/// most probable first; `class_names` names the network's outputs.
 pub fn top_classes(
     network: &Network,
     class_names: &[String],
     pixels: &[u8],
-    rows: usize,
-    cols: usize,
+    shape: InputShape,
     k: usize,
     device: &Device,
 ) -> Vec<ClassProbability> {
-    let logits = network.forward(single_image_tensor(pixels, rows, cols, device));
+    let tensor = single_image_tensor(pixels, shape.rows, shape.cols, shape.channels, device);
+    let logits = network.forward(tensor);
     let probabilities: Vec<f32> = softmax(logits, 1)
         .into_data()
         .try_into_vec::<f32>()

@@ -162,6 +162,7 @@ fn idx_inputs() -> Vec<Vec<u8>> {
         count: 5,
         rows: 8,
         cols: 6,
+        channels: 1,
         pixels: (0..240).map(|i| (i * 7) as u8).collect(),
     });
     let labels = idx::encode_labels(&[0, 1, 2, 3, 4, 9, 9, 1]);

@@ -34,6 +34,7 @@ fn write_small_split(dir: &Path, prefix: &str, count: usize) {
         count,
         rows: 28,
         cols: 28,
+        channels: 1,
         pixels: vec![9; count * 784],
     };
     let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
@@ -56,6 +57,7 @@ fn write_bomb(path: &Path, members: usize) -> u64 {
         count: 60_000,
         rows: 28,
         cols: 28,
+        channels: 1,
         pixels: Vec::new(),
     });
     header.truncate(16);

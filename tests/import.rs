@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mnist_cnn::data::idx::{IdxImages, decode_images, decode_labels, read_maybe_gzipped};
 use mnist_cnn::data::image::Invert;
-use mnist_cnn::data::import::{ImportOptions, ImportReport, SourceLayout, import_folder, prepare};
+use mnist_cnn::data::import::{ImportOptions, ImportReport, SourceLayout, import_folder};
+use mnist_cnn::data::pipeline::{DatasetInfo, Fit, Pipeline};
 
-const OUTPUTS: [&str; 5] = [
+const OUTPUTS: [&str; 6] = [
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
     "classes.txt",
+    "dataset.json",
 ];
 
 /// Sorted by name, so these are also the labels 0, 1, 2.
@@ -305,7 +307,7 @@ fn single_image_classes_go_to_training() {
     assert_eq!((report.train_images, report.test_images), (3, 0));
     let written = read_output(&out);
     assert_eq!((written.test.count, written.test_labels.len()), (0, 0));
-    assert_eq!(written.train_labels, vec![0, 1, 2]);
+    assert_eq!(count_labels(&written.train_labels), [1, 1, 1]);
 }
 
 #[test]
@@ -418,37 +420,60 @@ fn empty_training_class_is_an_error_even_with_test_images() {
 }
 
 #[test]
-fn images_are_stored_in_file_name_order() {
+fn images_are_stored_in_a_seeded_random_order_with_their_pipeline_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    // Created out of name order, as PNG so the pixels are exactly predictable.
-    for class in [2, 0, 1] {
-        let shape = CLASSES[class];
+    // As PNG so the pixels are exactly predictable.
+    for shape in CLASSES {
         std::fs::create_dir_all(src.join(shape)).unwrap();
-        for variant in [3, 0, 5, 1, 4, 2] {
+        for variant in 0..6 {
             draw(shape, variant)
                 .save(src.join(shape).join(format!("{shape}-{variant:02}.png")))
                 .unwrap();
         }
     }
-    let out = dir.path().join("out");
-    let options = ImportOptions {
-        test_fraction: 0.0,
-        ..ImportOptions::default()
+    let import = |seed: u64, name: &str| {
+        let out = dir.path().join(name);
+        let options = ImportOptions {
+            test_fraction: 0.0,
+            seed,
+            ..ImportOptions::default()
+        };
+        import_folder(&src, &out, &options).unwrap();
+        read_output(&out)
     };
-    import_folder(&src, &out, &options).unwrap();
-    let mut expected = Vec::new();
-    for shape in CLASSES {
+    let written = import(42, "a");
+    let pipeline = Pipeline {
+        fit: Fit::Stretch,
+        ..Pipeline::mnist(28, 28)
+    };
+    let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
+    for (label, shape) in CLASSES.iter().enumerate() {
         for variant in 0..6 {
-            expected.extend(prepare(draw(shape, variant), Invert::Auto, (28, 28)));
+            let picture = image::DynamicImage::ImageLuma8(draw(shape, variant));
+            expected.push((label as u8, pipeline.prepare(&picture).unwrap()));
         }
     }
-    let written = read_output(&out);
-    assert_eq!(
-        written.train_labels,
-        [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]
+    let mut stored: Vec<(u8, Vec<u8>)> = written
+        .train_labels
+        .iter()
+        .zip(written.train.pixels.chunks(28 * 28))
+        .map(|(&label, pixels)| (label, pixels.to_vec()))
+        .collect();
+    assert!(
+        !written.train_labels.is_sorted(),
+        "stored class by class: {:?}",
+        written.train_labels
     );
-    assert!(written.train.pixels == expected, "not in file name order");
+    stored.sort();
+    expected.sort();
+    assert!(stored == expected, "each picture once, with its label");
+
+    assert_eq!(import(42, "b").train_labels, written.train_labels);
+    assert_ne!(import(7, "c").train_labels, written.train_labels);
+    let info = DatasetInfo::read(&dir.path().join("a")).unwrap().unwrap();
+    assert_eq!(info.pipeline, pipeline);
+    assert_eq!(info.shuffle_seed, Some(42));
 }
 
 #[test]

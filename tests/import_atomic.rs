@@ -11,8 +11,9 @@ use image::{GrayImage, Luma};
 use mnist_cnn::data::{SplitKind, load_split};
 use predicates::prelude::*;
 
-/// Steps of a data set write: five files staged, the moment before the swap, the moment after.
-const STEPS: usize = 7;
+/// Steps of a data set write: six files staged (the four IDX files, classes.txt and
+/// dataset.json), the moment before the swap, the moment after.
+const STEPS: usize = 8;
 
 /// Two classes of a few light-on-dark squares and bars.
 fn pictures(src: &Path) {

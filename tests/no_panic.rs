@@ -16,6 +16,7 @@ fn images(count: usize, side: usize) -> Vec<u8> {
         count,
         rows: side,
         cols: side,
+        channels: 1,
         pixels: vec![128; count * side * side],
     })
 }

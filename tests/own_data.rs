@@ -47,12 +47,7 @@ fn write_idx_data_set(dir: &Path, train: usize, test: usize) {
             .enumerate()
             .flat_map(|(i, &label)| stroke(label, i + salt))
             .collect();
-        let images = IdxImages {
-            count,
-            rows: SIDE,
-            cols: SIDE,
-            pixels,
-        };
+        let images = IdxImages::gray(count, SIDE, SIDE, pixels);
         write_gz(
             &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
             &encode_images(&images),

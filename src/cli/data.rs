@@ -10,7 +10,9 @@ use serde_json::json;
 use mnist_cnn::data::download::{self, DownloadOptions, FileOutcome};
 use mnist_cnn::data::image::Invert;
 use mnist_cnn::data::import::{ImportOptions, import_folder};
+use mnist_cnn::data::pipeline::Fit;
 use mnist_cnn::data::{self, SplitKind};
+use mnist_cnn::plot::picture::{brightness, input_picture};
 use mnist_cnn::plot::{HeatmapOptions, heatmap, terminal_preview};
 
 use super::{Session, values};
@@ -66,10 +68,17 @@ pub struct ImportArgs {
     /// Invert pictures so the subject is light on dark, as in MNIST
     #[arg(long, value_enum, default_value_t = Invert::Auto)]
     pub invert: Invert,
+    /// Keep the pictures' colour (red, green, blue) instead of making them grayscale
+    #[arg(long)]
+    pub color: bool,
+    /// How each picture is brought to --size
+    #[arg(long, value_enum, default_value_t = Fit::Stretch)]
+    pub fit: Fit,
     /// Fraction of each class held out as the test split, for a single <class>/* tree
     #[arg(long, default_value_t = 0.2, value_parser = values::fraction)]
     pub test_fraction: f64,
-    /// Seed for the train/test split of a single <class>/* tree
+    /// Seed for the train/test split of a single <class>/* tree and for the random order both
+    /// splits are stored in (recorded in dataset.json)
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Fail on the first unreadable or non-image file instead of skipping it
@@ -112,15 +121,21 @@ pub(crate) fn run_heatmap(session: &Session, args: HeatmapArgs) -> Result<()> {
     let output = args
         .output
         .unwrap_or_else(|| PathBuf::from(format!("heatmap-{}-{}.png", args.split, args.index)));
-    let values: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
-    let options = HeatmapOptions::new(
-        format!("{} image {} (label {label_name})", args.split, args.index),
-        (0.0, 255.0),
-    );
-    heatmap(&output, &values, split.rows, split.cols, &options)?;
+    if split.channels == 1 {
+        let values: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
+        let options = HeatmapOptions::new(
+            format!("{} image {} (label {label_name})", args.split, args.index),
+            (0.0, 255.0),
+        );
+        heatmap(&output, &values, split.rows, split.cols, &options)?;
+    } else {
+        // A heatmap has one value a cell; colour images are drawn as the pictures they are.
+        input_picture(&output, pixels, split.rows, split.cols, split.channels)?;
+    }
     if session.human() {
         println!("{label_name}");
-        println!("{}", terminal_preview(pixels, split.rows, split.cols));
+        let preview = brightness(pixels, split.channels);
+        println!("{}", terminal_preview(&preview, split.rows, split.cols));
         println!("wrote {}", output.display());
     }
     session.print_json(&json!({
@@ -136,6 +151,8 @@ pub(crate) fn run_import(session: &Session, args: ImportArgs) -> Result<()> {
     let options = ImportOptions {
         size: args.size,
         invert: args.invert,
+        color: args.color,
+        fit: args.fit,
         test_fraction: args.test_fraction,
         seed: args.seed,
         strict: args.strict,
@@ -151,6 +168,11 @@ pub(crate) fn run_import(session: &Session, args: ImportArgs) -> Result<()> {
             report.test_images,
             report.cols,
             report.rows
+        );
+        println!(
+            "pipeline: {}; stored in random order (seed {})",
+            report.pipeline.name(),
+            report.shuffle_seed
         );
         println!(
             "{:>6} {:<24} {:>8} {:>8}",

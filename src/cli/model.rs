@@ -8,11 +8,13 @@ use serde_json::json;
 
 use mnist_cnn::backend::BackendKind;
 use mnist_cnn::bench::{self, Plan};
-use mnist_cnn::data::image::{Invert, load_digit};
+use mnist_cnn::data::image::Invert;
 use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::evaluate::{self, MISTAKES_SHOWN};
 use mnist_cnn::fsutil::write_json_atomically;
-use mnist_cnn::model::Architecture;
+use mnist_cnn::model::{Architecture, InputShape};
+use mnist_cnn::plot::picture::{brightness, input_picture};
+use mnist_cnn::plot::terminal_preview;
 use mnist_cnn::predict::{ClassProbability, top_classes};
 use mnist_cnn::run::TrainedRun;
 
@@ -36,7 +38,8 @@ pub struct EvaluateArgs {
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// PNG or JPEG pictures of single digits, any size
+    /// PNG or JPEG pictures, any size; each is prepared as the model's training pictures were
+    /// (its pipeline, from run.json)
     #[arg(
         value_name = "IMAGE",
         required_unless_present = "index",
@@ -52,9 +55,13 @@ pub struct PredictArgs {
     /// Directory of a trained model (as written by `train --out`)
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
-    /// Invert pictures so the digit is light on dark, as in MNIST
-    #[arg(long, value_enum, default_value_t = Invert::Auto)]
-    pub invert: Invert,
+    /// Invert pictures so the subject is light on dark [default: as the model's pipeline does]
+    #[arg(long, value_enum)]
+    pub invert: Option<Invert>,
+    /// Show the input the model actually sees: a preview in the terminal and a PNG in the
+    /// current directory (STEM-input.png for a picture STEM.jpg; input-SPLIT-INDEX.png for --index)
+    #[arg(long)]
+    pub show: bool,
     /// How many classes to list per image
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub top: u8,
@@ -143,21 +150,14 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let (info, network) = (&run.info, &run.network);
+    let shape = info.shape;
     let top = usize::from(args.top);
     let mut results = Vec::new();
     if let Some(index) = args.index {
         let split = data::load_split(&session.data_dir, args.split)?;
         info.check_data(&split, &session.data_dir)?;
         let pixels = split.checked_image(index, args.split)?;
-        let ranked = top_classes(
-            network,
-            &info.class_names,
-            pixels,
-            split.rows,
-            split.cols,
-            top,
-            &device,
-        );
+        let ranked = top_classes(network, &info.class_names, pixels, shape, top, &device);
         let label = split.labels[index];
         if session.human() {
             println!(
@@ -167,29 +167,56 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
                 describe(&ranked)
             );
         }
-        results.push(json!({
+        let shown = if args.show {
+            let path = PathBuf::from(format!("input-{}-{index}.png", args.split));
+            Some(show_input(session, &path, pixels, shape)?)
+        } else {
+            None
+        };
+        let mut item = json!({
             "split": args.split, "index": index, "label": label, "top": ranked,
-        }));
+        });
+        if let Some(shown) = shown {
+            item["input_png"] = json!(shown);
+        }
+        results.push(item);
+    }
+    let mut pipeline = info.pipeline();
+    if let Some(invert) = args.invert {
+        pipeline.invert = invert;
+    }
+    if pipeline.channels() != shape.channels
+        || (pipeline.height as usize, pipeline.width as usize) != (shape.rows, shape.cols)
+    {
+        bail!(
+            "{}: the model's pipeline ({}) does not make its {}x{} input of {}",
+            args.model_dir.join(mnist_cnn::run::RUN_FILE).display(),
+            pipeline.name(),
+            shape.cols,
+            shape.rows,
+            counted(shape.channels, "channel")
+        );
     }
     // Each picture gets its answer or its error; one unreadable picture does not hide the rest.
     let mut failures = 0;
-    let (rows, cols) = (info.shape.rows, info.shape.cols);
     for path in &args.images {
-        match load_digit(path, args.invert, rows, cols) {
+        match pipeline.load(path) {
             Ok(pixels) => {
-                let ranked = top_classes(
-                    network,
-                    &info.class_names,
-                    &pixels,
-                    rows,
-                    cols,
-                    top,
-                    &device,
-                );
+                let ranked = top_classes(network, &info.class_names, &pixels, shape, top, &device);
                 if session.human() {
                     println!("{}: {}", path.display(), describe(&ranked));
                 }
-                results.push(json!({ "image": path, "top": ranked }));
+                let shown = if args.show {
+                    Some(show_input(session, &input_png_name(path), &pixels, shape)?)
+                } else {
+                    None
+                };
+                let mut item = json!({ "image": path, "top": ranked });
+                // Only with --show, so that the answer is the same as `POST /api/predict`'s.
+                if let Some(shown) = shown {
+                    item["input_png"] = json!(shown);
+                }
+                results.push(item);
             }
             Err(error) => {
                 failures += 1;
@@ -208,6 +235,36 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `some/folder/photo.jpg` -> `photo-input.png` in the current directory, not beside the
+/// picture, where a later import would take it for a training picture.
+fn input_png_name(picture: &std::path::Path) -> PathBuf {
+    let stem = picture
+        .file_stem()
+        .map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from(format!("{stem}-input.png"))
+}
+
+/// Writes the network's input as a PNG and previews it in the terminal; returns the PNG's path.
+fn show_input(
+    session: &Session,
+    path: &std::path::Path,
+    pixels: &[u8],
+    shape: InputShape,
+) -> Result<PathBuf> {
+    input_picture(path, pixels, shape.rows, shape.cols, shape.channels)?;
+    if session.human() {
+        let preview = brightness(pixels, shape.channels);
+        println!("{}", terminal_preview(&preview, shape.rows, shape.cols));
+        println!(
+            "the model's input ({}x{}) written to {}",
+            shape.cols,
+            shape.rows,
+            path.display()
+        );
+    }
+    Ok(path.to_path_buf())
 }
 
 pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {

@@ -11,7 +11,9 @@ use mnist_cnn::backend::BackendKind;
 use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::model::{Architecture, InputShape, Network};
 use mnist_cnn::run::{ACCURACY_PLOT, HISTORY_FILE, LOSS_PLOT, MODEL_FILE, RUN_FILE};
-use mnist_cnn::train::{self, EpochStats, TrainConfig, TrainEvent};
+use mnist_cnn::train::{
+    self, EpochStats, LrSchedule, TrainConfig, TrainEvent, ValidationFrom, Warning, WarningKind,
+};
 
 use super::{Session, counted, values};
 
@@ -33,12 +35,27 @@ pub struct TrainArgs {
     /// Fraction of the training images held out for validation (0 disables)
     #[arg(long, default_value_t = 0.1, value_parser = values::fraction)]
     pub validation_split: f64,
+    /// Which images validate: auto takes the last fraction as Keras does when it holds the
+    /// same classes as the rest (data in random order, as MNIST), else a seeded stratified pick
+    #[arg(long, value_enum, default_value_t = ValidationFrom::Auto)]
+    pub validation_from: ValidationFrom,
     /// Stop each epoch after this many batches, like Keras's steps_per_epoch
     #[arg(long, value_name = "N", value_parser = values::positive)]
     pub steps_per_epoch: Option<usize>,
-    /// Use only the first N training images, for quick runs
+    /// Use only N training images, for quick runs: the first N, or a seeded stratified sample
+    /// when the first N miss some classes
     #[arg(long, value_name = "N", value_parser = values::positive)]
     pub limit: Option<usize>,
+    /// Shift each training image by a few pixels and rotate it a little, randomly (seeded)
+    #[arg(long)]
+    pub augment: bool,
+    /// How the learning rate changes over the run
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
+    /// Stop when the validation loss has not improved for PATIENCE epochs, ending with the
+    /// weights of the best epoch
+    #[arg(long, value_name = "PATIENCE", value_parser = values::positive)]
+    pub early_stopping: Option<usize>,
     /// Directory for the model, history, plots and checkpoint
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub out: PathBuf,
@@ -64,6 +81,10 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         validation_split: args.validation_split,
         steps_per_epoch: args.steps_per_epoch,
         limit: args.limit,
+        validation_from: args.validation_from,
+        augment: args.augment,
+        lr_schedule: args.lr_schedule,
+        early_stopping: args.early_stopping,
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
@@ -92,6 +113,13 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         },
     )?;
     let last = outcome.run.history.last();
+    if let Some(epoch) = outcome.run.restored_best_epoch
+        && session.human()
+    {
+        println!(
+            "early stopping: the model has the weights of epoch {epoch}, the lowest validation loss"
+        );
+    }
     if session.human() {
         if let Some(last) = last {
             println!(
@@ -123,6 +151,7 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         "out": args.out,
         "run": outcome.run,
         "history": outcome.run.history,
+        "warnings": progress.warnings,
     }))
 }
 
@@ -162,6 +191,7 @@ struct TrainProgress {
     interactive: bool,
     lines: bool,
     epochs: usize,
+    warnings: Vec<Warning>,
 }
 
 impl TrainProgress {
@@ -171,6 +201,7 @@ impl TrainProgress {
             interactive,
             lines,
             epochs: 0,
+            warnings: Vec::new(),
         }
     }
 
@@ -217,6 +248,25 @@ impl TrainProgress {
             TrainEvent::Validating => {
                 if let Some(bar) = &self.bar {
                     bar.set_message("validating");
+                }
+            }
+            TrainEvent::Warning(warning) => {
+                // Always shown: a warning is why a run's numbers may not mean what they seem.
+                let hint = match warning.kind {
+                    WarningKind::ValidationClasses => " (--validation-from random)",
+                    WarningKind::ValidationResampled => {
+                        " (--validation-from last keeps Keras's choice)"
+                    }
+                    WarningKind::LimitClasses => "",
+                };
+                eprintln!("warning: {}{hint}", warning.message);
+                self.warnings.push(warning.clone());
+            }
+            TrainEvent::StoppedEarly { epoch, best_epoch } => {
+                if self.lines {
+                    eprintln!(
+                        "early stopping after epoch {epoch}: no better validation loss since epoch {best_epoch}"
+                    );
                 }
             }
             TrainEvent::EpochFinished(stats) => {

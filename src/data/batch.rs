@@ -6,7 +6,7 @@ use super::Split;
 
 /// One mini-batch on a device: pixels scaled to [0, 1] and one-hot labels.
 pub struct Batch {
-    /// `[batch, 1, rows, cols]`
+    /// `[batch, channels, rows, cols]`
     pub images: Tensor<4>,
     /// `[batch, classes]`
     pub one_hot: Tensor<2>,
@@ -15,7 +15,24 @@ pub struct Batch {
 
 /// Gathers the items at `indices` into one batch, with labels one-hot over `classes`.
 pub fn make_batch(split: &Split, indices: &[usize], classes: usize, device: &Device) -> Batch {
-    let images = images_tensor(split, indices, device);
+    batch_with_images(
+        split,
+        indices,
+        classes,
+        images_tensor(split, indices, device),
+        device,
+    )
+}
+
+/// The batch of the items at `indices` with `images` (already prepared, e.g. augmented) as its
+/// pixels.
+pub fn batch_with_images(
+    split: &Split,
+    indices: &[usize],
+    classes: usize,
+    images: Tensor<4>,
+    device: &Device,
+) -> Batch {
     let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
     let mut one_hot = vec![0.0f32; indices.len() * classes];
     for (row, &label) in labels.iter().enumerate() {
@@ -29,20 +46,49 @@ pub fn make_batch(split: &Split, indices: &[usize], classes: usize, device: &Dev
     }
 }
 
-/// The images at `indices` as a `[batch, 1, rows, cols]` tensor with pixels scaled to [0, 1].
+/// The images at `indices` as a `[batch, channels, rows, cols]` tensor with pixels scaled to
+/// [0, 1].
 pub fn images_tensor(split: &Split, indices: &[usize], device: &Device) -> Tensor<4> {
-    let mut pixels = Vec::with_capacity(indices.len() * split.image_len());
+    let mut values = Vec::with_capacity(indices.len() * split.image_len());
     for &index in indices {
-        pixels.extend(split.image(index).iter().map(|&p| f32::from(p) / 255.0));
+        append_planes(&mut values, split.image(index), split.channels);
     }
     Tensor::from_data(
-        TensorData::new(pixels, [indices.len(), 1, split.rows, split.cols]),
+        TensorData::new(
+            values,
+            [indices.len(), split.channels, split.rows, split.cols],
+        ),
         device,
     )
 }
 
-/// Scales raw pixels to [0, 1] as a single-image batch.
-pub fn single_image_tensor(pixels: &[u8], rows: usize, cols: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    Tensor::from_data(TensorData::new(values, [1, 1, rows, cols]), device)
+/// Appends one image's pixels (`channels` interleaved bytes a pixel, as stored) scaled to
+/// [0, 1], one channel plane after the other, as the network takes them.
+pub fn append_planes(values: &mut Vec<f32>, pixels: &[u8], channels: usize) {
+    if channels == 1 {
+        values.extend(pixels.iter().map(|&p| f32::from(p) / 255.0));
+        return;
+    }
+    for channel in 0..channels {
+        values.extend(
+            pixels
+                .iter()
+                .skip(channel)
+                .step_by(channels)
+                .map(|&p| f32::from(p) / 255.0),
+        );
+    }
+}
+
+/// Scales raw pixels (`channels` interleaved bytes a pixel) to [0, 1] as a single-image batch.
+pub fn single_image_tensor(
+    pixels: &[u8],
+    rows: usize,
+    cols: usize,
+    channels: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let mut values = Vec::with_capacity(pixels.len());
+    append_planes(&mut values, pixels, channels);
+    Tensor::from_data(TensorData::new(values, [1, channels, rows, cols]), device)
 }

@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use super::mnist::{CLASSES_FILE, MNIST_FILES};
+use super::pipeline::DATASET_FILE;
 use crate::error::Result;
 use crate::fsutil::{DirFile, replace_dir_atomically};
 
 /// Makes `dir` hold exactly the data set `files` (plain names and contents). Files of an old data
-/// set there (any name [`MnistFile::locate`](super::MnistFile::locate) finds, and
-/// `classes.txt`) are replaced; other files in `dir` are kept; a subfolder is refused.
+/// set there (any name [`MnistFile::locate`](super::MnistFile::locate) finds, `classes.txt` and
+/// `dataset.json`) are replaced; other files in `dir` are kept; a subfolder is refused.
 pub fn write_dataset(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<()> {
     let files: Vec<DirFile> = files
         .into_iter()
@@ -23,6 +24,7 @@ pub fn write_dataset(dir: &Path, files: Vec<(String, Vec<u8>)>) -> Result<()> {
 /// Whether `name` is a file of a data set in MNIST's layout.
 pub fn is_dataset_file(name: &str) -> bool {
     name == CLASSES_FILE
+        || name == DATASET_FILE
         || MNIST_FILES.iter().any(|file| {
             name == file.name
                 || name == file.dotted_name
@@ -40,6 +42,7 @@ mod tests {
         assert!(is_dataset_file("train-images-idx3-ubyte.gz"));
         assert!(is_dataset_file("t10k-labels.idx1-ubyte"));
         assert!(is_dataset_file("classes.txt"));
+        assert!(is_dataset_file("dataset.json"));
         assert!(!is_dataset_file("notes.txt"));
     }
 }

@@ -14,6 +14,10 @@ use md5::{Digest, Md5};
 use crate::error::{Error, Result};
 
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+/// Colour images: rank 4, `count x rows x cols x channels` (channels interleaved per pixel).
+pub const COLOR_IMAGES_MAGIC: u32 = 0x0000_0804;
+/// Gray (1), RGB (3) or RGBA (4).
+pub const MAX_CHANNELS: usize = 4;
 pub const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// No IDX data set we read comes near this; a header claiming more is corrupt or hostile.
@@ -29,13 +33,29 @@ const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Images of one IDX file, row-major, one byte a pixel.
+/// Images of one IDX file, row-major, `channels` bytes a pixel (interleaved, as RGB).
+/// Grayscale images are the rank-3 files of MNIST; colour ones a rank-4 file
+/// (`count x rows x cols x channels`, magic [`COLOR_IMAGES_MAGIC`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxImages {
     pub count: usize,
     pub rows: usize,
     pub cols: usize,
+    pub channels: usize,
     pub pixels: Vec<u8>,
+}
+
+impl IdxImages {
+    /// Grayscale images, one byte a pixel.
+    pub fn gray(count: usize, rows: usize, cols: usize, pixels: Vec<u8>) -> Self {
+        Self {
+            count,
+            rows,
+            cols,
+            channels: 1,
+            pixels,
+        }
+    }
 }
 
 /// The decompressed content of a data file as a stream.
@@ -131,7 +151,8 @@ pub fn decode_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
 }
 
 fn decode_images_from(mut content: Content<'_>, path: &Path) -> Result<(IdxImages, String)> {
-    let (header, dims) = read_header(&mut content, IMAGES_MAGIC, 3, "images", path)?;
+    let accepted = [(IMAGES_MAGIC, 3), (COLOR_IMAGES_MAGIC, 4)];
+    let (header, dims) = read_header(&mut content, &accepted, "images", path)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 || rows > MAX_IMAGE_SIDE || cols > MAX_IMAGE_SIDE {
         return Err(invalid(
@@ -139,20 +160,28 @@ fn decode_images_from(mut content: Content<'_>, path: &Path) -> Result<(IdxImage
             format!("image size {rows}x{cols} is outside 1..={MAX_IMAGE_SIDE} pixels a side"),
         ));
     }
-    let expected = (count as u64) * (rows as u64) * (cols as u64);
+    let channels = dims.get(3).copied().unwrap_or(1);
+    if !(1..=MAX_CHANNELS).contains(&channels) {
+        return Err(invalid(
+            path,
+            format!("{channels} channels a pixel is outside 1..={MAX_CHANNELS}"),
+        ));
+    }
+    let expected = (count as u64) * (rows as u64) * (cols as u64) * (channels as u64);
     let pixels = read_body(&mut content, header.len(), expected, path)?;
     let md5 = md5_of(&header, &pixels);
     let images = IdxImages {
         count,
         rows,
         cols,
+        channels,
         pixels,
     };
     Ok((images, md5))
 }
 
 fn decode_labels_from(mut content: Content<'_>, path: &Path) -> Result<(Vec<u8>, String)> {
-    let (header, dims) = read_header(&mut content, LABELS_MAGIC, 1, "labels", path)?;
+    let (header, dims) = read_header(&mut content, &[(LABELS_MAGIC, 1)], "labels", path)?;
     let labels = read_body(&mut content, header.len(), dims[0] as u64, path)?;
     let md5 = md5_of(&header, &labels);
     Ok((labels, md5))
@@ -217,10 +246,17 @@ pub fn content_digest(path: &Path, max_len: u64) -> Result<(u64, String)> {
 }
 
 pub fn encode_images(images: &IdxImages) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + images.pixels.len());
-    out.extend_from_slice(&IMAGES_MAGIC.to_be_bytes());
+    let mut out = Vec::with_capacity(20 + images.pixels.len());
+    if images.channels == 1 {
+        out.extend_from_slice(&IMAGES_MAGIC.to_be_bytes());
+    } else {
+        out.extend_from_slice(&COLOR_IMAGES_MAGIC.to_be_bytes());
+    }
     for dim in [images.count, images.rows, images.cols] {
         out.extend_from_slice(&(dim as u32).to_be_bytes());
+    }
+    if images.channels != 1 {
+        out.extend_from_slice(&(images.channels as u32).to_be_bytes());
     }
     out.extend_from_slice(&images.pixels);
     out
@@ -235,35 +271,39 @@ pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
 }
 
 /// The header bytes and its dimensions, of which the first (the item count) is checked.
+/// `accepted` lists the magic numbers allowed, each with its rank; the first is named when the
+/// magic is none of them.
 fn read_header(
     content: &mut Content<'_>,
-    magic: u32,
-    rank: usize,
+    accepted: &[(u32, usize)],
     what: &str,
     path: &Path,
 ) -> Result<(Vec<u8>, Vec<usize>)> {
-    let header_len = 4 + 4 * rank;
-    let mut header = vec![0u8; header_len];
-    let truncated = |got: usize| {
+    let mut magic_bytes = [0u8; 4];
+    let got = content.read_up_to(&mut magic_bytes, path)?;
+    let truncated = |got: usize, header_len: usize| {
         invalid(
             path,
             format!("truncated: {got} bytes, shorter than the {header_len}-byte IDX {what} header"),
         )
     };
-    let got = content.read_up_to(&mut header[..4], path)?;
     if got < 4 {
-        return Err(truncated(got));
+        return Err(truncated(got, 4 + 4 * accepted[0].1));
     }
-    let found = read_u32(&header, 0);
-    if found != magic {
+    let found = read_u32(&magic_bytes, 0);
+    let Some(&(_, rank)) = accepted.iter().find(|(magic, _)| *magic == found) else {
+        let magic = accepted[0].0;
         return Err(invalid(
             path,
             format!("wrong magic number {found:#010x}, expected {magic:#010x} for IDX {what}"),
         ));
-    }
+    };
+    let header_len = 4 + 4 * rank;
+    let mut header = vec![0u8; header_len];
+    header[..4].copy_from_slice(&magic_bytes);
     let got = 4 + content.read_up_to(&mut header[4..], path)?;
     if got < header_len {
-        return Err(truncated(got));
+        return Err(truncated(got, header_len));
     }
     let dims: Vec<usize> = (0..rank)
         .map(|i| read_u32(&header, 4 + 4 * i) as usize)
@@ -367,12 +407,26 @@ mod tests {
     }
 
     fn sample_images() -> IdxImages {
-        IdxImages {
-            count: 3,
-            rows: 4,
-            cols: 5,
-            pixels: (0..60).map(|i| (i * 4) as u8).collect(),
-        }
+        IdxImages::gray(3, 4, 5, (0..60).map(|i| (i * 4) as u8).collect())
+    }
+
+    #[test]
+    fn colour_images_round_trip_as_rank_4() {
+        let images = IdxImages {
+            count: 2,
+            rows: 3,
+            cols: 4,
+            channels: 3,
+            pixels: (0..72).map(|i| (i * 3) as u8).collect(),
+        };
+        let bytes = encode_images(&images);
+        assert_eq!(read_u32(&bytes, 0), COLOR_IMAGES_MAGIC);
+        assert_eq!(read_u32(&bytes, 16), 3);
+        assert_eq!(decode_images(&bytes, path()).unwrap(), images);
+        let mut bad = bytes.clone();
+        bad[16..20].copy_from_slice(&9u32.to_be_bytes());
+        let message = error_of(decode_images(&bad, path()));
+        assert!(message.contains("9 channels"), "{message}");
     }
 
     fn error_of<T: std::fmt::Debug>(result: Result<T>) -> String {
@@ -575,12 +629,7 @@ mod tests {
 
     #[test]
     fn zero_sized_images_are_rejected() {
-        let images = IdxImages {
-            count: 0,
-            rows: 0,
-            cols: 28,
-            pixels: vec![],
-        };
+        let images = IdxImages::gray(0, 0, 28, vec![]);
         let message = error_of(decode_images(&encode_images(&images), path()));
         assert!(message.contains("image size 0x28"), "{message}");
     }

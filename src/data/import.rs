@@ -5,12 +5,15 @@
 //! split per class by a seeded shuffle. Everything is read, decoded and checked before the first
 //! byte is written, and the data set is then swapped in whole (see [`super::dataset`]), so a
 //! failed or killed import leaves `out` as it was.
+//!
+//! Each picture is prepared by one [`Pipeline`], recorded in `dataset.json` beside
+//! `classes.txt` so that `predict` prepares new pictures the same way. Both splits are stored in
+//! a seeded random order, as MNIST's own files are: a file sorted by class would make Keras's
+//! validation split (the last 10%) one class alone.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, Luma};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -18,8 +21,9 @@ use rayon::prelude::*;
 
 use super::dataset::write_dataset;
 use super::idx::{self, IdxImages};
-use super::image::{Invert, light_background};
+use super::image::Invert;
 use super::mnist::{MnistFile, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use super::pipeline::{DATASET_FILE, DatasetInfo, Fit, Pipeline};
 use crate::error::{Error, Result};
 
 pub use super::mnist::CLASSES_FILE;
@@ -51,8 +55,13 @@ pub struct ImportOptions {
     /// Output image size as (width, height).
     pub size: (u32, u32),
     pub invert: Invert,
+    /// Keep colour (RGB) instead of grayscale.
+    pub color: bool,
+    /// How each picture is brought to `size`.
+    pub fit: Fit,
     /// Share of each class held out for testing; only for the `SRC/<class>/*` layout.
     pub test_fraction: f64,
+    /// Seed of the train/test split and of the order the images are stored in.
     pub seed: u64,
     /// Fail on the first unreadable file instead of skipping it.
     pub strict: bool,
@@ -63,6 +72,8 @@ impl Default for ImportOptions {
         Self {
             size: (28, 28),
             invert: Invert::Auto,
+            color: false,
+            fit: Fit::Stretch,
             test_fraction: 0.2,
             seed: 42,
             strict: false,
@@ -89,6 +100,23 @@ pub struct ImportReport {
     pub test_images: usize,
     pub rows: usize,
     pub cols: usize,
+    /// How every picture was prepared, as recorded in `dataset.json`.
+    pub pipeline: Pipeline,
+    /// The seed of the order both splits are stored in.
+    pub shuffle_seed: u64,
+}
+
+impl ImportOptions {
+    /// The pipeline these options prepare pictures with.
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline {
+            width: self.size.0,
+            height: self.size.1,
+            color: self.color,
+            invert: self.invert,
+            fit: self.fit,
+        }
+    }
 }
 
 /// Reads the labelled pictures under `src` and writes the MNIST-like data set into `out`.
@@ -132,9 +160,10 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         }
     }
 
+    let pipeline = options.pipeline();
     let decoded: Vec<std::result::Result<Vec<u8>, String>> = jobs
         .par_iter()
-        .map(|(_, _, path)| load_picture(path, options))
+        .map(|(_, _, path)| load_picture(path, &pipeline))
         .collect();
 
     let mut skipped = Vec::new();
@@ -193,16 +222,35 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
 
     let (width, height) = options.size;
     let (rows, cols) = (height as usize, width as usize);
-    let (train_images, train_labels) = assemble(&train_sets, rows, cols);
-    let (test_images, test_labels) = assemble(&test_sets, rows, cols);
+    let channels = pipeline.channels();
+    let (train_images, train_labels) = assemble(
+        &train_sets,
+        rows,
+        cols,
+        channels,
+        shuffle_seed(options.seed, 0),
+    );
+    let (test_images, test_labels) = assemble(
+        &test_sets,
+        rows,
+        cols,
+        channels,
+        shuffle_seed(options.seed, 1),
+    );
     let mut class_list = classes.join("\n");
     class_list.push('\n');
+    let dataset = DatasetInfo {
+        pipeline,
+        shuffle_seed: Some(options.seed),
+        written_by: format!("mnist-cnn {}", env!("CARGO_PKG_VERSION")),
+    };
     let files = vec![
         gzipped(TRAIN_IMAGES, &idx::encode_images(&train_images))?,
         gzipped(TRAIN_LABELS, &idx::encode_labels(&train_labels))?,
         gzipped(TEST_IMAGES, &idx::encode_images(&test_images))?,
         gzipped(TEST_LABELS, &idx::encode_labels(&test_labels))?,
         (CLASSES_FILE.to_string(), class_list.into_bytes()),
+        (DATASET_FILE.to_string(), dataset.to_json()),
     ];
     write_dataset(out, files)?;
 
@@ -224,6 +272,8 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         test_images: test_count,
         rows,
         cols,
+        pipeline,
+        shuffle_seed: options.seed,
     })
 }
 
@@ -390,38 +440,11 @@ fn visible_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {
 }
 
 /// Decodes one picture, by its content rather than its extension, and prepares its pixels.
-fn load_picture(path: &Path, options: &ImportOptions) -> std::result::Result<Vec<u8>, String> {
-    let picture = super::image::decode_picture(path)?;
-    Ok(prepare(to_gray(&picture), options.invert, options.size))
-}
-
-/// Grayscale; transparent parts count as white paper, as in a drawing exported from a canvas.
-fn to_gray(picture: &DynamicImage) -> GrayImage {
-    if !picture.color().has_alpha() {
-        return picture.to_luma8();
-    }
-    let gray_alpha = picture.to_luma_alpha8();
-    GrayImage::from_fn(picture.width(), picture.height(), |x, y| {
-        let [value, alpha] = gray_alpha.get_pixel(x, y).0;
-        let (value, alpha) = (u32::from(value), u32::from(alpha));
-        Luma([((value * alpha + 255 * (255 - alpha) + 127) / 255) as u8])
+fn load_picture(path: &Path, pipeline: &Pipeline) -> std::result::Result<Vec<u8>, String> {
+    pipeline.load(path).map_err(|error| match error {
+        Error::Image { reason, .. } => reason,
+        other => other.to_string(),
     })
-}
-
-/// Inversion (so the ink is light on dark, as in MNIST) and resizing to exactly `size`.
-pub fn prepare(mut gray: GrayImage, invert: Invert, (width, height): (u32, u32)) -> Vec<u8> {
-    let should_invert = match invert {
-        Invert::Yes => true,
-        Invert::No => false,
-        Invert::Auto => light_background(&gray),
-    };
-    if should_invert {
-        image::imageops::invert(&mut gray);
-    }
-    if gray.dimensions() == (width, height) {
-        return gray.into_raw();
-    }
-    image::imageops::resize(&gray, width, height, FilterType::Triangle).into_raw()
 }
 
 /// Splits one class's images (in file-name order) into (train, test) by a seeded shuffle,
@@ -451,22 +474,39 @@ fn test_size(count: usize, test_fraction: f64) -> usize {
     ((count as f64 * test_fraction).round() as usize).min(count.saturating_sub(1))
 }
 
-/// One IDX image set and its labels, class by class.
-fn assemble(sets: &[Vec<Vec<u8>>], rows: usize, cols: usize) -> (IdxImages, Vec<u8>) {
-    let count: usize = sets.iter().map(Vec::len).sum();
-    let mut pixels = Vec::with_capacity(count * rows * cols);
+/// The seed of the order one split is stored in: the import's seed, a different stream per
+/// split and apart from the train/test split's.
+fn shuffle_seed(seed: u64, split: u64) -> u64 {
+    seed ^ (0x5eed_0000_0000_0000 | (split + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// One IDX image set and its labels, in an order shuffled by `seed`.
+fn assemble(
+    sets: &[Vec<Vec<u8>>],
+    rows: usize,
+    cols: usize,
+    channels: usize,
+    seed: u64,
+) -> (IdxImages, Vec<u8>) {
+    let mut items: Vec<(u8, &[u8])> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(label, set)| set.iter().map(move |image| (label as u8, image.as_slice())))
+        .collect();
+    items.shuffle(&mut StdRng::seed_from_u64(seed));
+    let count = items.len();
+    let mut pixels = Vec::with_capacity(count * rows * cols * channels);
     let mut labels = Vec::with_capacity(count);
-    for (label, set) in sets.iter().enumerate() {
-        for image in set {
-            debug_assert_eq!(image.len(), rows * cols);
-            pixels.extend_from_slice(image);
-            labels.push(label as u8);
-        }
+    for (label, image) in items {
+        debug_assert_eq!(image.len(), rows * cols * channels);
+        pixels.extend_from_slice(image);
+        labels.push(label);
     }
     let images = IdxImages {
         count,
         rows,
         cols,
+        channels,
         pixels,
     };
     (images, labels)
@@ -493,45 +533,27 @@ fn invalid(message: String) -> Error {
 mod tests {
     use super::*;
 
-    fn dark_square_on_paper() -> GrayImage {
-        GrayImage::from_fn(40, 30, |x, y| {
-            if (15..25).contains(&x) && (10..20).contains(&y) {
-                Luma([0])
-            } else {
-                Luma([255])
-            }
-        })
-    }
-
     #[test]
-    fn auto_inversion_and_resize() {
-        let pixels = prepare(dark_square_on_paper(), Invert::Auto, (20, 15));
-        assert_eq!(pixels.len(), 20 * 15);
-        assert_eq!(pixels[0], 0, "paper becomes black");
-        assert!(pixels[7 * 20 + 10] > 200, "ink becomes bright");
-    }
-
-    #[test]
-    fn explicit_inversion_choices() {
-        let kept = prepare(dark_square_on_paper(), Invert::No, (40, 30));
-        assert_eq!(kept, dark_square_on_paper().into_raw());
-        let light_on_dark = GrayImage::from_pixel(8, 8, Luma([10]));
-        assert_eq!(prepare(light_on_dark.clone(), Invert::Auto, (8, 8))[0], 10);
-        assert_eq!(prepare(light_on_dark, Invert::Yes, (8, 8))[0], 245);
-    }
-
-    #[test]
-    fn transparency_counts_as_paper() {
-        let picture = DynamicImage::ImageLumaA8(image::GrayAlphaImage::from_fn(4, 4, |x, _| {
-            if x == 0 {
-                image::LumaA([0, 255])
-            } else {
-                image::LumaA([0, 0])
-            }
-        }));
-        let gray = to_gray(&picture);
-        assert_eq!(gray.get_pixel(0, 0).0[0], 0);
-        assert_eq!(gray.get_pixel(2, 2).0[0], 255);
+    fn assembled_splits_are_shuffled_by_the_seed() {
+        let sets: Vec<Vec<Vec<u8>>> = (0..4u8).map(|c| vec![vec![c]; 25]).collect();
+        let (images, labels) = assemble(&sets, 1, 1, 1, 7);
+        assert_eq!(images.pixels, labels, "each image stays with its label");
+        assert_eq!(labels.len(), 100);
+        assert!(!labels.is_sorted(), "not stored class by class");
+        assert!(
+            labels[90..]
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1,
+            "the last tenth holds more than one class"
+        );
+        assert_eq!(
+            assemble(&sets, 1, 1, 1, 7).1,
+            labels,
+            "the same seed, the same order"
+        );
+        assert_ne!(assemble(&sets, 1, 1, 1, 8).1, labels);
     }
 
     #[test]

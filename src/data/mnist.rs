@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 
 use super::idx;
+use super::pipeline::{DATASET_FILE, DatasetInfo, Pipeline};
 use crate::error::{Error, Result};
 
 /// Optional file in a data directory naming the classes, one per line in label order.
@@ -116,17 +117,24 @@ impl std::fmt::Display for SplitKind {
     }
 }
 
-/// Images and labels of one split, held as raw bytes (pixels 0..=255, row-major).
+/// Images and labels of one split, held as raw bytes (pixels 0..=255, row-major, `channels`
+/// bytes a pixel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Split {
     pub rows: usize,
     pub cols: usize,
+    /// 1 for grayscale, 3 for RGB.
+    pub channels: usize,
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
     /// MD5 of the decompressed files.
     pub checksums: Checksums,
     /// Names from `classes.txt`, when the data directory has one; see [`Split::class_names`].
     pub named_classes: Option<Vec<String>>,
+    /// How the pictures were prepared: as `dataset.json` records it, else MNIST's pipeline.
+    pub pipeline: Pipeline,
+    /// The seed of the shuffle the data set was stored in, when `dataset.json` records one.
+    pub shuffle_seed: Option<u64>,
 }
 
 /// MD5 of a split's decompressed images and labels files.
@@ -145,8 +153,9 @@ impl Split {
         self.labels.is_empty()
     }
 
+    /// Bytes of one image: rows x cols x channels.
     pub fn image_len(&self) -> usize {
-        self.rows * self.cols
+        self.rows * self.cols * self.channels
     }
 
     /// Classes as named by `classes.txt`, else one more than the largest label.
@@ -255,9 +264,38 @@ pub fn load_split(dir: &Path, kind: SplitKind) -> Result<Split> {
             ),
         });
     }
+    let dataset = DatasetInfo::read(dir)?;
+    let pipeline = match &dataset {
+        Some(info) => {
+            let frame = (info.pipeline.height as usize, info.pipeline.width as usize);
+            if frame != (images.rows, images.cols) || info.pipeline.channels() != images.channels {
+                return Err(Error::corrupt(
+                    dir.join(DATASET_FILE),
+                    format!(
+                        "describes {}x{} images of {} channels but {} holds {}x{} images of {}",
+                        frame.0,
+                        frame.1,
+                        info.pipeline.channels(),
+                        images_path.display(),
+                        images.rows,
+                        images.cols,
+                        images.channels
+                    ),
+                ));
+            }
+            info.pipeline
+        }
+        None => Pipeline {
+            color: images.channels == 3,
+            ..Pipeline::mnist(images.rows, images.cols)
+        },
+    };
     Ok(Split {
         rows: images.rows,
         cols: images.cols,
+        channels: images.channels,
+        pipeline,
+        shuffle_seed: dataset.and_then(|info| info.shuffle_seed),
         pixels: images.pixels,
         checksums: Checksums {
             images: images_md5,
@@ -333,12 +371,7 @@ mod tests {
 
     fn write_split(dir: &Path, kind: SplitKind, count: usize, labels: Vec<u8>) {
         let (images_file, labels_file) = kind.files();
-        let images = IdxImages {
-            count,
-            rows: 28,
-            cols: 28,
-            pixels: vec![7; count * 784],
-        };
+        let images = IdxImages::gray(count, 28, 28, vec![7; count * 784]);
         std::fs::write(dir.join(images_file.name), encode_images(&images)).unwrap();
         std::fs::write(dir.join(labels_file.dotted_name), encode_labels(&labels)).unwrap();
     }

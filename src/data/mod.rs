@@ -1,4 +1,5 @@
-//! Data: IDX decoding, the MNIST files, downloading them, and batching for training.
+//! Data: IDX decoding, the MNIST files, downloading them, the image pipeline that prepares
+//! pictures (`pipeline`), and batching for training.
 
 pub mod batch;
 pub mod dataset;
@@ -7,5 +8,6 @@ pub mod idx;
 pub mod image;
 pub mod import;
 pub mod mnist;
+pub mod pipeline;
 
 pub use mnist::{MnistFile, Split, SplitKind, load_split};

@@ -18,6 +18,7 @@ mod heatmap;
 mod image_grid;
 pub mod layers;
 mod line_chart;
+pub mod picture;
 mod render;
 mod terminal;
 mod text;

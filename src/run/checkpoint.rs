@@ -41,7 +41,7 @@ pub struct FileDigest {
 }
 
 impl FileDigest {
-    fn of(file: String, contents: &[u8]) -> Self {
+    pub fn of(file: String, contents: &[u8]) -> Self {
         Self {
             file,
             md5: md5_hex(contents),

@@ -16,9 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::data::Split;
+use crate::data::pipeline::Pipeline;
 use crate::error::{Error, Result};
 use crate::fsutil::read_json;
 use crate::model::{Architecture, InputShape, Network};
+use crate::train::schedule::LrSchedule;
+use crate::train::validation::ValidationFrom;
 
 pub use checkpoint::{FileDigest, RunLock};
 
@@ -43,6 +46,18 @@ pub struct TrainConfig {
     pub validation_split: f64,
     pub steps_per_epoch: Option<usize>,
     pub limit: Option<usize>,
+    /// Where the validation images come from; runs written before it have none (auto).
+    #[serde(default)]
+    pub validation_from: ValidationFrom,
+    /// Random shifts and small rotations of the training images, seeded.
+    #[serde(default)]
+    pub augment: bool,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Stop when the validation loss has not improved for this many epochs, and end with the
+    /// weights of the best epoch.
+    #[serde(default)]
+    pub early_stopping: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -57,6 +72,10 @@ impl Default for TrainConfig {
             validation_split: 0.1,
             steps_per_epoch: None,
             limit: None,
+            validation_from: ValidationFrom::Auto,
+            augment: false,
+            lr_schedule: LrSchedule::Constant,
+            early_stopping: None,
         }
     }
 }
@@ -82,6 +101,13 @@ impl TrainConfig {
             Some("steps per epoch must be at least 1".to_string())
         } else if self.limit == Some(0) {
             Some("the image limit must be at least 1".to_string())
+        } else if self.early_stopping == Some(0) {
+            Some("the early-stopping patience must be at least 1 epoch".to_string())
+        } else if self.early_stopping.is_some() && self.validation_split == 0.0 {
+            Some(
+                "early stopping watches the validation loss, so it needs a validation split above 0"
+                    .to_string(),
+            )
         } else {
             None
         };
@@ -110,6 +136,29 @@ impl TrainConfig {
             self.steps_per_epoch == other.steps_per_epoch,
         );
         differ("limit", self.limit == other.limit);
+        differ(
+            "validation source",
+            self.validation_from == other.validation_from,
+        );
+        differ("augmentation", self.augment == other.augment);
+        differ(
+            "learning-rate schedule",
+            self.lr_schedule == other.lr_schedule,
+        );
+        // A schedule spreads over all the epochs, so their number is part of it; so it is of
+        // a run that ends with its best epoch's weights.
+        differ(
+            "epochs (part of the learning-rate schedule)",
+            self.lr_schedule == LrSchedule::Constant || self.epochs == other.epochs,
+        );
+        differ(
+            "epochs (a run with early stopping ends with its best weights)",
+            self.early_stopping.is_none() || self.epochs == other.epochs,
+        );
+        differ(
+            "early stopping",
+            self.early_stopping == other.early_stopping,
+        );
         differences
     }
 }
@@ -173,6 +222,27 @@ pub struct RunInfo {
     /// manifest, whose weights are `model.bpk` unchecked.
     #[serde(default)]
     pub checkpoint: Option<checkpoint::CheckpointFiles>,
+    /// How the training pictures were prepared (from the data set's `dataset.json`, else
+    /// MNIST's); absent in runs written before pipelines were recorded.
+    #[serde(default)]
+    pub pipeline: Option<Pipeline>,
+    /// How the validation images were chosen (`last` or `random`).
+    #[serde(default)]
+    pub validation_from: Option<ValidationFrom>,
+    /// With early stopping: the epoch of the lowest validation loss so far and its weights.
+    #[serde(default)]
+    pub best: Option<BestEpoch>,
+    /// With early stopping: the epoch whose weights the run ended with, once it has ended.
+    #[serde(default)]
+    pub restored_best_epoch: Option<usize>,
+}
+
+/// The epoch with the lowest validation loss, and the file its weights were kept in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestEpoch {
+    pub epoch: usize,
+    pub val_loss: f64,
+    pub model: FileDigest,
 }
 
 impl RunInfo {
@@ -216,6 +286,15 @@ impl RunInfo {
         })
     }
 
+    /// How to prepare a new picture for this model: the pipeline its training data was made
+    /// with; MNIST's for runs that recorded none.
+    pub fn pipeline(&self) -> Pipeline {
+        self.pipeline.unwrap_or(Pipeline {
+            color: self.shape.channels == 3,
+            ..Pipeline::mnist(self.shape.rows, self.shape.cols)
+        })
+    }
+
     /// The trained network from `model_dir`, on `device`, after checking its file against the
     /// checksum this manifest recorded.
     pub fn load_network(&self, model_dir: &Path, device: &Device) -> Result<Network> {
@@ -244,6 +323,14 @@ impl RunInfo {
                 data_dir.display(),
                 split.rows,
                 split.cols
+            )));
+        }
+        if split.channels != self.shape.channels {
+            return Err(Error::DataMismatch(format!(
+                "the model was trained on images of {} channels but {} holds images of {}",
+                self.shape.channels,
+                data_dir.display(),
+                split.channels
             )));
         }
         if split.num_classes() > self.shape.classes {

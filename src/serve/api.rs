@@ -252,8 +252,7 @@ pub async fn predict(
             &model.network,
             &model.run.class_names,
             &pixels,
-            shape.rows,
-            shape.cols,
+            shape,
             top,
             &pool_state.device,
         );
@@ -354,8 +353,7 @@ pub async fn test_item(State(state): Shared, Path(index): Path<String>) -> ApiRe
             &model.network,
             &model.run.class_names,
             pixels,
-            split.rows,
-            split.cols,
+            model.run.shape,
             model.run.shape.classes,
             &device,
         );

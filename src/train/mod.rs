@@ -1,6 +1,14 @@
 //! The training loop: mini-batch Adam on categorical cross-entropy, per-epoch validation, and
 //! a committed checkpoint after every epoch (see [`crate::run::checkpoint`]) so that a run can
 //! be resumed exactly, or read by other commands while it trains.
+//!
+//! The options that help on small data sets live beside it: which images validate
+//! ([`validation`]), augmentation ([`augment`]) and the learning-rate schedule ([`schedule`]).
+//! Each is a function of the seed, epoch and step only, so a resumed run stays bit-identical.
+
+pub mod augment;
+pub mod schedule;
+pub mod validation;
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,13 +20,17 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::backend;
-use crate::data::batch::{Batch, make_batch};
+use crate::data::batch::{Batch, batch_with_images, make_batch};
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
 use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::run::checkpoint::{self, CheckpointFiles, RunLock};
-use crate::run::{ACCURACY_PLOT, DataInfo, LOSS_PLOT, RunInfo, burn_version};
+use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
+use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
+
+pub use schedule::LrSchedule;
+pub use validation::{ValidationFrom, Warning, WarningKind};
 
 pub use crate::run::{EpochStats, TrainConfig};
 
@@ -26,6 +38,8 @@ pub use crate::run::{EpochStats, TrainConfig};
 const ADAM_EPSILON: f32 = 1e-7;
 /// Validation runs without gradients, so larger batches are cheaper and change nothing.
 const VALIDATION_BATCH: usize = 500;
+/// With early stopping: the weights of the epoch with the lowest validation loss so far.
+pub const BEST_MODEL_FILE: &str = "best-model.bpk";
 
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
@@ -53,6 +67,14 @@ pub enum TrainEvent<'a> {
     },
     Validating,
     EpochFinished(&'a EpochStats),
+    /// Something about the data or settings the user should know; training goes on.
+    Warning(&'a Warning),
+    /// Early stopping ended the run: the validation loss has not improved since `best_epoch`,
+    /// whose weights the run ends with.
+    StoppedEarly {
+        epoch: usize,
+        best_epoch: usize,
+    },
 }
 
 pub struct TrainOutcome {
@@ -89,17 +111,26 @@ pub fn train(
     let shape = InputShape::of(data);
     shape.check(config.architecture)?;
     let canonical_mnist = data.is_canonical_mnist(SplitKind::Train);
-    let used = config.limit.unwrap_or(data.len()).min(data.len());
-    let validation_count = (used as f64 * config.validation_split).round() as usize;
-    let train_count = used - validation_count;
+    let class_names = data.class_names();
+    // On data in random order as Keras's `validation_split`: the last fraction of the data,
+    // taken before shuffling. See `validation` for data that is not.
+    let selection = validation::select(
+        &data.labels,
+        &class_names,
+        config.limit,
+        config.validation_split,
+        config.validation_from,
+        config.seed,
+    );
+    let (train_indices, validation_indices) = (&selection.train, &selection.validation);
+    let (train_count, validation_count) = (train_indices.len(), validation_indices.len());
     if train_count == 0 {
         return Err(Error::InvalidArgument(format!(
-            "no training images left: {used} images with a validation split of {}",
+            "no training images left: {} images with a validation split of {}",
+            train_count + validation_count,
             config.validation_split
         )));
     }
-    // As Keras's `validation_split`: the last fraction of the data, taken before shuffling.
-    let validation_indices: Vec<usize> = (train_count..used).collect();
     // Before any work: an unusable or busy output directory fails now, not after an epoch.
     let _lock = RunLock::acquire(out_dir)?;
 
@@ -116,7 +147,7 @@ pub fn train(
             ..config.clone()
         },
         shape,
-        class_names: data.class_names(),
+        class_names,
         parameters: network.num_params(),
         optimizer: "adam".into(),
         loss: "categorical_crossentropy".into(),
@@ -136,6 +167,10 @@ pub fn train(
         mnist_cnn_version: env!("CARGO_PKG_VERSION").into(),
         history: Vec::new(),
         checkpoint: None,
+        pipeline: Some(data.pipeline),
+        validation_from: Some(selection.from),
+        best: None,
+        restored_best_epoch: None,
     };
 
     if resume {
@@ -146,6 +181,8 @@ pub fn train(
         run.train_seconds = resumed.run.train_seconds;
         run.completed_epochs = run.history.len();
         run.checkpoint = resumed.run.checkpoint;
+        run.best = resumed.run.best;
+        run.restored_best_epoch = resumed.run.restored_best_epoch;
         // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
         checkpoint::write_derived(out_dir, &run, &[])?;
         plot_history(out_dir, &run.history)?;
@@ -162,6 +199,10 @@ pub fn train(
         checkpoint::remove_unreferenced(out_dir, &keep)?;
     }
 
+    // Once the run has started: a run refused above needs no advice on its data.
+    for warning in &selection.warnings {
+        observer(TrainEvent::Warning(warning));
+    }
     observer(TrainEvent::Started {
         run: &run,
         network: &network,
@@ -171,6 +212,9 @@ pub fn train(
         config.steps_per_epoch.map_or(all, |steps| steps.min(all))
     };
     for epoch in run.completed_epochs..config.epochs {
+        if should_stop(config, &run) {
+            break;
+        }
         observer(TrainEvent::EpochStarted {
             epoch: epoch + 1,
             epochs: config.epochs,
@@ -182,15 +226,32 @@ pub fn train(
         order.shuffle(&mut StdRng::seed_from_u64(
             config.seed ^ (epoch as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         ));
+        let order: Vec<usize> = order.into_iter().map(|i| train_indices[i]).collect();
         let mut totals = RunningTotals::default();
         for (batch_index, indices) in order
             .chunks(config.batch_size)
             .take(batches_in_epoch)
             .enumerate()
         {
-            let batch = make_batch(data, indices, shape.classes, &train_device);
+            let batch = if config.augment {
+                let values =
+                    augment::augmented_batch(data, indices, config.seed, epoch, batch_index);
+                let dims = [indices.len(), shape.channels, shape.rows, shape.cols];
+                let images = Tensor::from_data(TensorData::new(values, dims), &train_device);
+                batch_with_images(data, indices, shape.classes, images, &train_device)
+            } else {
+                make_batch(data, indices, shape.classes, &train_device)
+            };
+            let learning_rate = schedule::learning_rate(
+                config.lr_schedule,
+                config.learning_rate,
+                epoch,
+                batch_index,
+                config.epochs,
+                batches_in_epoch,
+            );
             let (stepped, loss_value, correct) =
-                train_step(network, &mut optimizer, config.learning_rate, batch);
+                train_step(network, &mut optimizer, learning_rate, batch);
             if !loss_value.is_finite() {
                 // The weights are no longer usable; the last committed checkpoint stays as it is.
                 return Err(Error::Diverged {
@@ -217,7 +278,7 @@ pub fn train(
             let (loss, accuracy) = loss_and_accuracy(
                 &network.valid(),
                 data,
-                &validation_indices,
+                validation_indices,
                 VALIDATION_BATCH,
                 &device,
             );
@@ -236,15 +297,73 @@ pub fn train(
         run.completed_epochs = run.history.len();
         run.train_seconds += started.elapsed().as_secs_f64();
         run.peak_rss_mb = backend::peak_rss_mb();
+        if config.early_stopping.is_some()
+            && let Some(val_loss) = stats.val_loss
+            && run
+                .best
+                .as_ref()
+                .is_none_or(|best| val_loss < best.val_loss)
+        {
+            // Written before the manifest that names it, like the checkpoint's files.
+            let bytes = network_bytes(&network)?;
+            write_atomically(&out_dir.join(BEST_MODEL_FILE), &bytes)?;
+            run.best = Some(BestEpoch {
+                epoch: stats.epoch,
+                val_loss,
+                model: FileDigest::of(BEST_MODEL_FILE.to_string(), &bytes),
+            });
+        }
         checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
         plot_history(out_dir, &run.history)?;
         observer(TrainEvent::EpochFinished(&stats));
+    }
+
+    // Early stopping ends with the best epoch's weights, as Keras's `restore_best_weights`.
+    if config.early_stopping.is_some()
+        && run.restored_best_epoch.is_none()
+        && let Some(best) = run.best.clone()
+    {
+        if should_stop(config, &run) {
+            observer(TrainEvent::StoppedEarly {
+                epoch: run.completed_epochs,
+                best_epoch: best.epoch,
+            });
+        }
+        if best.epoch != run.completed_epochs {
+            let path = out_dir.join(&best.model.file);
+            let bytes = best.model.read_verified(&path)?;
+            network = Network::from_bytes(config.architecture, shape, bytes, &path, &train_device)?;
+        }
+        run.restored_best_epoch = Some(best.epoch);
+        checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
     }
 
     Ok(TrainOutcome {
         network: network.valid(),
         run,
     })
+}
+
+/// Whether early stopping has ended the run: the validation loss has not improved for
+/// `patience` epochs since the best one.
+fn should_stop(config: &TrainConfig, run: &RunInfo) -> bool {
+    match (config.early_stopping, &run.best) {
+        (Some(patience), Some(best)) => run.completed_epochs >= best.epoch + patience,
+        _ => false,
+    }
+}
+
+fn network_bytes(network: &Network) -> Result<Vec<u8>> {
+    use burn::module::Module;
+    network
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map(|bytes| bytes.to_vec())
+        .map_err(|e| Error::Serialize {
+            what: "model",
+            reason: e.to_string(),
+        })
 }
 
 /// The Adam optimizer as configured for every run.
