@@ -1,8 +1,18 @@
 //! Choosing where tensors live. burn 0.22 picks the backend at run time through the `Device`.
+//!
+//! The CPU backends are always compiled in. burn's GPU backends are behind this crate's cargo
+//! features `wgpu` (Vulkan, Metal, DirectX 12) and `cuda`; a GPU backend is started, and
+//! checked to work, by [`BackendKind::start`] before anything runs on it.
+
+mod gpu;
 
 use burn::prelude::Device;
 
-/// A backend of burn.
+use crate::error::{Error, Result};
+
+/// A backend of burn. Every name exists in every build, so that a `run.json` written by a
+/// GPU build loads in a CPU-only one; asking for a backend that is not compiled in is an error
+/// naming the cargo feature to build with.
 #[derive(
     Debug,
     Clone,
@@ -21,14 +31,71 @@ pub enum BackendKind {
     Flex,
     /// burn-ndarray: deprecated upstream and about 10% slower, kept because users ask for it by name.
     Ndarray,
+    /// burn's wgpu backend: the best GPU that Vulkan, Metal or DirectX 12 offers.
+    #[cfg_attr(not(feature = "wgpu"), value(hide = true))]
+    Wgpu,
+    /// burn's CUDA backend: the first NVIDIA GPU.
+    #[cfg_attr(not(feature = "cuda"), value(hide = true))]
+    Cuda,
+    /// The fastest backend compiled in that can start: CUDA, then wgpu on a real GPU, then flex.
+    Auto,
 }
 
 impl BackendKind {
+    /// Every backend compiled into this build, `auto` excluded.
+    pub const COMPILED: &[BackendKind] = &[
+        BackendKind::Flex,
+        BackendKind::Ndarray,
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu,
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda,
+    ];
+
+    /// Whether the backend's code is in this build (`auto` always is).
+    pub fn is_compiled(self) -> bool {
+        self == BackendKind::Auto || Self::COMPILED.contains(&self)
+    }
+
+    /// Whether the backend computes on the CPU with this crate's hand-written kernels.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendKind::Flex | BackendKind::Ndarray)
+    }
+
+    /// Makes sure the backend can run here and returns the one to use: `auto` becomes the
+    /// backend it picks, and a GPU backend is started and runs a small operation first. A
+    /// backend that is not compiled in, or cannot start (no driver, no device), is a one-line
+    /// error naming it and what is missing. Later calls answer from the first one's result.
+    pub fn start(self) -> Result<BackendKind> {
+        match self {
+            BackendKind::Flex | BackendKind::Ndarray => Ok(self),
+            BackendKind::Wgpu => gpu::wgpu().map(|_| self),
+            BackendKind::Cuda => gpu::cuda().map(|_| self),
+            BackendKind::Auto => Ok(gpu::best()),
+        }
+    }
+
+    /// The backend's device. For `wgpu` and `cuda`, call [`BackendKind::start`] first and
+    /// report its error: this panics, with that message, when the backend cannot start.
     pub fn device(self) -> Device {
         match self {
             BackendKind::Flex => Device::flex(),
             #[allow(deprecated)]
             BackendKind::Ndarray => Device::ndarray(),
+            BackendKind::Wgpu | BackendKind::Cuda => gpu::device(self),
+            BackendKind::Auto => self.start().unwrap_or(BackendKind::Flex).device(),
+        }
+    }
+
+    /// What the backend computes on, for reports: the GPU's name, or "N threads" on the CPU.
+    pub fn describe(self) -> String {
+        match self.start() {
+            Ok(kind @ (BackendKind::Wgpu | BackendKind::Cuda)) => gpu::describe(kind),
+            Ok(_) => {
+                let threads = current_threads();
+                format!("{threads} thread{}", if threads == 1 { "" } else { "s" })
+            }
+            Err(e) => e.to_string(),
         }
     }
 
@@ -36,6 +103,25 @@ impl BackendKind {
         match self {
             BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Auto => "auto",
+        }
+    }
+
+    /// The cargo feature that compiles the backend in, for the GPU backends.
+    fn feature(self) -> Option<&'static str> {
+        match self {
+            BackendKind::Wgpu => Some("wgpu"),
+            BackendKind::Cuda => Some("cuda"),
+            _ => None,
+        }
+    }
+
+    fn not_compiled(self) -> Error {
+        Error::BackendNotCompiled {
+            backend: self,
+            feature: self.feature().unwrap_or(self.name()),
         }
     }
 }
@@ -160,6 +246,54 @@ pub fn peak_rss_mb() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_backends_start_and_auto_picks_one_that_runs() {
+        assert_eq!(BackendKind::Flex.start().unwrap(), BackendKind::Flex);
+        assert_eq!(BackendKind::Ndarray.start().unwrap(), BackendKind::Ndarray);
+        let auto = BackendKind::Auto.start().unwrap();
+        assert_ne!(auto, BackendKind::Auto);
+        assert!(auto.is_compiled());
+        if !cfg!(any(feature = "wgpu", feature = "cuda")) {
+            assert_eq!(auto, BackendKind::Flex);
+        }
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_names_its_feature() {
+        for (backend, compiled) in [
+            (BackendKind::Wgpu, cfg!(feature = "wgpu")),
+            (BackendKind::Cuda, cfg!(feature = "cuda")),
+        ] {
+            assert_eq!(backend.is_compiled(), compiled);
+            if !compiled {
+                let error = backend.start().unwrap_err();
+                assert!(
+                    matches!(error, Error::BackendNotCompiled { feature, .. } if feature == backend.name()),
+                    "{error:?}"
+                );
+                assert_eq!(
+                    error.to_string(),
+                    format!("the {backend} backend is not compiled into this build")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_backend_name_reads_back() {
+        // run.json names the backend; a CPU-only build must read one a GPU build wrote.
+        for backend in [
+            BackendKind::Flex,
+            BackendKind::Ndarray,
+            BackendKind::Wgpu,
+            BackendKind::Cuda,
+        ] {
+            let json = serde_json::to_string(&backend).unwrap();
+            assert_eq!(json, format!("\"{backend}\""));
+            assert_eq!(serde_json::from_str::<BackendKind>(&json).unwrap(), backend);
+        }
+    }
 
     #[test]
     fn the_pool_threads_flush_subnormals() {

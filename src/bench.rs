@@ -74,8 +74,14 @@ pub struct LayerProfile {
 
 /// Progress of [`run`], in the order the measurements are made.
 pub enum Event<'a> {
-    Loaded { seconds: f64, images: usize },
-    TrainingStarted,
+    Loaded {
+        seconds: f64,
+        images: usize,
+    },
+    /// Measuring starts, on these backends (`auto` resolved).
+    TrainingStarted {
+        backends: &'a [BackendKind],
+    },
     Training(&'a Throughput),
     EvaluationStarted,
     Evaluation(&'a Throughput),
@@ -102,9 +108,18 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
         }
         None => None,
     };
-    observer(Event::TrainingStarted);
+    // Every backend starts (or says why not) before anything is measured; `auto` is measured
+    // as the backend it picks.
+    let backends = plan
+        .backends
+        .iter()
+        .map(|backend| backend.start())
+        .collect::<Result<Vec<_>>>()?;
+    observer(Event::TrainingStarted {
+        backends: &backends,
+    });
     let mut training = Vec::new();
-    for &backend in &plan.backends {
+    for &backend in &backends {
         for &batch_size in &plan.train_batch_sizes {
             let result = train_throughput(
                 plan.architecture,
@@ -119,7 +134,7 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
     }
     observer(Event::EvaluationStarted);
     let mut evaluation = Vec::new();
-    for &backend in &plan.backends {
+    for &backend in &backends {
         let device = backend.device();
         device.seed(42);
         let network = match &trained {
@@ -136,7 +151,7 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
     let mut profile = Vec::new();
     if plan.profile {
         let batch_size = plan.train_batch_sizes[0];
-        for &backend in &plan.backends {
+        for &backend in &backends {
             let layers = layer_profile(backend, &train_split, batch_size, 10);
             let result = LayerProfile {
                 backend,
@@ -166,6 +181,8 @@ const WARMUP_STEPS: usize = 2;
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub backend: BackendKind,
+    /// What the backend ran on: the GPU's name and graphics API, or the CPU thread count.
+    pub device: String,
     pub batch_size: usize,
     pub images: usize,
     pub seconds: f64,
@@ -202,6 +219,7 @@ pub fn train_throughput(
     let images = steps * batch_size;
     Throughput {
         backend,
+        device: backend.describe(),
         batch_size,
         images,
         seconds,
@@ -232,11 +250,55 @@ pub fn eval_throughput(
     let seconds = started.elapsed().as_secs_f64();
     Throughput {
         backend,
+        device: backend.describe(),
         batch_size,
         images: indices.len(),
         seconds,
         images_per_second: indices.len() as f64 / seconds,
     }
+}
+
+/// Images in one training epoch with Keras's default 10% validation split.
+pub const EPOCH_IMAGES: f64 = 54_000.0;
+
+/// The header of BENCHMARKS.md's table of measurements per device, which [`markdown_rows`]
+/// fills: one row per backend, measurement and batch size.
+pub const MARKDOWN_HEADER: &str = "| backend | device | measured | batch | img/s | s/epoch (54k) |\n\
+                                   |---|---|---|---:|---:|---:|";
+
+/// The report's measurements as rows of the table that [`MARKDOWN_HEADER`] starts.
+pub fn markdown_rows(report: &Report) -> Vec<String> {
+    let row = |t: &Throughput, measured: &str, epoch: String| {
+        format!(
+            "| {} | {} | {measured} | {} | {} | {epoch} |",
+            t.backend,
+            t.device.replace('|', "/"),
+            t.batch_size,
+            thousands(t.images_per_second)
+        )
+    };
+    let trained = report.training.iter().map(|t| {
+        let epoch = format!("{:.1}", EPOCH_IMAGES / t.images_per_second);
+        row(t, "train", epoch)
+    });
+    let evaluated = report
+        .evaluation
+        .iter()
+        .map(|e| row(e, "eval", String::new()));
+    trained.chain(evaluated).collect()
+}
+
+/// 19287.4 as "19,287".
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// Forward and backward time of one layer of the CNN, per batch.
@@ -310,4 +372,52 @@ fn time_layer<const D: usize, const E: usize>(
         },
         layer(input).detach(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_rows_fill_the_header() {
+        let throughput = |backend, device: &str, batch_size, images_per_second| Throughput {
+            backend,
+            device: device.into(),
+            batch_size,
+            images: 6400,
+            seconds: 6400.0 / images_per_second,
+            images_per_second,
+        };
+        let report = Report {
+            model: Architecture::Cnn,
+            threads: 2,
+            load_seconds: 0.2,
+            loaded_images: 70_000,
+            peak_rss_mb: None,
+            training: vec![throughput(
+                BackendKind::Wgpu,
+                "NVIDIA GeForce RTX 4090 (Vulkan)",
+                128,
+                64_000.0,
+            )],
+            evaluation: vec![throughput(BackendKind::Flex, "2 threads", 500, 55_555.6)],
+            profile: Vec::new(),
+        };
+        let rows = markdown_rows(&report);
+        assert_eq!(
+            rows,
+            [
+                "| wgpu | NVIDIA GeForce RTX 4090 (Vulkan) | train | 128 | 64,000 | 0.8 |",
+                "| flex | 2 threads | eval | 500 | 55,556 |  |",
+            ]
+        );
+        for line in MARKDOWN_HEADER
+            .lines()
+            .chain(rows.iter().map(String::as_str))
+        {
+            assert_eq!(line.matches('|').count(), 7, "{line}");
+        }
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
 }

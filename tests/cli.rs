@@ -415,3 +415,17 @@ fn resume_without_a_run_fails_cleanly() {
             "no trained model in nothing-here (run.json is missing); start a new run without --resume",
         ));
 }
+
+#[test]
+#[cfg(not(feature = "wgpu"))]
+fn a_gpu_backend_not_compiled_in_says_which_feature_to_build_with() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(["evaluate", "--backend", "wgpu"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::eq(
+            "error: the wgpu backend is not compiled into this build; rebuild with `cargo build --release --features wgpu`\n",
+        ));
+}

@@ -26,6 +26,9 @@ pub fn hint(error: &anyhow::Error, command: &str) -> Option<String> {
             "pass --data-dir with a data set that has images (see `mnist-cnn import`)".into()
         }
         Error::Diverged { .. } => "try a lower --lr; the last good checkpoint was kept".into(),
+        Error::BackendNotCompiled { feature, .. } => {
+            format!("rebuild with `cargo build --release --features {feature}`")
+        }
         Error::Download(_) if command == "download" => {
             "pass --mirror URL (a base URL or a local directory)".into()
         }

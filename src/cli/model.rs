@@ -31,7 +31,7 @@ pub struct EvaluateArgs {
     /// Images per inference batch
     #[arg(long, default_value_t = 500, value_parser = values::positive)]
     pub batch_size: usize,
-    /// Backend of burn to evaluate on
+    /// Backend of burn to evaluate on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -65,14 +65,14 @@ pub struct PredictArgs {
     /// How many classes to list per image
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub top: u8,
-    /// Backend of burn to predict on
+    /// Backend of burn to predict on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Backends to measure, comma-separated
+    /// Backends to measure, comma-separated (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendKind::Flex])]
     pub backends: Vec<BackendKind>,
     /// Training batch sizes to measure, comma-separated
@@ -100,10 +100,13 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Also print the results as rows of BENCHMARKS.md's table per device (see benches/gpu.sh)
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
-    let device = args.backend.device();
+    let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let split = data::load_split(&session.data_dir, args.split)?;
     run.info.check_data(&split, &session.data_dir)?;
@@ -144,7 +147,7 @@ pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> 
 }
 
 pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
-    let device = args.backend.device();
+    let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let (info, network) = (&run.info, &run.network);
     let shape = info.shape;
@@ -264,9 +267,6 @@ fn show_input(
     Ok(path.to_path_buf())
 }
 
-/// Images in one training epoch with Keras's default 10% validation split.
-const EPOCH_IMAGES: f64 = 54_000.0;
-
 pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     let plan = Plan {
         architecture: args.model,
@@ -288,13 +288,16 @@ pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
             "loaded {images} images (gunzip, validate, checksum) in {:.0} ms",
             seconds * 1000.0
         )),
-        bench::Event::TrainingStarted => {
+        bench::Event::TrainingStarted { backends } => {
             say(format!(
                 "{} on {}; training {} images per configuration",
                 plan.architecture,
                 counted(mnist_cnn::backend::current_threads(), "thread"),
                 plan.train_images
             ));
+            for backend in backends.iter().filter(|backend| !backend.is_cpu()) {
+                say(format!("{backend} runs on {}", backend.describe()));
+            }
             say(format!(
                 "{:<8} {:>6} {:>12} {:>16}",
                 "backend", "batch", "train img/s", "s/epoch (54k)"
@@ -305,7 +308,7 @@ pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
             result.backend.name(),
             result.batch_size,
             result.images_per_second,
-            EPOCH_IMAGES / result.images_per_second
+            bench::EPOCH_IMAGES / result.images_per_second
         )),
         bench::Event::EvaluationStarted => say(format!(
             "\n{:<8} {:>6} {:>12}",
@@ -333,6 +336,12 @@ pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.output {
         write_json_atomically(path, &report)?;
         say(format!("wrote {}", path.display()));
+    }
+    if args.markdown && !session.json {
+        println!("{}", bench::MARKDOWN_HEADER);
+        for row in bench::markdown_rows(&report) {
+            println!("{row}");
+        }
     }
     session.print_json(&report)
 }

@@ -65,7 +65,7 @@ pub struct TrainArgs {
     /// The network to train
     #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
     pub model: Architecture,
-    /// Backend of burn to train on
+    /// Backend of burn to train on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
 }
@@ -126,8 +126,8 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
                 "trained {} in {:.1}s on {} ({}): loss {:.4}, accuracy {:.4}{}",
                 counted(outcome.run.completed_epochs, "epoch"),
                 outcome.run.train_seconds,
-                config.backend,
-                counted(outcome.run.threads, "thread"),
+                outcome.run.config.backend,
+                outcome.run.config.backend.describe(),
                 last.loss,
                 last.accuracy,
                 validation_suffix(last),

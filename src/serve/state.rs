@@ -77,7 +77,7 @@ impl AppState {
         let state = AppState {
             model_dir: options.model_dir.clone(),
             data_dir: options.data_dir.clone(),
-            device: options.backend.device(),
+            device: options.backend.start()?.device(),
             collect: options.collect.clone(),
             test,
             model: RwLock::new(None),

@@ -134,13 +134,18 @@ pub fn train(
     // Before any work: an unusable or busy output directory fails now, not after an epoch.
     let _lock = RunLock::acquire(out_dir)?;
 
-    let device = config.backend.device();
+    // `auto` is recorded as the backend it picked.
+    let backend_kind = config.backend.start()?;
+    let device = backend_kind.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     let mut network = Network::new(config.architecture, shape, &train_device);
     let mut optimizer = adam();
     let mut run = RunInfo {
-        config: config.clone(),
+        config: TrainConfig {
+            backend: backend_kind,
+            ..config.clone()
+        },
         shape,
         class_names,
         parameters: network.num_params(),
