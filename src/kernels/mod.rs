@@ -39,9 +39,11 @@
 #![allow(deprecated)]
 
 mod block;
+mod direct;
 mod im2col;
 mod simd;
 mod window;
+mod winograd;
 
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -55,6 +57,16 @@ use burn::tensor::{DType, Device, TensorData};
 
 pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
 pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
+
+/// Environment variable that, set to `im2col`, makes every forward pass convolve by im2col and
+/// `gemm`, instead of the single-channel and Winograd kernels where they apply: for measuring
+/// those against it in one binary, and for testing. Read once per process.
+pub const CONV_ENV: &str = "MNIST_CNN_CONV";
+
+fn conv_env_forces_im2col() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os(CONV_ENV).is_some_and(|value| value == "im2col"))
+}
 
 /// Whether tensors on `device` run the hand-written kernels: the one list of backends that
 /// have them (Flex and NdArray, also under autodiff). Every other backend computes

@@ -119,7 +119,8 @@ fn pool_relu_row_scalar(top: &[f32], bottom: &[f32], output: &mut [f32], winners
 /// The first maximum of a window (in row-major order) and its position; a NaN beats any
 /// number. A tournament: each pair keeps its first of equals, and the bottom pair must beat the
 /// top pair strictly.
-fn window_max(window: [f32; 4]) -> (u8, f32) {
+#[inline(always)]
+pub(super) fn window_max(window: [f32; 4]) -> (u8, f32) {
     let top_second = beats(window[1], window[0]);
     let bottom_second = beats(window[3], window[2]);
     let (top, top_at) = if top_second {
@@ -139,12 +140,13 @@ fn window_max(window: [f32; 4]) -> (u8, f32) {
     }
 }
 
+#[inline(always)]
 fn beats(challenger: f32, holder: f32) -> bool {
     challenger > holder || challenger.is_nan() && !holder.is_nan()
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use super::CLAMPED;
@@ -175,7 +177,7 @@ mod avx512 {
     /// # Safety
     /// `row` must be readable for `2 * count` floats, `count <= 16`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn load_pairs(row: *const f32, count: usize) -> (__m512, __m512) {
+    pub unsafe fn load_pairs(row: *const f32, count: usize) -> (__m512, __m512) {
         let (low_lanes, high_lanes) = pair_lanes(2 * count);
         // `wrapping_add`: with 16 floats or fewer the second half lies past the row, where `add`
         // would be undefined behaviour even with nothing read there.
@@ -223,13 +225,36 @@ mod avx512 {
         );
     }
 
+    /// Per lane, the window `[a, b; c, d]` pooled as [`super::window_max`] and clamped at zero
+    /// as [`super::pool_relu_row_scalar`]: the value and its position (or `CLAMPED`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn pool_window(a: __m512, b: __m512, c: __m512, d: __m512) -> (__m512, __m512i) {
+        let position = |value: i32| _mm512_set1_epi32(value);
+        let top_second = beats(b, a);
+        let top_max = _mm512_mask_blend_ps(top_second, a, b);
+        let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
+        let bottom_second = beats(d, c);
+        let bottom_max = _mm512_mask_blend_ps(bottom_second, c, d);
+        let bottom_at = _mm512_mask_blend_epi32(bottom_second, position(2), position(3));
+        let bottom_wins = beats(bottom_max, top_max);
+        let max = _mm512_mask_blend_ps(bottom_wins, top_max, bottom_max);
+        let at = _mm512_mask_blend_epi32(bottom_wins, top_at, bottom_at);
+        // NaN is kept (not clamped) so that a diverging run shows it.
+        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps())
+            | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
+        (
+            _mm512_maskz_mov_ps(keep, max),
+            _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at),
+        )
+    }
+
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VL; `top` and `bottom` must hold at least
     /// `2 * output.len()` floats and `winners` `output.len()` bytes.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
-        let position = |value: i32| _mm512_set1_epi32(value);
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
             // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
@@ -241,29 +266,13 @@ mod avx512 {
                     load_pairs(bottom.as_ptr().add(2 * start), count),
                 )
             };
-            let top_second = beats(b, a);
-            let top_max = _mm512_mask_blend_ps(top_second, a, b);
-            let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
-            let bottom_second = beats(d, c);
-            let bottom_max = _mm512_mask_blend_ps(bottom_second, c, d);
-            let bottom_at = _mm512_mask_blend_epi32(bottom_second, position(2), position(3));
-            let bottom_wins = beats(bottom_max, top_max);
-            let max = _mm512_mask_blend_ps(bottom_wins, top_max, bottom_max);
-            let at = _mm512_mask_blend_epi32(bottom_wins, top_at, bottom_at);
-            // NaN is kept (not clamped) so that a diverging run shows it.
-            let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps())
-                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
-            let at = _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at);
+            let (pooled, at) = pool_window(a, b, c, d);
             let written = lanes(count);
             // SAFETY: masked stores write only the lanes `written` sets, windows
             // `start..start + count`, inside `output` and inside `winners` (as long as
             // `output`, the caller guarantees).
             unsafe {
-                _mm512_mask_storeu_ps(
-                    output.as_mut_ptr().add(start),
-                    written,
-                    _mm512_maskz_mov_ps(keep, max),
-                );
+                _mm512_mask_storeu_ps(output.as_mut_ptr().add(start), written, pooled);
                 _mm_mask_storeu_epi8(
                     winners.as_mut_ptr().add(start).cast(),
                     written,

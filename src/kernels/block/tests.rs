@@ -29,7 +29,8 @@ fn the_cpu_backends_have_the_fused_kernel_with_and_without_autodiff() {
 /// (burn's own conv2d, max_pool2d and relu), on both backends: a batch that is not a
 /// multiple of the task size, odd sides (the last row and column are dropped), an input
 /// that is not trained through (the first layer), and the network's 1 and 16 channels.
-/// [`conv3x3_pool_relu`] picks the kernel on these backends.
+/// [`conv3x3_pool_relu`] picks the kernel on these backends. The forward pass takes each of
+/// its paths here: single-channel, im2col (3 channels) and Winograd (16).
 #[test]
 fn fused_kernel_matches_the_composed_fallback_and_its_gradients() {
     for backend in [BackendKind::Flex, BackendKind::Ndarray] {
@@ -45,10 +46,11 @@ fn fused_kernel_matches_the_composed_fallback_and_its_gradients() {
                 [0..1, 0..channels, 0..7, 0..9],
                 Tensor::zeros([1, channels, 7, 9], &device),
             );
-            let weight = random([4, channels, 3, 3]).require_grad();
+            // 16 filters: with 16 channels, the shape the Winograd path takes.
+            let weight = random([16, channels, 3, 3]).require_grad();
             let bias =
-                Tensor::<1>::random([4], Distribution::Normal(0.0, 1.0), &device).require_grad();
-            let output_weights = random([5, 4, 3, 4]);
+                Tensor::<1>::random([16], Distribution::Normal(0.0, 1.0), &device).require_grad();
+            let output_weights = random([5, 16, 3, 4]);
             let run = |block: fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>| {
                 let leaf = input.clone().detach();
                 let leaf = if train_input {
