@@ -139,3 +139,48 @@ fn cnn_trained_on_flex_gives_the_same_probabilities_on_wgpu() {
     eprintln!("largest difference of a log-probability, flex vs wgpu: {worst:e}");
     assert!(worst < 1e-4, "{worst}");
 }
+
+/// `inspect --backend wgpu` runs every layer on wgpu and shows the numbers flex shows.
+#[test]
+fn inspect_runs_on_wgpu_with_the_numbers_of_flex() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = mnist_cnn(dir.path())
+        .args([
+            "--json", "train", "--out", "run", "--epochs", "1", "--limit", "1024",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let inspect = |backend: &str| {
+        let output = mnist_cnn(dir.path())
+            .args(["--json", "inspect", "--split", "test", "--index", "0"])
+            .args(["--model-dir", "run", "--backend", backend])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "inspect on {backend}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        printed["inspection"].clone()
+    };
+    let (on_wgpu, on_flex) = (inspect("wgpu"), inspect("flex"));
+    let layers = |inspection: &serde_json::Value| inspection["layers"].as_array().unwrap().len();
+    assert_eq!(layers(&on_wgpu), layers(&on_flex));
+    let probabilities = |inspection: &serde_json::Value| -> Vec<f64> {
+        inspection["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect()
+    };
+    for (a, b) in probabilities(&on_wgpu).iter().zip(probabilities(&on_flex)) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}

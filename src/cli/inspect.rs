@@ -35,10 +35,13 @@ pub struct InspectArgs {
     /// Invert the picture so the digit is light on dark, as in MNIST
     #[arg(long, value_enum, default_value_t = Invert::Auto)]
     pub invert: Invert,
+    /// Backend of burn to run the layers on (wgpu and cuda need the cargo feature of that name)
+    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    pub backend: BackendKind,
 }
 
 pub(crate) fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
-    let device = BackendKind::Flex.device();
+    let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let info = &run.info;
     let (rows, cols) = (info.shape.rows, info.shape.cols);

@@ -31,7 +31,9 @@ use forward::forward_f32;
 const IMAGES_PER_TASK: usize = 4;
 
 /// Input channels from which the forward pass takes Winograd's algorithm (with AVX-512): its
-/// transforms cost about as much per channel as im2col, and its products 2.25x less.
+/// products take 2.25x fewer multiplications than im2col's, but its transforms cost per
+/// channel as much as im2col itself. (A direct kernel for the single-channel first layer, and a
+/// dense weight gradient for it, measured slower than im2col and the sparse visit here.)
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// A task's forward scratch matrices stay within this many bytes when one image allows it, so
@@ -265,15 +267,12 @@ impl BlockShape {
         [self.filters, self.channels, 3, 3]
     }
 
-    /// How the forward pass convolves. With AVX-512: single-channel images directly, and
-    /// [`WINOGRAD_MIN_CHANNELS`] or more by Winograd's F(2x2, 3x3); everything else, and
-    /// everything when `MNIST_CNN_CONV=im2col` (for measuring the others against it), by
-    /// im2col and `gemm`.
+    /// How the forward pass convolves: with AVX-512, [`WINOGRAD_MIN_CHANNELS`] or more by
+    /// Winograd's F(2x2, 3x3); everything else, and everything when `MNIST_CNN_CONV=im2col`
+    /// (for measuring the others against it), by im2col and `gemm`.
     fn forward_path(&self) -> ForwardPath {
         if super::conv_env_forces_im2col() || simd::level() != SimdLevel::Avx512 {
             ForwardPath::Im2col
-        } else if self.channels == 1 {
-            ForwardPath::SingleChannel
         } else if self.channels >= WINOGRAD_MIN_CHANNELS {
             ForwardPath::Winograd
         } else {
@@ -292,7 +291,6 @@ impl BlockShape {
 /// See [`BlockShape::forward_path`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ForwardPath {
-    SingleChannel,
     Winograd,
     Im2col,
 }

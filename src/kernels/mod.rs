@@ -39,7 +39,6 @@
 #![allow(deprecated)]
 
 mod block;
-mod direct;
 mod im2col;
 mod simd;
 mod window;
@@ -59,8 +58,8 @@ pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
 pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
 
 /// Environment variable that, set to `im2col`, makes every forward pass convolve by im2col and
-/// `gemm`, instead of the single-channel and Winograd kernels where they apply: for measuring
-/// those against it in one binary, and for testing. Read once per process.
+/// `gemm` instead of by Winograd's algorithm where it applies: for measuring one against the
+/// other in one binary, and for testing. Read once per process.
 pub const CONV_ENV: &str = "MNIST_CNN_CONV";
 
 fn conv_env_forces_im2col() -> bool {

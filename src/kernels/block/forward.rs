@@ -7,7 +7,6 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::{BlockShape, ForwardPath, image_of, with_scratch};
-use crate::kernels::direct::conv3x3_single_channel;
 use crate::kernels::im2col::{im2col, matmul, row_major};
 use crate::kernels::window::{CLAMPED, pool_relu_planes};
 use crate::kernels::winograd;
@@ -57,18 +56,17 @@ pub(super) fn forward_f32(
                     let weights = winograd_weights.as_deref().expect("transformed weights");
                     winograd_task(x, first, shape, (weights, bias), outputs, winners);
                 }
-                ForwardPath::SingleChannel | ForwardPath::Im2col => {
-                    conv_then_pool_task(path, x, first, shape, (weight, bias), outputs, winners);
+                ForwardPath::Im2col => {
+                    im2col_task(x, first, shape, (weight, bias), outputs, winners);
                 }
             }
         });
     (output, winners)
 }
 
-/// Convolves a task's images (from image `first` of the batch) into a scratch matrix, by the
-/// single-channel kernel or im2col and `gemm`, then pools it into `outputs` and `winners`.
-fn conv_then_pool_task(
-    path: ForwardPath,
+/// Convolves a task's images (from image `first` of the batch) into a scratch matrix by im2col
+/// and `gemm`, then pools it into `outputs` and `winners`.
+fn im2col_task(
     x: &[f32],
     first: usize,
     shape: BlockShape,
@@ -82,30 +80,20 @@ fn conv_then_pool_task(
     with_scratch(shape, images, |scratch| {
         let columns = scratch.columns;
         let image_pixels = |image| image_of(x, first + image, shape.image_len());
-        if path == ForwardPath::SingleChannel {
-            PADDED.with_borrow_mut(|padded| {
-                for image in 0..images {
-                    let conv = &mut scratch.conv[image * plane..];
-                    let pixels = image_pixels(image);
-                    conv3x3_single_channel(pixels, sides, weight, bias, conv, columns, padded);
-                }
-            });
-        } else {
-            for image in 0..images {
-                let col = &mut scratch.col[image * plane..];
-                im2col(image_pixels(image), shape.height, shape.width, col, columns);
-            }
-            for (filter_row, &filter_bias) in scratch.conv.chunks_mut(columns).zip(bias) {
-                filter_row.fill(filter_bias);
-            }
-            // conv (filters x columns) += weight (filters x taps) · col (taps x columns)
-            matmul(
-                [shape.filters, columns, shape.taps()],
-                (scratch.conv, row_major(columns)),
-                (weight, row_major(shape.taps())),
-                (scratch.col, row_major(columns)),
-            );
+        for image in 0..images {
+            let col = &mut scratch.col[image * plane..];
+            im2col(image_pixels(image), shape.height, shape.width, col, columns);
         }
+        for (filter_row, &filter_bias) in scratch.conv.chunks_mut(columns).zip(bias) {
+            filter_row.fill(filter_bias);
+        }
+        // conv (filters x columns) += weight (filters x taps) · col (taps x columns)
+        matmul(
+            [shape.filters, columns, shape.taps()],
+            (scratch.conv, row_major(columns)),
+            (weight, row_major(shape.taps())),
+            (scratch.col, row_major(columns)),
+        );
         let images = outputs
             .chunks_mut(output_len)
             .zip(winners.chunks_mut(output_len));
@@ -117,8 +105,6 @@ fn conv_then_pool_task(
 }
 
 thread_local! {
-    /// Each thread's padded image for [`conv3x3_single_channel`].
-    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each thread's Winograd scratch space, kept between calls like [`BUFFERS`].
     static WINOGRAD_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
