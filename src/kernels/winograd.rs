@@ -127,9 +127,9 @@ pub fn forward(
     let (padded, rest) = scratch.split_at_mut(shape.padded_plane());
     let (transformed, rest) = rest.split_at_mut(POSITIONS * channels * shape.tile_columns());
     let products = &mut rest[..POSITIONS * filters * shape.tile_columns()];
-    // SAFETY (all three): the CPU has AVX-512 F, BW and VL (asserted above), and the buffers
-    // have the sizes each function documents (asserted above, and split to them here).
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: for all three calls, the CPU has AVX-512 F, BW and VL (asserted above), and the
+    // buffers have the sizes each function documents (asserted above, and split here).
     unsafe {
         avx512::transform_input(images, shape, padded, transformed);
         avx512::multiply(transformed, weights, shape, products);
