@@ -425,7 +425,13 @@ mod tests {
     #[test]
     fn matches_the_direct_convolution() {
         if crate::kernels::SimdLevel::detected() != crate::kernels::SimdLevel::Avx512 {
-            panic!("this test needs a CPU with AVX-512 (F, BW, VL), as CI's has");
+            // The path is never taken on such a CPU. CI's machine has AVX-512 and must test it.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test needs a CPU with AVX-512 (F, BW, VL), as CI's has"
+            );
+            eprintln!("skipped: no AVX-512 on this CPU, so the Winograd path is never taken");
+            return;
         }
         let cases = [
             (4, 16, 14, 14, 32),
