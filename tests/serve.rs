@@ -275,6 +275,7 @@ fn inspect_gives_every_layer_and_its_pictures() {
     assert!((p - item["top"][0]["probability"].as_f64().unwrap()).abs() < 1e-6);
 
     let (_, info) = get(&fixture.url("/api/info"));
+    assert_eq!(info["backend"]["name"], "flex", "{info}");
     for name in info["model"]["pictures"].as_array().unwrap() {
         let response = client()
             .post(fixture.url(&format!("/api/inspect/{}", name.as_str().unwrap())))

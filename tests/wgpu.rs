@@ -184,3 +184,80 @@ fn inspect_runs_on_wgpu_with_the_numbers_of_flex() {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 }
+
+/// The server on wgpu (`serve --backend wgpu`) answers a picture with flex's probabilities.
+#[test]
+fn serve_predicts_on_wgpu_as_on_flex() {
+    use mnist_cnn::serve::{ServeOptions, Server};
+
+    let dir = tempfile::tempdir().unwrap();
+    let trained = mnist_cnn(dir.path())
+        .args([
+            "--json", "train", "--out", "run", "--epochs", "1", "--limit", "1024",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    // Test image 0 (a 7) as a PNG, dark on light as a user's picture would be.
+    let test = load_split(&common::data_dir(), SplitKind::Test).unwrap();
+    let pixels: Vec<u8> = test.image(0).iter().map(|&p| 255 - p).collect();
+    let picture = image::GrayImage::from_raw(28, 28, pixels).unwrap();
+    let mut png = Vec::new();
+    picture
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let probabilities = |backend: BackendKind| -> Vec<(u64, f64)> {
+        let server = Server::start(ServeOptions {
+            model_dir: dir.path().join("run"),
+            data_dir: common::data_dir(),
+            host: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            collect: None,
+            backend,
+        })
+        .unwrap();
+        let client = reqwest::blocking::Client::new();
+        let info = client
+            .get(format!("http://{}/api/info", server.address()))
+            .send()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.bytes().unwrap()).unwrap();
+        assert_eq!(info["backend"]["name"], backend.name(), "{info}");
+        let response = client
+            .post(format!("http://{}/api/predict?top=10", server.address()))
+            .header("Content-Type", "image/png")
+            .body(png.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{backend}");
+        let served: serde_json::Value = serde_json::from_slice(&response.bytes().unwrap()).unwrap();
+        let mut top: Vec<(u64, f64)> = served["predictions"][0]["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["class"].as_u64().unwrap(),
+                    c["probability"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        top.sort_by_key(|&(class, _)| class);
+        top
+    };
+    let (on_wgpu, on_flex) = (
+        probabilities(BackendKind::Wgpu),
+        probabilities(BackendKind::Flex),
+    );
+    assert_eq!(on_wgpu.len(), 10);
+    for ((class, a), (_, b)) in on_wgpu.iter().zip(&on_flex) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "class {class}: {a} on wgpu, {b} on flex"
+        );
+    }
+}

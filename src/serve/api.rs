@@ -217,6 +217,7 @@ pub async fn info(State(state): Shared) -> Json<Value> {
         "test_images": state.test.as_ref().ok().map(|split| split.len()),
         "collect": state.collect.is_some(),
         "max_body_bytes": super::MAX_BODY_BYTES,
+        "backend": { "name": state.backend.name(), "device": state.device_name },
     }))
 }
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use burn::prelude::Device;
 
+use crate::backend::BackendKind;
 use crate::data::{self, Split, SplitKind};
 use crate::error::Result;
 use crate::evaluate::{self, Evaluation};
@@ -54,7 +55,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
 pub struct AppState {
     pub model_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// The backend predictions run on (`auto` resolved), its device and a description of it.
+    pub backend: BackendKind,
     pub device: Device,
+    pub device_name: String,
     pub collect: Option<PathBuf>,
     /// The test split, or why it could not be loaded.
     pub test: std::result::Result<Arc<Split>, String>,
@@ -74,10 +78,13 @@ impl AppState {
         let test = data::load_split(&options.data_dir, SplitKind::Test)
             .map(Arc::new)
             .map_err(|e| format!("the test split is not available: {e}"));
+        let backend = options.backend.start()?;
         let state = AppState {
             model_dir: options.model_dir.clone(),
             data_dir: options.data_dir.clone(),
-            device: options.backend.start()?.device(),
+            backend,
+            device: backend.device(),
+            device_name: backend.describe(),
             collect: options.collect.clone(),
             test,
             model: RwLock::new(None),
