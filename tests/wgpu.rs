@@ -140,21 +140,31 @@ fn cnn_trained_on_flex_gives_the_same_probabilities_on_wgpu() {
     assert!(worst < 1e-4, "{worst}");
 }
 
+/// A directory holding `run`, a CNN that `train` wrote on flex (1 epoch, 1,024 images), shared
+/// by the tests that compare what other commands show on wgpu and on flex.
+fn trained_on_flex() -> &'static tempfile::TempDir {
+    static TRAINED: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    TRAINED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let trained = mnist_cnn(dir.path())
+            .args([
+                "--json", "train", "--out", "run", "--epochs", "1", "--limit", "1024",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            trained.status.success(),
+            "{}",
+            String::from_utf8_lossy(&trained.stderr)
+        );
+        dir
+    })
+}
+
 /// `inspect --backend wgpu` runs every layer on wgpu and shows the numbers flex shows.
 #[test]
 fn inspect_runs_on_wgpu_with_the_numbers_of_flex() {
-    let dir = tempfile::tempdir().unwrap();
-    let trained = mnist_cnn(dir.path())
-        .args([
-            "--json", "train", "--out", "run", "--epochs", "1", "--limit", "1024",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        trained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trained.stderr)
-    );
+    let dir = trained_on_flex();
     let inspect = |backend: &str| {
         let output = mnist_cnn(dir.path())
             .args(["--json", "inspect", "--split", "test", "--index", "0"])
@@ -190,18 +200,7 @@ fn inspect_runs_on_wgpu_with_the_numbers_of_flex() {
 fn serve_predicts_on_wgpu_as_on_flex() {
     use mnist_cnn::serve::{ServeOptions, Server};
 
-    let dir = tempfile::tempdir().unwrap();
-    let trained = mnist_cnn(dir.path())
-        .args([
-            "--json", "train", "--out", "run", "--epochs", "1", "--limit", "1024",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        trained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trained.stderr)
-    );
+    let dir = trained_on_flex();
     // Test image 0 (a 7) as a PNG, dark on light as a user's picture would be.
     let test = load_split(&common::data_dir(), SplitKind::Test).unwrap();
     let pixels: Vec<u8> = test.image(0).iter().map(|&p| 255 - p).collect();
