@@ -41,6 +41,7 @@
 // burn-ndarray is deprecated upstream; the product keeps it selectable, so its types are named here.
 #![allow(deprecated)]
 
+mod adam;
 mod block;
 mod im2col;
 mod simd;
@@ -57,6 +58,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, Flex, NdArray};
 use burn::tensor::{DType, Device, TensorData};
 
+pub use adam::{AdamStep, adam_update};
 pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
 pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
 

@@ -6,6 +6,7 @@
 //! ([`validation`]), augmentation ([`augment`]) and the learning-rate schedule ([`schedule`]).
 //! Each is a function of the seed, epoch and step only, so a resumed run stays bit-identical.
 
+pub mod adam;
 pub mod augment;
 pub mod schedule;
 pub mod validation;
@@ -13,7 +14,7 @@ pub mod validation;
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -29,13 +30,12 @@ use crate::plot::{Series, line_chart};
 use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
 use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
+pub use adam::adam;
 pub use schedule::LrSchedule;
 pub use validation::{ValidationFrom, Warning, WarningKind};
 
 pub use crate::run::{EpochStats, TrainConfig};
 
-/// Keras's Adam epsilon; burn's default (1e-5) is coarser.
-const ADAM_EPSILON: f32 = 1e-7;
 /// Validation runs without gradients, so larger batches are cheaper and change nothing.
 const VALIDATION_BATCH: usize = 500;
 /// With early stopping: the weights of the epoch with the lowest validation loss so far.
@@ -364,11 +364,6 @@ fn network_bytes(network: &Network) -> Result<Vec<u8>> {
             what: "model",
             reason: e.to_string(),
         })
-}
-
-/// The Adam optimizer as configured for every run.
-pub fn adam() -> ModuleOptimizer {
-    AdamConfig::new().with_epsilon(ADAM_EPSILON).init()
 }
 
 /// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
