@@ -310,7 +310,8 @@ pub struct LayerTiming {
 }
 
 /// Times each layer of a fresh CNN on a batch of real images: the forward pass with its input
-/// tracked for gradients, and the backward pass from the sum of its output.
+/// tracked for gradients (except the images, as in training, so the first layer computes no
+/// input gradient), and the backward pass from the sum of its output.
 pub fn layer_profile(
     backend: BackendKind,
     data: &Split,
@@ -325,14 +326,22 @@ pub fn layer_profile(
     let images = make_batch(data, &indices, shape.classes, &device).images;
     let mut timings = Vec::new();
     let mut activation = images;
-    for (name, layer) in cnn.feature_layers() {
-        let (timing, output) = time_layer(name, activation, repetitions, &device, &*layer);
+    for (index, (name, layer)) in cnn.feature_layers().into_iter().enumerate() {
+        // As in training: the images need no gradient, the layers after them do.
+        let input_grad = index > 0;
+        let (timing, output) = time_layer(
+            name,
+            (activation, input_grad),
+            repetitions,
+            &device,
+            &*layer,
+        );
         timings.push(timing);
         activation = output;
     }
     let mut flat: Tensor<2> = activation.flatten(1, 3);
     for (name, layer) in cnn.dense_layers() {
-        let (timing, output) = time_layer(name, flat, repetitions, &device, &*layer);
+        let (timing, output) = time_layer(name, (flat, true), repetitions, &device, &*layer);
         timings.push(timing);
         flat = output;
     }
@@ -341,7 +350,7 @@ pub fn layer_profile(
 
 fn time_layer<const D: usize, const E: usize>(
     name: &str,
-    input: Tensor<D>,
+    (input, input_grad): (Tensor<D>, bool),
     repetitions: usize,
     device: &Device,
     layer: &dyn Fn(Tensor<D>) -> Tensor<E>,
@@ -352,7 +361,11 @@ fn time_layer<const D: usize, const E: usize>(
     // Round 0 warms up and is not counted.
     for round in 0..=repetitions {
         let started = Instant::now();
-        let output = layer(input.clone().require_grad());
+        let output = layer(if input_grad {
+            input.clone().require_grad()
+        } else {
+            input.clone()
+        });
         let _ = device.sync();
         let forward_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();

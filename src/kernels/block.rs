@@ -346,5 +346,6 @@ fn image_of<T>(batch: &[T], image: usize, image_len: usize) -> &[T] {
 
 mod backward;
 mod forward;
+mod single_channel;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{BlockShape, image_of, with_thread_buffers};
+use super::{BlockShape, image_of, single_channel, with_thread_buffers};
 use crate::kernels::im2col::add_assign;
 use crate::kernels::simd::simd_versions;
 use crate::kernels::window::CLAMPED;
@@ -50,8 +50,15 @@ pub(super) fn backward_f32(
             let mut weight_grad = vec![0f32; filters * taps];
             let mut bias_grad = vec![0f32; filters];
             let first = task * images_per_task;
+            let images = first..(first + images_per_task).min(shape.batch);
+            if shape.channels == 1 && input_grads.is_none() {
+                let batch = (x, winners, output_grad);
+                let grads = (&mut weight_grad[..], &mut bias_grad[..]);
+                single_channel::weight_grads(batch, shape, images, grads);
+                return (weight_grad, bias_grad);
+            }
             with_pixel_scratch(shape, |scratch| {
-                for image in first..(first + images_per_task).min(shape.batch) {
+                for image in images {
                     let image_grad = input_grads
                         .as_deref_mut()
                         .map(|grads| &mut grads[(image - first) * image_len..][..image_len]);
@@ -126,16 +133,19 @@ struct ImageGrads<'a> {
 /// Per-thread buffers of the backward pass: one image and its gradient, pixel-major
 /// (`[pixel, channel]`, so that the channels under one kernel tap are contiguous) with a border
 /// of zeros one pixel wide, so that no tap needs a bounds check.
-struct PixelScratch<'a> {
-    pixels: &'a mut [f32],
-    pixels_grad: &'a mut [f32],
+pub(super) struct PixelScratch<'a> {
+    pub pixels: &'a mut [f32],
+    pub pixels_grad: &'a mut [f32],
 }
 
 thread_local! {
     static PIXEL_BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
-fn with_pixel_scratch<R>(shape: BlockShape, work: impl FnOnce(&mut PixelScratch<'_>) -> R) -> R {
+pub(super) fn with_pixel_scratch<R>(
+    shape: BlockShape,
+    work: impl FnOnce(&mut PixelScratch<'_>) -> R,
+) -> R {
     let len = (shape.height + 2) * (shape.width + 2) * shape.channels;
     with_thread_buffers(&PIXEL_BUFFERS, [len; 2], |[pixels, pixels_grad]| {
         work(&mut PixelScratch {
@@ -251,7 +261,7 @@ fn image_backward_with<const CHANNELS: usize>(
 
 /// `[channels, height, width]` reordered to `[height + 2, width + 2, channels]` with a zero
 /// border.
-fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
+pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
     let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
     padded.fill(0.0);
     for (channel, values) in image.chunks(plane).enumerate() {

@@ -1,0 +1,250 @@
+//! The weight and bias gradients of a single-channel block whose input needs no gradient: the
+//! first layer of a grayscale network.
+//!
+//! Visiting the winners tap by tap, as [`super::backward`] does for any block, costs nine scalar
+//! products per winner when there is one channel. Instead, every pooling window's 4x4 pixels
+//! (what the kernels at its four positions cover together) are read once, and each tap of each
+//! filter takes its pixel from that block, at the offset of the filter's winner:
+//!
+//! - with AVX-512 and a multiple of 16 filters, 16 filters at a time: one permutation of the
+//!   block's 16 values and one fused multiply-add per tap, for all 16 filters;
+//! - otherwise, per filter and winning position, a 16-wide sum of blocks, from which the taps
+//!   are read out at the end.
+//!
+//! The two round differently (within float error of each other); each is deterministic for a
+//! given shape, whatever the thread count.
+
+use super::backward::{to_padded_pixel_major, with_pixel_scratch};
+use super::{BlockShape, image_of};
+use crate::kernels::simd::{self, SimdLevel, simd_versions};
+use crate::kernels::window::CLAMPED;
+
+/// Filters per vector in the AVX-512 version.
+const LANES: usize = 16;
+/// The sums per filter in the AVX-512 version: nine taps, then the bias.
+const SUMS: usize = 10;
+
+/// Adds the gradients from the `images` of the batch to `weight_grad` (`[filters, 9]`) and
+/// `bias_grad`.
+pub(super) fn weight_grads(
+    (x, winners, output_grad): (&[f32], &[u8], &[f32]),
+    shape: BlockShape,
+    images: std::ops::Range<usize>,
+    (weight_grad, bias_grad): (&mut [f32], &mut [f32]),
+) {
+    debug_assert_eq!(shape.channels, 1);
+    let output_len = shape.output_image_len();
+    let image = |image| {
+        (
+            image_of(winners, image, output_len),
+            image_of(output_grad, image, output_len),
+        )
+    };
+    #[cfg(target_arch = "x86_64")]
+    if simd::level() == SimdLevel::Avx512 && shape.filters.is_multiple_of(LANES) {
+        let groups = shape.filters / LANES;
+        let mut sums = vec![[0f32; LANES]; groups * SUMS];
+        let mut transposed = Transposed::new(shape);
+        with_pixel_scratch(shape, |scratch| {
+            for index in images {
+                to_padded_pixel_major(image_of(x, index, shape.plane()), shape, scratch.pixels);
+                let (winners, output_grad) = image(index);
+                for (group, sums) in sums.chunks_exact_mut(SUMS).enumerate() {
+                    transposed.fill(winners, output_grad, shape, group);
+                    let Ok(sums) = <&mut [[f32; LANES]; SUMS]>::try_from(sums) else {
+                        unreachable!("chunks of {SUMS}")
+                    };
+                    // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F;
+                    // `scratch.pixels` is the padded image and `transposed` was filled for
+                    // this shape, as `avx512::window_sums` requires.
+                    unsafe { avx512::window_sums(scratch.pixels, &transposed, shape, sums) };
+                }
+            }
+        });
+        for (group, sums) in sums.chunks_exact(SUMS).enumerate() {
+            for lane in 0..LANES {
+                let filter = group * LANES + lane;
+                for (tap, sum) in sums[..9].iter().enumerate() {
+                    weight_grad[filter * 9 + tap] += sum[lane];
+                }
+                bias_grad[filter] += sums[9][lane];
+            }
+        }
+        return;
+    }
+    let mut sums = vec![[0f32; 16]; shape.filters * 4];
+    with_pixel_scratch(shape, |scratch| {
+        for index in images {
+            to_padded_pixel_major(image_of(x, index, shape.plane()), shape, scratch.pixels);
+            let (winners, output_grad) = image(index);
+            let image = (&*scratch.pixels, winners, output_grad);
+            window_sums(image, shape, &mut sums, bias_grad);
+        }
+    });
+    for (filter_sums, filter_grad) in sums.chunks_exact(4).zip(weight_grad.chunks_exact_mut(9)) {
+        for (position, block) in filter_sums.iter().enumerate() {
+            let (dy, dx) = (position / 2, position % 2);
+            for (tap, grad) in filter_grad.iter_mut().enumerate() {
+                *grad += block[(dy + tap / 3) * 4 + dx + tap % 3];
+            }
+        }
+    }
+}
+
+/// The 4x4 pixels of pooling window `window`: rows `2y..2y+4` and columns `2x..2x+4` of the
+/// padded image, which the kernel covers at the window's four positions.
+#[inline(always)]
+fn window_block(pixels: &[f32], shape: BlockShape, window: usize) -> [f32; 16] {
+    let (padded_width, pooled_width) = (shape.width + 2, shape.width / 2);
+    let (pooled_y, pooled_x) = (window / pooled_width, window % pooled_width);
+    let mut block = [0f32; 16];
+    for (row, values) in block.chunks_exact_mut(4).enumerate() {
+        let start = (2 * pooled_y + row) * padded_width + 2 * pooled_x;
+        values.copy_from_slice(&pixels[start..start + 4]);
+    }
+    block
+}
+
+simd_versions! {
+    /// One image's share of the version without AVX-512: `sums[filter * 4 + position]` gathers
+    /// the blocks of the windows whose winner, for that filter, is at `position`.
+    fn window_sums(
+        image: (&[f32], &[u8], &[f32]),
+        shape: BlockShape,
+        sums: &mut [[f32; 16]],
+        bias_grad: &mut [f32],
+    ) = window_sums_with;
+}
+
+/// [`window_sums`], inlined into each of its versions.
+#[inline(always)]
+fn window_sums_with(
+    (pixels, winners, output_grad): (&[f32], &[u8], &[f32]),
+    shape: BlockShape,
+    sums: &mut [[f32; 16]],
+    bias_grad: &mut [f32],
+) {
+    let pooled_plane = shape.pooled_plane();
+    for window in 0..pooled_plane {
+        let block = window_block(pixels, shape, window);
+        let filters = winners
+            .iter()
+            .skip(window)
+            .step_by(pooled_plane)
+            .zip(output_grad.iter().skip(window).step_by(pooled_plane))
+            .zip(sums.chunks_exact_mut(4))
+            .zip(bias_grad.iter_mut());
+        for (((&winner, &grad), filter_sums), bias_grad) in filters {
+            if winner == CLAMPED {
+                continue;
+            }
+            *bias_grad += grad;
+            let sum = &mut filter_sums[usize::from(winner)];
+            for (sum, &pixel) in sum.iter_mut().zip(&block) {
+                *sum += grad * pixel;
+            }
+        }
+    }
+}
+
+/// One group of 16 filters' winners and gradients for one image, window-major
+/// (`[window][lane]`), so that a window's 16 filters are one load.
+struct Transposed {
+    winners: Vec<u8>,
+    grads: Vec<f32>,
+}
+
+impl Transposed {
+    fn new(shape: BlockShape) -> Self {
+        let len = shape.pooled_plane() * LANES;
+        Transposed {
+            winners: vec![CLAMPED; len],
+            grads: vec![0.0; len],
+        }
+    }
+
+    /// Filters `group * 16 .. + 16` of one image's `winners` and `output_grad`.
+    fn fill(&mut self, winners: &[u8], output_grad: &[f32], shape: BlockShape, group: usize) {
+        let pooled_plane = shape.pooled_plane();
+        let first = group * LANES * pooled_plane;
+        let rows = winners[first..]
+            .chunks_exact(pooled_plane)
+            .zip(output_grad[first..].chunks_exact(pooled_plane))
+            .take(LANES);
+        for (lane, (winners, grads)) in rows.enumerate() {
+            for (window, (&winner, &grad)) in winners.iter().zip(grads).enumerate() {
+                self.winners[window * LANES + lane] = winner;
+                self.grads[window * LANES + lane] = grad;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, SUMS, Transposed, window_block};
+    use crate::kernels::block::BlockShape;
+    use crate::kernels::window::CLAMPED;
+
+    /// Adds one image's gradients for one group of 16 filters to `sums`: per tap, the sum over
+    /// the windows of each filter's gradient times the pixel under that tap at the filter's
+    /// winner; then the sum of the gradients (the bias's). Clamped windows add nothing.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; `pixels` must be the padded image of `shape`, and
+    /// `transposed` filled for `shape`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn window_sums(
+        pixels: &[f32],
+        transposed: &Transposed,
+        shape: BlockShape,
+        sums: &mut [[f32; LANES]; SUMS],
+    ) {
+        let mut accumulators: [__m512; SUMS] = std::array::from_fn(|sum| {
+            // SAFETY: each sum holds 16 floats.
+            unsafe { _mm512_loadu_ps(sums[sum].as_ptr()) }
+        });
+        // Where tap `t` of a kernel at the block's corner reads the block.
+        let tap_offsets: [__m512i; 9] =
+            std::array::from_fn(|tap| _mm512_set1_epi32(((tap / 3) * 4 + tap % 3) as i32));
+        let (one, clamped) = (_mm512_set1_epi32(1), _mm512_set1_epi32(i32::from(CLAMPED)));
+        let windows = transposed
+            .winners
+            .chunks_exact(LANES)
+            .zip(transposed.grads.chunks_exact(LANES))
+            .take(shape.pooled_plane());
+        for (window, (winners, grads)) in windows.enumerate() {
+            let block = window_block(pixels, shape, window);
+            // SAFETY: the block holds 16 floats.
+            let block = unsafe { _mm512_loadu_ps(block.as_ptr()) };
+            let Ok(winners) = <&[u8; LANES]>::try_from(winners) else {
+                unreachable!("chunks of {LANES}")
+            };
+            // SAFETY: `winners` holds 16 bytes, the 128 bits read.
+            let winners = unsafe { _mm_loadu_si128(winners.as_ptr().cast()) };
+            let winners = _mm512_cvtepu8_epi32(winners);
+            let active = _mm512_cmpneq_epi32_mask(winners, clamped);
+            let Ok(grads) = <&[f32; LANES]>::try_from(grads) else {
+                unreachable!("chunks of {LANES}")
+            };
+            // SAFETY: `grads` holds 16 floats.
+            let grads = unsafe { _mm512_loadu_ps(grads.as_ptr()) };
+            // Winner `w` is the block's row `w / 2` and column `w % 2`: offset 4 (w / 2) + w % 2.
+            let corner = _mm512_add_epi32(
+                _mm512_slli_epi32::<2>(_mm512_srli_epi32::<1>(winners)),
+                _mm512_and_si512(winners, one),
+            );
+            for (accumulator, offset) in accumulators.iter_mut().zip(tap_offsets) {
+                let pixels = _mm512_permutexvar_ps(_mm512_add_epi32(corner, offset), block);
+                *accumulator = _mm512_mask3_fmadd_ps(grads, pixels, *accumulator, active);
+            }
+            accumulators[9] = _mm512_mask_add_ps(accumulators[9], active, accumulators[9], grads);
+        }
+        for (sum, accumulator) in sums.iter_mut().zip(accumulators) {
+            // SAFETY: each sum holds 16 floats.
+            unsafe { _mm512_storeu_ps(sum.as_mut_ptr(), accumulator) };
+        }
+    }
+}
