@@ -13,7 +13,7 @@ use crate::data::batch::single_image_tensor;
 use crate::data::image::{Invert, to_mnist_layout};
 use crate::error::{Error, Result};
 use crate::kernels::conv3x3_pool_relu;
-use crate::model::{Architecture, Network};
+use crate::model::{Architecture, Network, affine};
 use crate::plot::layers::{
     MapsView, dense_strips, feature_grid, kernel_grid, probability_bars, write_png,
 };
@@ -190,16 +190,16 @@ pub fn inspect(
                 p2.clone(),
             ));
             let flat: Tensor<2> = p2.flatten(1, 3);
-            let d1 = relu(cnn.dense1.forward(flat));
-            let d2 = relu(cnn.dense2.forward(d1.clone()));
-            let output = cnn.output.forward(d2.clone());
+            let d1 = relu(affine(&cnn.dense1, flat));
+            let d2 = relu(affine(&cnn.dense2, d1.clone()));
+            let output = affine(&cnn.output, d2.clone());
             (d1, d2, output)
         }
         Network::Mlp(mlp) => {
             let flat: Tensor<2> = x.flatten(1, 3);
-            let d1 = relu(mlp.dense1.forward(flat));
-            let d2 = relu(mlp.dense2.forward(d1.clone()));
-            let output = mlp.output.forward(d2.clone());
+            let d1 = relu(affine(&mlp.dense1, flat));
+            let d2 = relu(affine(&mlp.dense2, d1.clone()));
+            let output = affine(&mlp.output, d2.clone());
             (d1, d2, output)
         }
     };

@@ -10,7 +10,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use crate::data::Split;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::conv3x3_pool_relu;
+use crate::kernels::{conv3x3_pool_relu, linear};
 
 /// Which network to build. Adding one means a variant here, its module below and its arm in
 /// [`Network`]; the command line's `--model` values and help come from this enum.
@@ -196,9 +196,9 @@ impl Cnn {
         let x = self.feature_block(&self.conv1, images);
         let x = self.feature_block(&self.conv2, x);
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = self.relu.forward(self.dense1.forward(x));
-        let x = self.relu.forward(self.dense2.forward(x));
-        self.output.forward(x)
+        let x = self.relu.forward(affine(&self.dense1, x));
+        let x = self.relu.forward(affine(&self.dense2, x));
+        affine(&self.output, x)
     }
 
     /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`) identical to the
@@ -264,19 +264,29 @@ impl Cnn {
         vec![
             (
                 "dense+relu",
-                Box::new(|x| self.relu.forward(self.dense1.forward(x))),
+                Box::new(|x| self.relu.forward(affine(&self.dense1, x))),
             ),
             (
                 "dense_1+relu",
-                Box::new(|x| self.relu.forward(self.dense2.forward(x))),
+                Box::new(|x| self.relu.forward(affine(&self.dense2, x))),
             ),
-            ("dense_2", Box::new(|x| self.output.forward(x))),
+            ("dense_2", Box::new(|x| affine(&self.output, x))),
         ]
     }
 }
 
 pub type FeatureLayer<'a> = dyn Fn(Tensor<4>) -> Tensor<4> + 'a;
 pub type DenseLayer<'a> = dyn Fn(Tensor<2>) -> Tensor<2> + 'a;
+
+/// A dense layer's `x · weight + bias`, computed as burn's `Linear` computes it, by the fused
+/// kernel where the backend has it (`crate::kernels`).
+pub(crate) fn affine(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    let bias = layer
+        .bias
+        .as_ref()
+        .expect("dense layers are built with a bias");
+    linear(x, layer.weight.val(), bias.val())
+}
 
 fn dense_summary(name: &str, layer: &Linear) -> LayerSummary {
     LayerSummary::new(name, &[layer.weight.dims()[1]], layer.num_params())
@@ -312,9 +322,9 @@ impl Mlp {
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x: Tensor<2> = images.flatten(1, 3);
-        let x = self.relu.forward(self.dense1.forward(x));
-        let x = self.relu.forward(self.dense2.forward(x));
-        self.output.forward(x)
+        let x = self.relu.forward(affine(&self.dense1, x));
+        let x = self.relu.forward(affine(&self.dense2, x));
+        affine(&self.output, x)
     }
 }
 

@@ -95,6 +95,14 @@ pub fn row_major(columns: usize) -> Strides {
     }
 }
 
+/// The transpose of a row-major matrix of `columns` columns, read in place.
+pub fn transposed(columns: usize) -> Strides {
+    Strides {
+        row: 1,
+        column: columns,
+    }
+}
+
 fn spans(len: usize, rows: usize, columns: usize, strides: Strides) -> bool {
     rows == 0 || columns == 0 || (rows - 1) * strides.row + (columns - 1) * strides.column < len
 }

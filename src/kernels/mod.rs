@@ -43,8 +43,11 @@
 
 mod adam;
 mod block;
+mod dense;
 mod im2col;
 mod simd;
+#[cfg(test)]
+mod test_util;
 mod window;
 mod winograd;
 
@@ -60,6 +63,7 @@ use burn::tensor::{DType, Device, TensorData};
 
 pub use adam::{AdamStep, adam_update};
 pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
+pub use dense::{linear, linear_composed};
 pub use simd::{SIMD_ENV, SimdLevel, level as simd_level};
 
 /// Environment variable that, set to `im2col`, makes every forward pass convolve by im2col and

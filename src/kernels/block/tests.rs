@@ -3,19 +3,7 @@ use super::*;
 use crate::backend::BackendKind;
 use burn::tensor::Distribution;
 
-fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().try_into_vec::<f32>().unwrap()
-}
-
-fn assert_close(ours: &[f32], burns: &[f32], what: &str) {
-    assert_eq!(ours.len(), burns.len(), "{what}");
-    for (index, (a, b)) in ours.iter().zip(burns).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
-            "{what}[{index}]: {a} vs {b}"
-        );
-    }
-}
+use crate::kernels::test_util::{assert_close, values};
 
 #[test]
 fn the_cpu_backends_have_the_fused_kernel_with_and_without_autodiff() {
