@@ -22,8 +22,11 @@ use rayon::prelude::*;
 use super::im2col::{matmul, row_major, transposed};
 use super::{HostTensors, has_fused_kernel};
 
-/// Rows of a product per parallel task: the batch of 128 gives four tasks.
-const ROWS_PER_TASK: usize = 32;
+/// Rows of a product per parallel task: the batch of 128 gives two tasks (each task packs the
+/// whole other operand, so more of them cost more than they spread).
+const ROWS_PER_TASK: usize = 64;
+/// Rows of the weight gradient per parallel task.
+const WEIGHT_ROWS_PER_TASK: usize = 128;
 
 /// `x · weight + bias` for `x` `[batch, inputs]`, `weight` `[inputs, outputs]` (burn's `Linear`
 /// layout) and `bias` `[outputs]`: the fused operation on the backends [`has_fused_kernel`]
@@ -248,12 +251,12 @@ fn backward_f32(
     let weight = weight_needed.then(|| {
         let mut grad = vec![0f32; inputs * outputs];
         if !grad.is_empty() {
-            grad.par_chunks_mut(ROWS_PER_TASK * outputs)
+            grad.par_chunks_mut(WEIGHT_ROWS_PER_TASK * outputs)
                 .enumerate()
                 .for_each(|(task, grad)| {
                     let rows = grad.len() / outputs;
                     // Rows `first..` of xᵀ are columns `first..` of x.
-                    let first = task * ROWS_PER_TASK;
+                    let first = task * WEIGHT_ROWS_PER_TASK;
                     matmul(
                         [rows, outputs, batch],
                         (grad, row_major(outputs)),
