@@ -6,9 +6,6 @@
 
 mod gpu;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
 use burn::prelude::Device;
 
 use crate::error::{Error, Result};
@@ -232,68 +229,6 @@ pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
 
-/// While alive, the other threads of the pool wait for work by spinning, so that each parallel
-/// operation starts on all of them at once.
-///
-/// Between two operations a training step does serial work (burn's graph, allocations, small
-/// element-wise operations). That is long enough for rayon's idle threads to go to sleep, and
-/// waking one costs tens of microseconds on a virtual machine, at every one of a step's dozen
-/// parallel operations. While a `WarmPool` lives, one job per other thread keeps its thread
-/// busy running whatever work the pool has (`rayon::yield_now`) and spinning when there is
-/// none. It changes when work runs, never how it is split, so results stay the same; it costs
-/// the idle threads' CPU time during the serial parts. Start it on a pool thread, for a loop
-/// of parallel work; dropping it lets the threads sleep again.
-pub struct WarmPool {
-    state: Arc<WarmState>,
-}
-
-#[derive(Default)]
-struct WarmState {
-    active: AtomicBool,
-    /// Spinning jobs that have started and not yet returned.
-    spinning: AtomicUsize,
-}
-
-impl WarmPool {
-    /// Keeps the current pool's other threads spinning; `None` outside a rayon pool or in a
-    /// pool of one thread, where there is nothing to keep warm.
-    pub fn start() -> Option<Self> {
-        let starter = rayon::current_thread_index()?;
-        let threads = rayon::current_num_threads();
-        if threads < 2 {
-            return None;
-        }
-        let state = Arc::new(WarmState {
-            active: AtomicBool::new(true),
-            spinning: AtomicUsize::new(0),
-        });
-        for _ in 1..threads {
-            let state = Arc::clone(&state);
-            rayon::spawn(move || {
-                // The starting thread runs its own loop: spinning here would never end. (It can
-                // pick up such a job while it waits inside a parallel operation.)
-                if rayon::current_thread_index() == Some(starter) {
-                    return;
-                }
-                state.spinning.fetch_add(1, Ordering::AcqRel);
-                while state.active.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-                state.spinning.fetch_sub(1, Ordering::AcqRel);
-            });
-        }
-        Some(WarmPool { state })
-    }
-}
-
-impl Drop for WarmPool {
-    fn drop(&mut self) {
-        self.state.active.store(false, Ordering::Release);
-    }
-}
-
 /// The process's peak resident memory, from Linux's /proc; `None` elsewhere.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -310,66 +245,7 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use rayon::prelude::*;
-
     use super::*;
-
-    /// In pools of 2 and 4 threads, the other threads spin while a `WarmPool` lives, take part
-    /// in parallel work meanwhile, and stop spinning once it is dropped.
-    #[test]
-    fn a_warm_pool_keeps_the_other_threads_spinning_until_dropped() {
-        for threads in [2, 4] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a pool");
-            pool.install(|| {
-                let warm = WarmPool::start().expect("a pool of several threads");
-                let state = Arc::clone(&warm.state);
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                while state.spinning.load(Ordering::Acquire) < threads - 1 {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the spinners never started"
-                    );
-                    std::thread::yield_now();
-                }
-                // Parallel work still runs, on the spinning threads as well.
-                let used: std::collections::HashSet<usize> = (0..10_000)
-                    .into_par_iter()
-                    .map(|_| {
-                        std::hint::black_box((0..200).sum::<u64>());
-                        rayon::current_thread_index().unwrap_or(usize::MAX)
-                    })
-                    .collect();
-                assert!(used.len() > 1, "only thread(s) {used:?} did the work");
-                drop(warm);
-                while state.spinning.load(Ordering::Acquire) > 0 {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the spinners never stopped"
-                    );
-                    std::thread::yield_now();
-                }
-            });
-        }
-    }
-
-    #[test]
-    fn a_warm_pool_needs_a_pool_of_several_threads() {
-        let single = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("a pool");
-        assert!(single.install(WarmPool::start).is_none());
-        assert!(
-            std::thread::spawn(WarmPool::start)
-                .join()
-                .expect("no panic")
-                .is_none(),
-            "outside any pool"
-        );
-    }
 
     #[test]
     fn cpu_backends_start_and_auto_picks_one_that_runs() {

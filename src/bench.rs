@@ -207,8 +207,6 @@ pub fn train_throughput(
         let start = (step * batch_size) % data.len().saturating_sub(batch_size).max(1);
         (start..start + batch_size).collect::<Vec<usize>>()
     });
-    // As in `train`'s loop.
-    let _warm = crate::backend::WarmPool::start();
     let mut started = Instant::now();
     for (step, indices) in batches.enumerate() {
         if step == WARMUP_STEPS {

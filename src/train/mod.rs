@@ -228,8 +228,6 @@ pub fn train(
         ));
         let order: Vec<usize> = order.into_iter().map(|i| train_indices[i]).collect();
         let mut totals = RunningTotals::default();
-        // The pool's threads wait spinning through the epoch's serial parts, steps and validation.
-        let warm = backend::WarmPool::start();
         for (batch_index, indices) in order
             .chunks(config.batch_size)
             .take(batches_in_epoch)
@@ -286,7 +284,6 @@ pub fn train(
             );
             (Some(loss), Some(accuracy))
         };
-        drop(warm);
         let stats = EpochStats {
             epoch: epoch + 1,
             loss: totals.mean_loss(),
