@@ -294,9 +294,11 @@ mod tests {
     #[test]
     fn the_fused_layer_matches_burns_operations_and_their_gradients() {
         for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-            for (batch, inputs, outputs, input_grad) in
-                [(77, 300, 19, true), (1, 40, 10, true), (128, 33, 128, false)]
-            {
+            for (batch, inputs, outputs, input_grad) in [
+                (77, 300, 19, true),
+                (1, 40, 10, true),
+                (128, 33, 128, false),
+            ] {
                 let device = backend.device().autodiff();
                 device.seed(5);
                 let random = |dims: [usize; 2]| {
