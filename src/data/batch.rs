@@ -1,7 +1,6 @@
 //! Turning images and labels into tensors.
 
 use burn::prelude::*;
-use rayon::prelude::*;
 
 use super::Split;
 
@@ -50,17 +49,9 @@ pub fn batch_with_images(
 /// The images at `indices` as a `[batch, channels, rows, cols]` tensor with pixels scaled to
 /// [0, 1].
 pub fn images_tensor(split: &Split, indices: &[usize], device: &Device) -> Tensor<4> {
-    let image_len = split.image_len();
-    let mut values = vec![0f32; indices.len() * image_len];
-    if image_len > 0 {
-        // On all threads: converting a batch is serial work between parallel operations.
-        values
-            .par_chunks_mut(image_len)
-            .zip(indices)
-            .with_min_len(16)
-            .for_each(|(planes, &index)| {
-                fill_planes(planes, split.image(index), split.channels);
-            });
+    let mut values = Vec::with_capacity(indices.len() * split.image_len());
+    for &index in indices {
+        append_planes(&mut values, split.image(index), split.channels);
     }
     Tensor::from_data(
         TensorData::new(
@@ -74,19 +65,18 @@ pub fn images_tensor(split: &Split, indices: &[usize], device: &Device) -> Tenso
 /// Appends one image's pixels (`channels` interleaved bytes a pixel, as stored) scaled to
 /// [0, 1], one channel plane after the other, as the network takes them.
 pub fn append_planes(values: &mut Vec<f32>, pixels: &[u8], channels: usize) {
-    let start = values.len();
-    values.resize(start + pixels.len(), 0.0);
-    fill_planes(&mut values[start..], pixels, channels);
-}
-
-/// [`append_planes`] into `planes`, which holds exactly one image.
-fn fill_planes(planes: &mut [f32], pixels: &[u8], channels: usize) {
-    let plane_len = pixels.len() / channels.max(1);
-    for (channel, plane) in planes.chunks_mut(plane_len.max(1)).enumerate() {
-        let values = pixels.iter().skip(channel).step_by(channels.max(1));
-        for (value, &pixel) in plane.iter_mut().zip(values) {
-            *value = f32::from(pixel) / 255.0;
-        }
+    if channels == 1 {
+        values.extend(pixels.iter().map(|&p| f32::from(p) / 255.0));
+        return;
+    }
+    for channel in 0..channels {
+        values.extend(
+            pixels
+                .iter()
+                .skip(channel)
+                .step_by(channels)
+                .map(|&p| f32::from(p) / 255.0),
+        );
     }
 }
 
