@@ -39,6 +39,18 @@ impl Fixture {
     }
 }
 
+/// A server on a free port of 127.0.0.1, on flex, for the run in `model_dir`.
+fn local_options(model_dir: &Path, collect: Option<PathBuf>) -> ServeOptions {
+    ServeOptions {
+        model_dir: model_dir.to_path_buf(),
+        data_dir: data_dir(),
+        host: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        collect,
+        backend: BackendKind::Flex,
+    }
+}
+
 /// Epochs and images of the test model; more when taking screenshots for the docs.
 fn training_args() -> Vec<String> {
     let args = if std::env::var_os("MNIST_CNN_SCREENSHOTS").is_some() {
@@ -54,15 +66,8 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        let server = Server::start(ServeOptions {
-            model_dir: run.clone(),
-            data_dir: data_dir(),
-            host: "127.0.0.1".parse().unwrap(),
-            port: 0,
-            collect: Some(dir.path().join("collected")),
-            backend: BackendKind::Flex,
-        })
-        .expect("the server starts without a model");
+        let server = Server::start(local_options(&run, Some(dir.path().join("collected"))))
+            .expect("the server starts without a model");
         assert!(!server.has_model());
         let fixture = Fixture { server, dir };
         // Before training: the page works, predictions say what to run.
@@ -958,15 +963,7 @@ fn inspect_command_writes_every_picture_and_prints_the_numbers() {
 fn a_running_training_is_picked_up_epoch_by_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let server = Server::start(ServeOptions {
-        model_dir: run.clone(),
-        data_dir: data_dir(),
-        host: "127.0.0.1".parse().unwrap(),
-        port: 0,
-        collect: None,
-        backend: BackendKind::Flex,
-    })
-    .unwrap();
+    let server = Server::start(local_options(&run, None)).unwrap();
     let history_url = format!("{}api/history", server.url());
     let training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
         .args(["--threads", "1", "--quiet", "train", "--epochs", "2"])
