@@ -19,7 +19,7 @@ use burn::backend::{
 use burn::tensor::Tensor;
 use rayon::prelude::*;
 
-use super::im2col::{matmul, row_major, transposed};
+use super::im2col::{add_assign, matmul, row_major, transposed};
 use super::{HostTensors, has_fused_kernel};
 
 /// Rows of a product per parallel task: the batch of 128 gives two tasks (each task packs the
@@ -137,6 +137,13 @@ fn forward<B: HostTensors>(
     bias: FloatTensor<B>,
 ) -> FloatTensor<B> {
     let shape = DenseShape::new(&x.shape(), &weight.shape());
+    let bias_dims = bias.shape();
+    assert!(
+        bias_dims[..] == [shape.outputs],
+        "linear: bias {:?} does not fit {} outputs",
+        &bias_dims[..],
+        shape.outputs
+    );
     let output = B::read_f32(x, |x| {
         B::read_f32(weight, |weight| {
             B::read_f32(bias, |bias| forward_f32(x, weight, bias, shape))
@@ -269,9 +276,7 @@ fn backward_f32(
     });
     let mut bias = vec![0f32; outputs];
     for row in output_grad.chunks_exact(outputs.max(1)) {
-        for (sum, grad) in bias.iter_mut().zip(row) {
-            *sum += grad;
-        }
+        add_assign(&mut bias, row);
     }
     DenseGradients {
         input,

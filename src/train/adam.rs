@@ -64,7 +64,7 @@ impl Optimizer for FusedAdam {
         if !fused {
             return self.burn.step(lr, tensor, grad, state);
         }
-        let (time, moment_1, moment_2) = match state {
+        let (time, mut moment_1, mut moment_2) = match state {
             Some(AdamState { momentum }) => (
                 momentum.time + 1,
                 momentum.moment_1.into_data(),
@@ -78,7 +78,6 @@ impl Optimizer for FusedAdam {
             }
         };
         let (mut param, grad) = (tensor.into_data(), grad.into_data());
-        let (mut moment_1, mut moment_2) = (moment_1, moment_2);
         let slices = (
             param.as_mut_slice::<f32>(),
             grad.as_slice::<f32>(),
