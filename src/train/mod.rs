@@ -9,29 +9,30 @@
 pub mod adam;
 pub mod augment;
 pub mod schedule;
+mod step;
 pub mod validation;
 
 use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::backend;
-use crate::data::batch::{Batch, batch_with_images, make_batch};
+use crate::data::batch::{batch_with_images, make_batch};
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
-use crate::model::{InputShape, Network, argmax, categorical_cross_entropy, log_probabilities};
+use crate::model::{InputShape, Network, argmax, log_probabilities};
 use crate::plot::{Series, line_chart};
 use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
 use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
 pub use adam::adam;
 pub use schedule::LrSchedule;
+pub use step::train_step;
 pub use validation::{ValidationFrom, Warning, WarningKind};
 
 pub use crate::run::{EpochStats, TrainConfig};
@@ -366,26 +367,6 @@ fn network_bytes(network: &Network) -> Result<Vec<u8>> {
         })
 }
 
-/// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
-/// many of its images were classified correctly before the update.
-pub fn train_step(
-    network: Network,
-    optimizer: &mut ModuleOptimizer,
-    learning_rate: f64,
-    batch: Batch,
-) -> (Network, f32, usize) {
-    let logits = network.forward(batch.images);
-    let loss = categorical_cross_entropy(logits.clone(), batch.one_hot);
-    let loss_value: f32 = loss.clone().into_scalar();
-    let correct = count_correct(logits, &batch.labels);
-    let gradients = GradientsParams::from_grads(loss.backward(), &network);
-    (
-        optimizer.step(learning_rate, network, gradients),
-        loss_value,
-        correct,
-    )
-}
-
 /// Mean categorical cross-entropy and accuracy over `indices`, without gradients.
 pub fn loss_and_accuracy(
     network: &Network,
@@ -404,19 +385,6 @@ pub fn loss_and_accuracy(
     }
     let count = indices.len().max(1) as f64;
     (loss / count, correct as f64 / count)
-}
-
-fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
-    let classes = logits.dims()[1];
-    let values: Vec<f32> = logits
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("logits of an f32 network are f32");
-    values
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, label)| argmax(row) == **label as usize)
-        .count()
 }
 
 #[derive(Default)]
