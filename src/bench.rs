@@ -14,7 +14,7 @@ use crate::data::{Split, SplitKind, load_split};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, InputShape, Network, log_probabilities};
 use crate::run::RunInfo;
-use crate::train::{adam, train_step};
+use crate::train::{adam, train_step_alongside};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -203,17 +203,27 @@ pub fn train_throughput(
     let mut network = Network::new(architecture, shape, &device);
     let mut optimizer = adam();
     let steps = images.div_ceil(batch_size).max(1);
-    let batches = (0..WARMUP_STEPS + steps).map(|step| {
-        let start = (step * batch_size) % data.len().saturating_sub(batch_size).max(1);
-        (start..start + batch_size).collect::<Vec<usize>>()
-    });
+    let batches: Vec<Vec<usize>> = (0..WARMUP_STEPS + steps)
+        .map(|step| {
+            let start = (step * batch_size) % data.len().saturating_sub(batch_size).max(1);
+            (start..start + batch_size).collect()
+        })
+        .collect();
+    let assemble = |step: usize| {
+        let indices = batches.get(step)?;
+        Some(make_batch(data, indices, shape.classes, &device))
+    };
+    // As in training: each step assembles the next batch while the optimizer updates.
+    let mut next = assemble(0);
     let mut started = Instant::now();
-    for (step, indices) in batches.enumerate() {
+    for step in 0..batches.len() {
         if step == WARMUP_STEPS {
             started = Instant::now();
         }
-        let batch = make_batch(data, &indices, shape.classes, &device);
-        network = train_step(network, &mut optimizer, 1e-3, batch).0;
+        let batch = next.take().expect("each step assembles the next batch");
+        let (stepped, _, _, following) =
+            train_step_alongside(network, &mut optimizer, 1e-3, batch, || assemble(step + 1));
+        (network, next) = (stepped, following);
     }
     let seconds = started.elapsed().as_secs_f64();
     let images = steps * batch_size;

@@ -32,7 +32,7 @@ use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_ve
 
 pub use adam::adam;
 pub use schedule::LrSchedule;
-pub use step::train_step;
+pub use step::{train_step, train_step_alongside};
 pub use validation::{ValidationFrom, Warning, WarningKind};
 
 pub use crate::run::{EpochStats, TrainConfig};
@@ -229,12 +229,14 @@ pub fn train(
         ));
         let order: Vec<usize> = order.into_iter().map(|i| train_indices[i]).collect();
         let mut totals = RunningTotals::default();
-        for (batch_index, indices) in order
+        let batches: Vec<&[usize]> = order
             .chunks(config.batch_size)
             .take(batches_in_epoch)
-            .enumerate()
-        {
-            let batch = if config.augment {
+            .collect();
+        // The batch at `batch_index`, if the epoch has one there.
+        let assemble = |batch_index: usize| {
+            let indices: &[usize] = batches.get(batch_index)?;
+            Some(if config.augment {
                 let values =
                     augment::augmented_batch(data, indices, config.seed, epoch, batch_index);
                 let dims = [indices.len(), shape.channels, shape.rows, shape.cols];
@@ -242,7 +244,12 @@ pub fn train(
                 batch_with_images(data, indices, shape.classes, images, &train_device)
             } else {
                 make_batch(data, indices, shape.classes, &train_device)
-            };
+            })
+        };
+        // Each step assembles the next one's batch while its optimizer updates the weights.
+        let mut next = assemble(0);
+        for (batch_index, indices) in batches.iter().enumerate() {
+            let batch = next.take().expect("each step assembles the next batch");
             let learning_rate = schedule::learning_rate(
                 config.lr_schedule,
                 config.learning_rate,
@@ -251,8 +258,11 @@ pub fn train(
                 config.epochs,
                 batches_in_epoch,
             );
-            let (stepped, loss_value, correct) =
-                train_step(network, &mut optimizer, learning_rate, batch);
+            let (stepped, loss_value, correct, following) =
+                train_step_alongside(network, &mut optimizer, learning_rate, batch, || {
+                    assemble(batch_index + 1)
+                });
+            next = following;
             if !loss_value.is_finite() {
                 // The weights are no longer usable; the last committed checkpoint stays as it is.
                 return Err(Error::Diverged {

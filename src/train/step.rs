@@ -31,13 +31,29 @@ pub fn train_step(
     learning_rate: f64,
     batch: Batch,
 ) -> (Network, f32, usize) {
+    let (network, loss, correct, ()) =
+        train_step_alongside(network, optimizer, learning_rate, batch, || ());
+    (network, loss, correct)
+}
+
+/// [`train_step`], running `alongside` while the optimizer updates the weights, on another
+/// thread where one is free, and returning its result too. The optimizer's update is the part
+/// of a step that keeps the threads least busy: the training loop assembles its next batch
+/// there.
+pub fn train_step_alongside<R: Send>(
+    network: Network,
+    optimizer: &mut ModuleOptimizer,
+    learning_rate: f64,
+    batch: Batch,
+    alongside: impl FnOnce() -> R + Send,
+) -> (Network, f32, usize, R) {
     let shards = shard_ranges(batch.labels.len(), &batch.images.device());
     let (gradients, loss, correct) = batch_gradients(&network, batch, &shards);
-    (
-        optimizer.step(learning_rate, network, gradients),
-        loss,
-        correct,
-    )
+    let (network, result) = rayon::join(
+        || optimizer.step(learning_rate, network, gradients),
+        alongside,
+    );
+    (network, loss, correct, result)
 }
 
 /// Images per shard of a training batch at the least; a smaller batch stays whole.
