@@ -5,7 +5,8 @@
 //! them (burn's autodiff bookkeeping, the loss, allocations) runs on one, and so did a tenth of
 //! a step on two threads. Shards of the batch, each on its own autodiff graph, run those parts
 //! side by side too. Their gradients add up to the whole batch's: each shard's loss is its mean
-//! times its share of the batch.
+//! times its share of the batch. The optimizer's update, which keeps the threads least busy,
+//! runs alongside the next batch's assembly ([`train_step_alongside`]).
 
 use std::ops::Range;
 
