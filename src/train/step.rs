@@ -22,9 +22,9 @@ use crate::model::{Network, argmax, categorical_cross_entropy};
 /// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
 /// many of its images were classified correctly before the update.
 ///
-/// On the CPU backends the batch is cut into [`shard_ranges`], whose forward and backward passes
-/// run side by side on the thread pool, each on its own autodiff graph, and whose gradients are
-/// summed in shard order. The shards depend on the batch size only, so training is the same
+/// On the CPU backends the batch is cut into shards (two halves; a batch under 64 images stays
+/// whole), whose forward and backward passes run side by side on the thread pool, each on its
+/// own autodiff graph, and whose gradients are summed in shard order. The shards depend on the batch size only, so training is the same
 /// whatever the thread count.
 pub fn train_step(
     network: Network,
