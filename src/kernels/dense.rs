@@ -291,7 +291,7 @@ mod tests {
 
     use super::*;
     use crate::backend::BackendKind;
-    use crate::kernels::test_util::{assert_close, values};
+    use crate::kernels::test_util::{assert_close, on_threads, values};
 
     /// Values and the three gradients against burn's own operations, on both CPU backends:
     /// batches and input counts that are not multiples of the task size (the last block is
@@ -360,11 +360,7 @@ mod tests {
             outputs,
         };
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a pool");
-            pool.install(|| {
+            on_threads(threads, || {
                 let output = forward_f32(&x, &w, &b, shape);
                 let grads = backward_f32(&x, &w, &output, shape, (true, true));
                 (output, grads.input, grads.weight, grads.bias)

@@ -56,7 +56,7 @@ mod dense;
 mod im2col;
 mod simd;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 mod window;
 mod winograd;
 

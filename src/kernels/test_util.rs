@@ -1,4 +1,5 @@
-//! What the kernels' tests share: reading values back, and comparing them with burn's.
+//! What the kernels' tests (and training's) share: reading values back, comparing them with
+//! burn's, and running work on a pool of a given size.
 
 use burn::tensor::Tensor;
 
@@ -16,4 +17,13 @@ pub fn assert_close(ours: &[f32], burns: &[f32], what: &str) {
             "{what}[{index}]: {a} vs {b}"
         );
     }
+}
+
+/// `work` run on a new pool of `threads` threads, for results that must not depend on the count.
+pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(work)
 }

@@ -1,9 +1,9 @@
 //! One optimizer step, with the batch's forward and backward passes cut into shards that run
 //! side by side.
 //!
-//! Every burn operation in a pass runs its own values on all threads, but what lies between
-//! them (burn's autodiff bookkeeping, the loss, allocations) runs on one, and so did a tenth of
-//! a step on two threads. Shards of the batch, each on its own autodiff graph, run those parts
+//! Every burn operation in a pass spreads its values over all threads, but what lies between
+//! them (burn's autodiff bookkeeping, the loss, allocations) runs on one: a tenth of a step on
+//! two threads. Shards of the batch, each on its own autodiff graph, run those parts
 //! side by side too. Their gradients add up to the whole batch's: each shard's loss is its mean
 //! times its share of the batch. The optimizer's update, which keeps the threads least busy,
 //! runs alongside the next batch's assembly ([`train_step_alongside`]).
@@ -24,8 +24,8 @@ use crate::model::{Network, argmax, categorical_cross_entropy};
 ///
 /// On the CPU backends the batch is cut into shards (two halves; a batch under 64 images stays
 /// whole), whose forward and backward passes run side by side on the thread pool, each on its
-/// own autodiff graph, and whose gradients are summed in shard order. The shards depend on the batch size only, so training is the same
-/// whatever the thread count.
+/// own autodiff graph, and whose gradients are summed in shard order. The shards depend on the
+/// batch size only, so training is the same whatever the thread count.
 pub fn train_step(
     network: Network,
     optimizer: &mut ModuleOptimizer,
@@ -158,6 +158,7 @@ mod tests {
 
     use super::*;
     use crate::backend::BackendKind;
+    use crate::kernels::test_util::{on_threads, values};
     use crate::model::{Architecture, InputShape};
 
     fn batch(images: usize, device: &Device) -> Batch {
@@ -180,7 +181,7 @@ mod tests {
         struct Collect(Vec<f32>);
         impl ModuleVisitor for Collect {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.extend(param.val().into_data().iter::<f32>());
+                self.0.extend(values(param.val()));
             }
         }
         let mut collect = Collect(Vec::new());
@@ -238,20 +239,16 @@ mod tests {
     fn a_step_is_the_same_on_one_thread_as_on_three() {
         let device = BackendKind::Flex.device().autodiff();
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
-        let on_threads = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("thread pool");
-            pool.install(|| {
+        let step = |threads: usize| {
+            on_threads(threads, || {
                 let mut optimizer = crate::train::adam();
                 let (network, loss, _) =
                     train_step(network.clone(), &mut optimizer, 1e-3, batch(128, &device));
                 (weights(&network), loss)
             })
         };
-        let (one, one_loss) = on_threads(1);
-        let (three, three_loss) = on_threads(3);
+        let (one, one_loss) = step(1);
+        let (three, three_loss) = step(3);
         assert_eq!(one_loss.to_bits(), three_loss.to_bits());
         assert!(one == three, "the weights differ between 1 and 3 threads");
         assert!(one != weights(&network), "the step changed nothing");
