@@ -201,7 +201,7 @@ pub fn train_throughput(
     device.seed(42);
     let shape = InputShape::of(data);
     let mut network = Network::new(architecture, shape, &device);
-    let mut optimizer = adam();
+    let mut optimizer = adam(&device);
     let steps = images.div_ceil(batch_size).max(1);
     let batches: Vec<Vec<usize>> = (0..WARMUP_STEPS + steps)
         .map(|step| {

@@ -48,76 +48,155 @@ impl AdamStep {
     }
 }
 
-/// One Adam step, in place: the moments take in `grad`, then `param` moves by the corrected
-/// ratio of the two. On the first step the moments' old values are not read. All four slices
-/// must have the same length.
+/// One Adam step, in place: the moments take in the gradient, then `param` moves by the
+/// corrected ratio of the two. The gradient is the sum of `grads` in their order (the shards'
+/// gradients of one batch), added as it is read rather than in a pass of its own. On the first
+/// step the moments' old values are not read. Every slice must have the same length.
 pub fn adam_update(
     param: &mut [f32],
-    grad: &[f32],
+    grads: &[&[f32]],
     moment_1: &mut [f32],
     moment_2: &mut [f32],
     step: AdamStep,
 ) {
     let len = param.len();
     assert!(
-        grad.len() == len && moment_1.len() == len && moment_2.len() == len,
-        "adam_update: a parameter of {len} values with {}, {} and {} values of gradient and moments",
-        grad.len(),
+        !grads.is_empty()
+            && grads.iter().all(|grad| grad.len() == len)
+            && moment_1.len() == len
+            && moment_2.len() == len,
+        "adam_update: a parameter of {len} values with gradients of {:?} values and moments of {} and {}",
+        grads.iter().map(|grad| grad.len()).collect::<Vec<_>>(),
         moment_1.len(),
         moment_2.len()
     );
     if len <= CHUNK {
-        update_chunk(param, grad, moment_1, moment_2, step);
+        update_chunk(param, grads, 0, moment_1, moment_2, step);
         return;
     }
     param
         .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
         .zip(moment_1.par_chunks_mut(CHUNK))
         .zip(moment_2.par_chunks_mut(CHUNK))
-        .for_each(|(((param, grad), moment_1), moment_2)| {
-            update_chunk(param, grad, moment_1, moment_2, step);
+        .enumerate()
+        .for_each(|(index, ((param, moment_1), moment_2))| {
+            update_chunk(param, grads, index * CHUNK, moment_1, moment_2, step);
         });
 }
 
+/// [`update_chunk_with`] for the values of `param` (and the moments) starting at `offset` in
+/// `grads`: one gradient as it is, two added as they are read, more summed first.
+fn update_chunk(
+    param: &mut [f32],
+    grads: &[&[f32]],
+    offset: usize,
+    moment_1: &mut [f32],
+    moment_2: &mut [f32],
+    step: AdamStep,
+) {
+    let range = offset..offset + param.len();
+    match grads {
+        [grad] => update_chunk_one(param, &grad[range], moment_1, moment_2, step),
+        [first, second] => update_chunk_two(
+            param,
+            &first[range.clone()],
+            &second[range],
+            moment_1,
+            moment_2,
+            step,
+        ),
+        [first, rest @ ..] => {
+            let mut sum = first[range.clone()].to_vec();
+            for grad in rest {
+                sum.iter_mut()
+                    .zip(&grad[range.clone()])
+                    .for_each(|(sum, &value)| *sum += value);
+            }
+            update_chunk_one(param, &sum, moment_1, moment_2, step);
+        }
+        [] => unreachable!("adam_update checks for a gradient"),
+    }
+}
+
 simd_versions! {
-    fn update_chunk(
+    fn update_chunk_one(
         param: &mut [f32],
         grad: &[f32],
         moment_1: &mut [f32],
         moment_2: &mut [f32],
         step: AdamStep,
-    ) = update_chunk_with;
+    ) = update_chunk_one_with;
 }
 
-/// [`update_chunk`], inlined into each of its versions. The operations and their order are
-/// burn's (`AdaptiveMomentum::transform`, then `tensor - grad * lr`); Rust never contracts them
-/// into fused multiply-adds, so every version rounds alike.
+simd_versions! {
+    fn update_chunk_two(
+        param: &mut [f32],
+        first: &[f32],
+        second: &[f32],
+        moment_1: &mut [f32],
+        moment_2: &mut [f32],
+        step: AdamStep,
+    ) = update_chunk_two_with;
+}
+
 #[inline(always)]
-fn update_chunk_with(
+fn update_chunk_one_with(
     param: &mut [f32],
     grad: &[f32],
     moment_1: &mut [f32],
     moment_2: &mut [f32],
     step: AdamStep,
 ) {
-    let (factor_1, factor_2) = (1.0 - step.beta_1, 1.0 - step.beta_2);
     let values = param
         .iter_mut()
         .zip(grad)
         .zip(moment_1.iter_mut())
         .zip(moment_2.iter_mut());
     for (((param, &grad), moment_1), moment_2) in values {
-        if step.first {
-            *moment_1 = grad * factor_1;
-            *moment_2 = grad * grad * factor_2;
-        } else {
-            *moment_1 = *moment_1 * step.beta_1 + grad * factor_1;
-            *moment_2 = *moment_2 * step.beta_2 + grad * grad * factor_2;
-        }
-        let update = (*moment_1 * step.combined_factor) / (moment_2.sqrt() + step.scaled_epsilon);
-        *param -= update * step.learning_rate;
+        update_value(param, grad, moment_1, moment_2, step);
     }
+}
+
+#[inline(always)]
+fn update_chunk_two_with(
+    param: &mut [f32],
+    first: &[f32],
+    second: &[f32],
+    moment_1: &mut [f32],
+    moment_2: &mut [f32],
+    step: AdamStep,
+) {
+    let values = param
+        .iter_mut()
+        .zip(first.iter().zip(second))
+        .zip(moment_1.iter_mut())
+        .zip(moment_2.iter_mut());
+    for (((param, (&first, &second)), moment_1), moment_2) in values {
+        update_value(param, first + second, moment_1, moment_2, step);
+    }
+}
+
+/// One value's update, inlined into each version of the chunk loops. The operations and their
+/// order are burn's (`AdaptiveMomentum::transform`, then `tensor - grad * lr`); Rust never
+/// contracts them into fused multiply-adds, so every version rounds alike.
+#[inline(always)]
+fn update_value(
+    param: &mut f32,
+    grad: f32,
+    moment_1: &mut f32,
+    moment_2: &mut f32,
+    step: AdamStep,
+) {
+    let (factor_1, factor_2) = (1.0 - step.beta_1, 1.0 - step.beta_2);
+    if step.first {
+        *moment_1 = grad * factor_1;
+        *moment_2 = grad * grad * factor_2;
+    } else {
+        *moment_1 = *moment_1 * step.beta_1 + grad * factor_1;
+        *moment_2 = *moment_2 * step.beta_2 + grad * grad * factor_2;
+    }
+    let update = (*moment_1 * step.combined_factor) / (moment_2.sqrt() + step.scaled_epsilon);
+    *param -= update * step.learning_rate;
 }
 
 #[cfg(test)]
@@ -150,7 +229,7 @@ mod tests {
                 .collect();
             let grad_ref: Vec<f64> = grad.iter().map(|&g| f64::from(g)).collect();
             let step = AdamStep::new(0.9, 0.999, 1e-7, time, 1e-3);
-            adam_update(&mut param, &grad, &mut m1, &mut m2, step);
+            adam_update(&mut param, &[&grad], &mut m1, &mut m2, step);
             reference(
                 &mut expected,
                 &grad_ref,
@@ -175,13 +254,51 @@ mod tests {
         assert!(moved > len / 2, "only {moved} of {len} values moved");
     }
 
+    /// Shards' gradients added as they are read give what their sum, added first, gives:
+    /// bit for bit, for two shards and for three, in a tensor spread over several tasks.
+    #[test]
+    fn shard_gradients_update_as_their_sum_does() {
+        let len = 2 * CHUNK + 5;
+        let shard = |k: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 31 + k * 17) % 113) as f32 / 113.0 - 0.5)
+                .collect()
+        };
+        let shards = [shard(1), shard(2), shard(3)];
+        for count in [2, 3] {
+            let summed: Vec<f32> = (0..len)
+                .map(|i| {
+                    shards[1..count]
+                        .iter()
+                        .fold(shards[0][i], |sum, g| sum + g[i])
+                })
+                .collect();
+            let start: Vec<f32> = (0..len).map(|i| (i % 13) as f32 / 13.0).collect();
+            let run = |grads: &[&[f32]]| {
+                let (mut param, mut m1, mut m2) = (start.clone(), vec![0f32; len], vec![0f32; len]);
+                for time in 1..=2 {
+                    let step = AdamStep::new(0.9, 0.999, 1e-7, time, 1e-3);
+                    adam_update(&mut param, grads, &mut m1, &mut m2, step);
+                }
+                (param, m1, m2)
+            };
+            let parts: Vec<&[f32]> = shards[..count].iter().map(Vec::as_slice).collect();
+            let (whole, in_parts) = (run(&[&summed]), run(&parts));
+            assert!(
+                whole == in_parts,
+                "{count} shards update otherwise than their sum"
+            );
+            assert!(whole.0 != start, "nothing moved");
+        }
+    }
+
     #[test]
     fn mismatched_lengths_are_refused() {
         let result = std::panic::catch_unwind(|| {
             let (mut p, mut m1, mut m2) = (vec![0f32; 4], vec![0f32; 4], vec![0f32; 4]);
             adam_update(
                 &mut p,
-                &[0.0; 3],
+                &[&[0.0; 3]],
                 &mut m1,
                 &mut m2,
                 AdamStep::new(0.9, 0.999, 1e-7, 1, 1e-3),

@@ -22,9 +22,9 @@
 //! Two more operations serve the rest of a training step. `linear` is a dense layer's
 //! `x · weight + bias` with its backward pass, each product split into blocks of rows over the
 //! thread pool (burn-flex runs products below 192³ multiply-adds on one thread). `adam_update`
-//! is Adam's update of one parameter as a single parallel pass, bit-identical to burn's `Adam`
-//! (which burn-flex runs as a dozen serial whole-tensor operations); `train::adam` steps every
-//! parameter with it.
+//! is Adam's update of one parameter as a single parallel pass that also adds up the shards'
+//! gradients as it reads them, bit-identical to burn's `Adam` on their sum (which burn-flex
+//! runs as a dozen serial whole-tensor operations); `train::adam` steps every parameter with it.
 //!
 //! BENCHMARKS.md has the measurements.
 //!

@@ -15,7 +15,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use burn::prelude::Device;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
@@ -25,6 +24,7 @@ use crate::data::mnist::md5_hex;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomically, write_json_atomically};
 use crate::model::Network;
+use crate::train::Adam;
 
 pub const LOCK_FILE: &str = ".lock";
 const MODEL_PREFIX: &str = "model-epoch-";
@@ -91,12 +91,7 @@ impl CheckpointFiles {
 /// Commits `network` and `optimizer` as the checkpoint of `run.completed_epochs` epochs, with
 /// `run` (whose history must hold those epochs) as its manifest. The files of the checkpoint
 /// `run` named until now are kept, older ones removed.
-pub fn commit(
-    dir: &Path,
-    network: &Network,
-    optimizer: &ModuleOptimizer,
-    run: &mut RunInfo,
-) -> Result<()> {
+pub fn commit(dir: &Path, network: &Network, optimizer: &Adam, run: &mut RunInfo) -> Result<()> {
     let epoch = run.completed_epochs;
     let previous = run.checkpoint.take();
     let model_bytes = network
@@ -107,7 +102,7 @@ pub fn commit(
             what: "model",
             reason: e.to_string(),
         })?;
-    let optimizer_bytes = optimizer.into_bytes().map_err(|e| Error::Serialize {
+    let optimizer_bytes = optimizer.to_bytes().map_err(|e| Error::Serialize {
         what: "optimizer state",
         reason: e.to_string(),
     })?;
@@ -187,7 +182,7 @@ pub fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
 pub struct Resumed {
     pub run: RunInfo,
     pub network: Network,
-    pub optimizer: ModuleOptimizer,
+    pub optimizer: Adam,
 }
 
 /// The last committed checkpoint in `dir`, for a run that `fresh` describes; `optimizer` is
@@ -195,7 +190,7 @@ pub struct Resumed {
 pub fn load_for_resume(
     dir: &Path,
     fresh: &RunInfo,
-    optimizer: ModuleOptimizer,
+    optimizer: Adam,
     device: &Device,
 ) -> Result<Resumed> {
     let saved = RunInfo::load(dir)?;
@@ -216,7 +211,7 @@ pub fn load_for_resume(
     let optimizer_path = dir.join(&files.optimizer.file);
     let optimizer_bytes = files.optimizer.read_verified(&optimizer_path)?;
     let optimizer = optimizer
-        .from_bytes(Bytes::from_bytes_vec(optimizer_bytes))
+        .load_bytes(Bytes::from_bytes_vec(optimizer_bytes))
         .map_err(|e| Error::corrupt(&optimizer_path, format!("not an optimizer state ({e})")))?;
     Ok(Resumed {
         run: saved,

@@ -11,13 +11,14 @@
 use std::ops::Range;
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::data::batch::Batch;
 use crate::kernels::has_fused_kernel;
 use crate::model::{Network, argmax, categorical_cross_entropy};
+use crate::train::Adam;
 
 /// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
 /// many of its images were classified correctly before the update.
@@ -28,7 +29,7 @@ use crate::model::{Network, argmax, categorical_cross_entropy};
 /// batch size only, so training is the same whatever the thread count.
 pub fn train_step(
     network: Network,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut Adam,
     learning_rate: f64,
     batch: Batch,
 ) -> (Network, f32, usize) {
@@ -43,7 +44,7 @@ pub fn train_step(
 /// there.
 pub fn train_step_alongside<R: Send>(
     network: Network,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut Adam,
     learning_rate: f64,
     batch: Batch,
     alongside: impl FnOnce() -> R + Send,
@@ -82,16 +83,18 @@ fn shard_ranges(images: usize, device: &Device) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The gradients of `batch`'s mean loss, that loss, and how many images were classified
-/// correctly, computed shard by shard over `shards` (which cover the batch).
+/// Each shard's gradients of its share of `batch`'s mean loss (in shard order; they add up to
+/// the batch's), that loss, and how many images were classified correctly, computed shard by
+/// shard over `shards` (which cover the batch).
 fn batch_gradients(
     network: &Network,
     batch: Batch,
     shards: &[Range<usize>],
-) -> (GradientsParams, f32, usize) {
+) -> (Vec<GradientsParams>, f32, usize) {
     let images = batch.labels.len();
     if shards.len() <= 1 {
-        return shard_gradients(network, batch, 1.0);
+        let (gradients, loss, correct) = shard_gradients(network, batch, 1.0);
+        return (vec![gradients], loss, correct);
     }
     let results: Vec<_> = shards
         .par_iter()
@@ -114,14 +117,14 @@ fn batch_gradients(
             }
         })
         .collect();
-    let mut accumulator = GradientsAccumulator::<Network>::new();
     let (mut loss, mut correct) = (0.0f32, 0usize);
-    for (gradients, shard_loss, shard_correct) in results {
-        accumulator.accumulate(network, gradients);
+    let mut gradients = Vec::with_capacity(results.len());
+    for (shard, shard_loss, shard_correct) in results {
+        gradients.push(shard);
         loss += shard_loss;
         correct += shard_correct;
     }
-    (accumulator.grads(), loss, correct)
+    (gradients, loss, correct)
 }
 
 /// One shard's gradients of its mean loss times `share` (its part of the batch), that loss,
@@ -154,7 +157,7 @@ fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use burn::module::{ModuleVisitor, Param};
-    use burn::optim::SgdConfig;
+    use burn::optim::{GradientsAccumulator, SgdConfig};
 
     use super::*;
     use crate::backend::BackendKind;
@@ -207,8 +210,13 @@ mod tests {
         for architecture in [Architecture::Cnn, Architecture::Mlp] {
             let network = Network::new(architecture, InputShape::MNIST, &device);
             let step = |shards: &[Range<usize>]| {
-                let (gradients, loss, correct) =
+                let (shard_gradients, loss, correct) =
                     batch_gradients(&network, batch(70, &device), shards);
+                let mut accumulator = GradientsAccumulator::<Network>::new();
+                for gradients in shard_gradients {
+                    accumulator.accumulate(&network, gradients);
+                }
+                let gradients = accumulator.grads();
                 let mut sgd = SgdConfig::new().init();
                 (
                     weights(&sgd.step(1.0, network.clone(), gradients)),
@@ -241,7 +249,7 @@ mod tests {
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         let step = |threads: usize| {
             on_threads(threads, || {
-                let mut optimizer = crate::train::adam();
+                let mut optimizer = crate::train::adam(&device);
                 let (network, loss, _) =
                     train_step(network.clone(), &mut optimizer, 1e-3, batch(128, &device));
                 (weights(&network), loss)
