@@ -20,7 +20,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::im2col::{add_assign, matmul, row_major, transposed};
-use super::{HostTensors, has_fused_kernel};
+use super::{HostTensors, has_fused_kernel, min_tasks_per_thread};
 
 /// Rows of a product per parallel task: the batch of 128 gives two tasks (each task packs the
 /// whole other operand, so more of them cost more than they spread).
@@ -164,6 +164,7 @@ fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: DenseShape) -> Ve
     output
         .par_chunks_mut(ROWS_PER_TASK * outputs)
         .zip(x.par_chunks(ROWS_PER_TASK * inputs))
+        .with_min_len(min_tasks_per_thread())
         .for_each(|(output, x)| {
             for row in output.chunks_exact_mut(outputs) {
                 row.copy_from_slice(bias);
@@ -243,6 +244,7 @@ fn backward_f32(
         if !grad.is_empty() {
             grad.par_chunks_mut(ROWS_PER_TASK * inputs)
                 .zip(output_grad.par_chunks(ROWS_PER_TASK * outputs))
+                .with_min_len(min_tasks_per_thread())
                 .for_each(|(grad, output_grad)| {
                     let rows = grad.len() / inputs;
                     matmul(
@@ -260,6 +262,7 @@ fn backward_f32(
         if !grad.is_empty() {
             grad.par_chunks_mut(WEIGHT_ROWS_PER_TASK * outputs)
                 .enumerate()
+                .with_min_len(min_tasks_per_thread())
                 .for_each(|(task, grad)| {
                     let rows = grad.len() / outputs;
                     // Rows `first..` of xᵀ are columns `first..` of x.

@@ -60,6 +60,7 @@ pub(crate) mod test_util;
 mod window;
 mod winograd;
 
+use std::cell::Cell;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
@@ -83,6 +84,34 @@ pub const CONV_ENV: &str = "MNIST_CNN_CONV";
 fn conv_env_forces_im2col() -> bool {
     static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FORCED.get_or_init(|| std::env::var_os(CONV_ENV).is_some_and(|value| value == "im2col"))
+}
+
+thread_local! {
+    /// Whether the kernels keep their tasks on this thread (see [`on_this_thread`]).
+    static ON_THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with the kernels' tasks kept on the calling thread: their parallel loops run
+/// as plain loops, with no task handed to (or stolen by) another thread. For work that already
+/// has a thread of its own, such as one of a training step's shards when there are as many
+/// shards as threads: each thread then works on its own shard's data, and no thread waits on
+/// another's task between two operations. The tasks and the order of their sums are the same
+/// either way, so the results are too.
+pub fn on_this_thread<R>(work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_THIS_THREAD.set(self.0);
+        }
+    }
+    let _restore = Restore(ON_THIS_THREAD.replace(true));
+    work()
+}
+
+/// The fewest tasks a kernel's parallel loop may hand to one thread at a time
+/// (`with_min_len`): all of them inside [`on_this_thread`], else one.
+fn min_tasks_per_thread() -> usize {
+    if ON_THIS_THREAD.get() { usize::MAX } else { 1 }
 }
 
 /// Whether tensors on `device` run the hand-written kernels: the one list of backends that
@@ -162,5 +191,45 @@ fn already_ready<T>(future: impl Future<Output = T>) -> T {
     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(value) => value,
         Poll::Pending => unreachable!("burn-ndarray reads synchronously"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rayon::prelude::*;
+
+    use super::*;
+    use crate::kernels::test_util::on_threads;
+
+    /// Inside `on_this_thread` a kernel's parallel loop runs on the calling thread alone; outside
+    /// it, on the pool. The setting ends with the call, also when the work panics.
+    #[test]
+    fn on_this_thread_keeps_a_loop_here_until_it_returns() {
+        let threads_used = || {
+            (0..256)
+                .into_par_iter()
+                .with_min_len(min_tasks_per_thread())
+                .map(|_| {
+                    // Long enough for idle threads to steal a share.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    rayon::current_thread_index()
+                })
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        let (inside, nested, outside) = on_threads(4, || {
+            let (inside, nested) = on_this_thread(|| {
+                on_this_thread(|| ());
+                (threads_used(), threads_used())
+            });
+            (inside, nested, threads_used())
+        });
+        assert_eq!((inside, nested), (1, 1));
+        assert!(outside > 1, "outside, the loop ran on {outside} thread(s)");
+        let panicked = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
+        assert!(panicked.is_err());
+        assert_eq!(min_tasks_per_thread(), 1);
     }
 }

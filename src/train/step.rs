@@ -5,8 +5,10 @@
 //! them (burn's autodiff bookkeeping, the loss, allocations) runs on one: a tenth of a step on
 //! two threads. Shards of the batch, each on its own autodiff graph, run those parts
 //! side by side too. Their gradients add up to the whole batch's: each shard's loss is its mean
-//! times its share of the batch. The optimizer's update, which keeps the threads least busy,
-//! runs alongside the next batch's assembly ([`train_step_alongside`]).
+//! times its share of the batch. With no more threads than shards, each shard keeps its
+//! kernels' tasks on its own thread ([`crate::kernels::on_this_thread`]): no thread then waits
+//! on a task another thread took from its shard. The optimizer's update, which keeps the threads
+//! least busy, runs alongside the next batch's assembly ([`train_step_alongside`]).
 
 use std::ops::Range;
 
@@ -16,7 +18,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use crate::data::batch::Batch;
-use crate::kernels::has_fused_kernel;
+use crate::kernels::{has_fused_kernel, on_this_thread};
 use crate::model::{Network, argmax, categorical_cross_entropy};
 use crate::train::Adam;
 
@@ -96,6 +98,8 @@ fn batch_gradients(
         let (gradients, loss, correct) = shard_gradients(network, batch, 1.0);
         return (vec![gradients], loss, correct);
     }
+    // With a thread for each shard, each shard keeps its kernels' tasks on its own thread.
+    let alone = shards.len() >= rayon::current_num_threads();
     let results: Vec<_> = shards
         .par_iter()
         .enumerate()
@@ -106,15 +110,18 @@ fn batch_gradients(
                 labels: batch.labels[rows.clone()].to_vec(),
             };
             let share = rows.len() as f32 / images as f32;
-            if index == 0 {
-                shard_gradients(network, part, share)
-            } else {
-                // The same weights as new leaves, so that this shard's graph shares no node with
-                // the first's: burn would merge the two graphs, and run their backward passes
-                // one after the other under the merged graph's lock.
-                let device = part.images.device();
-                shard_gradients(&network.clone().fork(&device), part, share)
-            }
+            let run = || {
+                if index == 0 {
+                    shard_gradients(network, part, share)
+                } else {
+                    // The same weights as new leaves, so that this shard's graph shares no node
+                    // with the first's: burn would merge the two graphs, and run their backward
+                    // passes one after the other under the merged graph's lock.
+                    let device = part.images.device();
+                    shard_gradients(&network.clone().fork(&device), part, share)
+                }
+            };
+            if alone { on_this_thread(run) } else { run() }
         })
         .collect();
     let (mut loss, mut correct) = (0.0f32, 0usize);

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::{BlockShape, image_of, single_channel, with_thread_buffers};
 use crate::kernels::im2col::add_assign;
+use crate::kernels::min_tasks_per_thread;
 use crate::kernels::simd::simd_versions;
 use crate::kernels::window::CLAMPED;
 
@@ -46,6 +47,7 @@ pub(super) fn backward_f32(
     let partial_sums: Vec<(Vec<f32>, Vec<f32>)> = input_grad_chunks
         .into_par_iter()
         .enumerate()
+        .with_min_len(min_tasks_per_thread())
         .map(|(task, mut input_grads)| {
             let mut weight_grad = vec![0f32; filters * taps];
             let mut bias_grad = vec![0f32; filters];

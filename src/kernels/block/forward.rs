@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use super::{BlockShape, ForwardPath, image_of, with_scratch};
 use crate::kernels::im2col::{im2col, matmul, row_major};
+use crate::kernels::min_tasks_per_thread;
 use crate::kernels::window::{CLAMPED, pool_relu_planes};
 use crate::kernels::winograd;
 
@@ -40,6 +41,7 @@ pub(super) fn forward_f32(
         .par_chunks_mut(task_len)
         .zip(winner_chunks)
         .enumerate()
+        .with_min_len(min_tasks_per_thread())
         .for_each(|(task, (outputs, winners))| {
             // Inference has no use for the winners: they go to a small buffer and are dropped.
             let mut discarded = Vec::new();
