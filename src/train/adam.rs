@@ -290,7 +290,9 @@ impl HostStep<'_> {
             state.shape = shape;
         }
         state.time += 1;
-        state.path = Some(self.path.join("."));
+        if state.path.is_none() {
+            state.path = Some(self.path.join("."));
+        }
         let mut values = inner.into_data();
         let grads: Vec<&[f32]> = gradients
             .iter()
