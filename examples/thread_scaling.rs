@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use mnist_cnn::backend::{BackendKind, Subnormals, pool_builder};
+use mnist_cnn::backend::{BackendKind, Subnormals, keep_freed_pages, pool_builder};
 use mnist_cnn::bench::train_throughput;
 use mnist_cnn::data::{SplitKind, load_split};
 use mnist_cnn::model::Architecture;
@@ -21,15 +21,9 @@ use mnist_cnn::model::Architecture;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay`, as `src/main.rs` names it.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> anyhow::Result<()> {
-    // SAFETY: as in `src/main.rs`: it stores an option value before any other thread exists,
-    // and -1 ("never purge") is a documented value.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-    }
+    // SAFETY: this runs first thing in `main`, before any other thread exists.
+    unsafe { keep_freed_pages() };
     let argument = |index: usize, default: usize| -> anyhow::Result<usize> {
         std::env::args().nth(index).map_or(Ok(default), |value| {
             value

@@ -229,6 +229,25 @@ pub fn on_compute_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
 
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3), which libmimalloc-sys names only for v2.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc, where it is the global allocator, keep the pages it frees. mimalloc returns
+/// freed pages to the kernel after a delay, and a training step frees and allocates the same
+/// large tensors again, which the kernel must then fault in and zero: 5-12% of the CPU time of
+/// a run went to `clear_page` (BENCHMARKS.md). Never purging keeps them; memory stays at its
+/// peak, which training reaches in its first step anyway.
+///
+/// # Safety
+///
+/// Call it before the process has a second thread: it sets a global option of mimalloc's
+/// without synchronisation.
+pub unsafe fn keep_freed_pages() {
+    // SAFETY: `mi_option_set` stores an option value, and the caller guarantees that no other
+    // thread exists yet; -1 ("never") is a documented value of this option.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 /// The process's peak resident memory, from Linux's /proc; `None` elsewhere.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

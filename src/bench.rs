@@ -14,7 +14,7 @@ use crate::data::{Split, SplitKind, load_split};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, InputShape, Network, log_probabilities};
 use crate::run::RunInfo;
-use crate::train::{adam, train_step_alongside};
+use crate::train::{Adam, train_step_alongside};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -201,7 +201,7 @@ pub fn train_throughput(
     device.seed(42);
     let shape = InputShape::of(data);
     let mut network = Network::new(architecture, shape, &device);
-    let mut optimizer = adam(&device);
+    let mut optimizer = Adam::new(&device);
     let steps = images.div_ceil(batch_size).max(1);
     let batches: Vec<Vec<usize>> = (0..WARMUP_STEPS + steps)
         .map(|step| {

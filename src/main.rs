@@ -14,19 +14,9 @@ use cli::{Cli, hint, run};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3), which libmimalloc-sys names only for v2.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
-    // mimalloc returns freed pages to the kernel after a delay, and a training step frees and
-    // allocates the same large tensors again, which the kernel must then fault in and zero:
-    // 5-12% of the CPU time of a run went to `clear_page` (BENCHMARKS.md). Never purging keeps
-    // them; memory stays at its peak, which training reaches in its first step anyway.
-    // SAFETY: `mi_option_set` stores an option value; it is called before any other thread
-    // exists, and -1 ("never") is a documented value of this option.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-    }
+    // SAFETY: this runs first thing in `main`, before any other thread exists.
+    unsafe { mnist_cnn::backend::keep_freed_pages() };
     // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`),
     // instead of Rust's default of panicking on the next print.
     #[cfg(unix)]

@@ -10,6 +10,7 @@
 
 use rayon::prelude::*;
 
+use super::im2col::add_assign;
 use super::simd::simd_versions;
 
 /// Values per parallel task: large enough that a task outweighs its scheduling, small enough
@@ -85,7 +86,7 @@ pub fn adam_update(
 }
 
 /// [`update_chunk_with`] for the values of `param` (and the moments) starting at `offset` in
-/// `grads`: one gradient as it is, two added as they are read, more summed first.
+/// `grads`: one or two gradients added as they are read, more summed first.
 fn update_chunk(
     param: &mut [f32],
     grads: &[&[f32]],
@@ -96,11 +97,10 @@ fn update_chunk(
 ) {
     let range = offset..offset + param.len();
     match grads {
-        [grad] => update_chunk_one(param, &grad[range], moment_1, moment_2, step),
-        [first, second] => update_chunk_two(
+        [grad] => update_chunk_of([&grad[range]], param, moment_1, moment_2, step),
+        [first, second] => update_chunk_of(
+            [&first[range.clone()], &second[range]],
             param,
-            &first[range.clone()],
-            &second[range],
             moment_1,
             moment_2,
             step,
@@ -108,71 +108,49 @@ fn update_chunk(
         [first, rest @ ..] => {
             let mut sum = first[range.clone()].to_vec();
             for grad in rest {
-                sum.iter_mut()
-                    .zip(&grad[range.clone()])
-                    .for_each(|(sum, &value)| *sum += value);
+                add_assign(&mut sum, &grad[range.clone()]);
             }
-            update_chunk_one(param, &sum, moment_1, moment_2, step);
+            update_chunk_of([&sum], param, moment_1, moment_2, step);
         }
         [] => unreachable!("adam_update checks for a gradient"),
     }
 }
 
 simd_versions! {
-    fn update_chunk_one(
+    fn update_chunk_of<const N: usize>(
+        grads: [&[f32]; N],
         param: &mut [f32],
-        grad: &[f32],
         moment_1: &mut [f32],
         moment_2: &mut [f32],
         step: AdamStep,
-    ) = update_chunk_one_with;
+    ) = update_chunk_with;
 }
 
-simd_versions! {
-    fn update_chunk_two(
-        param: &mut [f32],
-        first: &[f32],
-        second: &[f32],
-        moment_1: &mut [f32],
-        moment_2: &mut [f32],
-        step: AdamStep,
-    ) = update_chunk_two_with;
-}
-
+/// [`update_chunk_of`], inlined into each of its versions: each value's gradient is the sum
+/// of its `N` gradients, added in order.
 #[inline(always)]
-fn update_chunk_one_with(
+fn update_chunk_with<const N: usize>(
+    grads: [&[f32]; N],
     param: &mut [f32],
-    grad: &[f32],
     moment_1: &mut [f32],
     moment_2: &mut [f32],
     step: AdamStep,
 ) {
-    let values = param
-        .iter_mut()
-        .zip(grad)
-        .zip(moment_1.iter_mut())
-        .zip(moment_2.iter_mut());
-    for (((param, &grad), moment_1), moment_2) in values {
-        update_value(param, grad, moment_1, moment_2, step);
-    }
-}
-
-#[inline(always)]
-fn update_chunk_two_with(
-    param: &mut [f32],
-    first: &[f32],
-    second: &[f32],
-    moment_1: &mut [f32],
-    moment_2: &mut [f32],
-    step: AdamStep,
-) {
-    let values = param
-        .iter_mut()
-        .zip(first.iter().zip(second))
-        .zip(moment_1.iter_mut())
-        .zip(moment_2.iter_mut());
-    for (((param, (&first, &second)), moment_1), moment_2) in values {
-        update_value(param, first + second, moment_1, moment_2, step);
+    let len = param.len();
+    // Cut to the chunk's length, so that the loop below needs no bounds checks.
+    let grads = grads.map(|grad| &grad[..len]);
+    let (moment_1, moment_2) = (&mut moment_1[..len], &mut moment_2[..len]);
+    for index in 0..len {
+        let grad = grads[1..]
+            .iter()
+            .fold(grads[0][index], |sum, grad| sum + grad[index]);
+        update_value(
+            &mut param[index],
+            grad,
+            &mut moment_1[index],
+            &mut moment_2[index],
+            step,
+        );
     }
 }
 

@@ -35,11 +35,6 @@ pub fn burn_adam_config() -> AdamConfig {
         .with_epsilon(EPSILON)
 }
 
-/// The Adam optimizer as configured for every run, for a network on `device`.
-pub fn adam(device: &Device) -> Adam {
-    Adam::new(device)
-}
-
 /// The Adam optimizer of a run: its state, and the step that updates a whole network.
 #[derive(Clone)]
 pub struct Adam {
@@ -67,7 +62,7 @@ struct HostState {
 }
 
 impl Adam {
-    /// A fresh optimizer for a network on `device`.
+    /// A fresh optimizer, as configured for every run, for a network on `device`.
     pub fn new(device: &Device) -> Self {
         let engine = if has_fused_kernel(device) {
             Engine::Host(BTreeMap::new())
@@ -452,7 +447,7 @@ mod tests {
         let device = cpu();
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         for shards in [1, 2] {
-            let (mut ours, mut burns) = (adam(&device), burn_adam_config().init());
+            let (mut ours, mut burns) = (Adam::new(&device), burn_adam_config().init());
             let (fused, _) = train(network.clone(), Under::Ours(&mut ours), 0..4, shards);
             let (burn, _) = train(network.clone(), Under::Burns(&mut burns), 0..4, shards);
             assert_eq!(fused.len(), 4);
@@ -475,7 +470,7 @@ mod tests {
     fn burns_engine_sums_the_shards_as_the_fused_one_does() {
         let device = cpu();
         let network = Network::new(Architecture::Mlp, InputShape::MNIST, &device);
-        let (mut fused, mut burn) = (adam(&device), Adam::burn());
+        let (mut fused, mut burn) = (Adam::new(&device), Adam::burn());
         let (fused_weights, _) = train(network.clone(), Under::Ours(&mut fused), 0..3, 2);
         let (burn_weights, _) = train(network, Under::Ours(&mut burn), 0..3, 2);
         assert!(fused_weights == burn_weights);
@@ -489,7 +484,7 @@ mod tests {
     fn the_record_is_burns_record() {
         let device = cpu();
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
-        let (mut ours, mut burns) = (adam(&device), burn_adam_config().init());
+        let (mut ours, mut burns) = (Adam::new(&device), burn_adam_config().init());
         train(network.clone(), Under::Ours(&mut ours), 0..2, 2);
         train(network, Under::Burns(&mut burns), 0..2, 2);
         let (tensors, scalars, paths) = record_contents(ours.to_bytes().expect("record"));
@@ -517,11 +512,11 @@ mod tests {
     fn a_run_saved_by_either_optimizer_resumes_exactly_under_the_other() {
         let device = cpu();
         let network = Network::new(Architecture::Mlp, InputShape::MNIST, &device);
-        let (mut ours, mut burns) = (adam(&device), burn_adam_config().init());
+        let (mut ours, mut burns) = (Adam::new(&device), burn_adam_config().init());
         let (_, halfway) = train(network.clone(), Under::Burns(&mut burns), 0..2, 1);
         let (_, ours_halfway) = train(network, Under::Ours(&mut ours), 0..2, 1);
         assert!(record_bytes(&halfway) == record_bytes(&ours_halfway));
-        let mut ours_from_burns = adam(&device)
+        let mut ours_from_burns = Adam::new(&device)
             .load_bytes(burns.into_bytes().expect("record"))
             .expect("loads");
         let mut burns_from_ours = burn_adam_config()
@@ -544,6 +539,6 @@ mod tests {
     #[test]
     fn bytes_that_are_no_record_are_refused() {
         let garbage = Bytes::from_bytes_vec(b"not an optimizer record".to_vec());
-        assert!(adam(&cpu()).load_bytes(garbage).is_err());
+        assert!(Adam::new(&cpu()).load_bytes(garbage).is_err());
     }
 }

@@ -30,7 +30,7 @@ use crate::plot::{Series, line_chart};
 use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
 use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
 
-pub use adam::{Adam, adam};
+pub use adam::Adam;
 pub use schedule::LrSchedule;
 pub use step::{train_step, train_step_alongside};
 pub use validation::{ValidationFrom, Warning, WarningKind};
@@ -141,7 +141,7 @@ pub fn train(
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
     let mut network = Network::new(config.architecture, shape, &train_device);
-    let mut optimizer = adam(&train_device);
+    let mut optimizer = Adam::new(&train_device);
     let mut run = RunInfo {
         config: TrainConfig {
             backend: backend_kind,

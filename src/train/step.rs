@@ -256,7 +256,7 @@ mod tests {
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         let step = |threads: usize| {
             on_threads(threads, || {
-                let mut optimizer = crate::train::adam(&device);
+                let mut optimizer = Adam::new(&device);
                 let (network, loss, _) =
                     train_step(network.clone(), &mut optimizer, 1e-3, batch(128, &device));
                 (weights(&network), loss)
