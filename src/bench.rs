@@ -12,7 +12,7 @@ use crate::backend::{self, BackendKind};
 use crate::data::batch::make_batch;
 use crate::data::{Split, SplitKind, load_split};
 use crate::error::{Error, Result};
-use crate::model::{Architecture, InputShape, Network, log_probabilities};
+use crate::model::{Activation, Architecture, InputShape, Layer, Network, Op, log_probabilities};
 use crate::run::RunInfo;
 use crate::train::{Adam, train_step_alongside};
 
@@ -152,7 +152,7 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
     if plan.profile {
         let batch_size = plan.train_batch_sizes[0];
         for &backend in &backends {
-            let layers = layer_profile(backend, &train_split, batch_size, 10);
+            let layers = layer_profile(plan.architecture, backend, &train_split, batch_size, 10);
             let result = LayerProfile {
                 backend,
                 batch_size,
@@ -311,7 +311,7 @@ fn thousands(value: f64) -> String {
     grouped
 }
 
-/// Forward and backward time of one layer of the CNN, per batch.
+/// Forward and backward time of one layer, per batch.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerTiming {
     pub layer: String,
@@ -319,10 +319,12 @@ pub struct LayerTiming {
     pub backward_ms: f64,
 }
 
-/// Times each layer of a fresh CNN on a batch of real images: the forward pass with its input
-/// tracked for gradients (except the images, as in training, so the first layer computes no
-/// input gradient), and the backward pass from the sum of its output.
+/// Times each layer of a fresh network of `architecture` ([`Network::layers`]) on a batch of
+/// real images: the forward pass with its input tracked for gradients (except the images, as
+/// in training, so the first layer computes no input gradient), and the backward pass from the
+/// sum of its output. Flatten, which only reshapes, is run but not listed.
 pub fn layer_profile(
+    architecture: Architecture,
     backend: BackendKind,
     data: &Split,
     batch_size: usize,
@@ -331,47 +333,39 @@ pub fn layer_profile(
     let device = backend.device().autodiff();
     device.seed(42);
     let shape = InputShape::of(data);
-    let cnn = crate::model::Cnn::new(shape, &device);
+    let network = Network::new(architecture, shape, &device);
     let indices: Vec<usize> = (0..batch_size.min(data.len())).collect();
     let images = make_batch(data, &indices, shape.classes, &device).images;
     let mut timings = Vec::new();
-    let mut activation = images;
-    for (index, (name, layer)) in cnn.feature_layers().into_iter().enumerate() {
+    let mut activation = Activation::Maps(images);
+    for (index, layer) in network.layers().iter().enumerate() {
+        if matches!(layer.op, Op::Flatten) {
+            activation = layer.forward(activation);
+            continue;
+        }
         // As in training: the images need no gradient, the layers after them do.
         let input_grad = index > 0;
-        let (timing, output) = time_layer(
-            name,
-            (activation, input_grad),
-            repetitions,
-            &device,
-            &*layer,
-        );
+        let (timing, output) = time_layer(layer, activation, input_grad, repetitions, &device);
         timings.push(timing);
         activation = output;
-    }
-    let mut flat: Tensor<2> = activation.flatten(1, 3);
-    for (name, layer) in cnn.dense_layers() {
-        let (timing, output) = time_layer(name, (flat, true), repetitions, &device, &*layer);
-        timings.push(timing);
-        flat = output;
     }
     timings
 }
 
-fn time_layer<const D: usize, const E: usize>(
-    name: &str,
-    (input, input_grad): (Tensor<D>, bool),
+fn time_layer(
+    layer: &Layer,
+    input: Activation,
+    input_grad: bool,
     repetitions: usize,
     device: &Device,
-    layer: &dyn Fn(Tensor<D>) -> Tensor<E>,
-) -> (LayerTiming, Tensor<E>) {
+) -> (LayerTiming, Activation) {
     let input = input.detach();
     let repetitions = repetitions.max(1);
     let (mut forward, mut backward) = (0.0, 0.0);
     // Round 0 warms up and is not counted.
     for round in 0..=repetitions {
         let started = Instant::now();
-        let output = layer(if input_grad {
+        let output = layer.forward(if input_grad {
             input.clone().require_grad()
         } else {
             input.clone()
@@ -389,11 +383,11 @@ fn time_layer<const D: usize, const E: usize>(
     let per_run_ms = |total: f64| total * 1000.0 / repetitions as f64;
     (
         LayerTiming {
-            layer: name.to_string(),
+            layer: layer.label(),
             forward_ms: per_run_ms(forward),
             backward_ms: per_run_ms(backward),
         },
-        layer(input).detach(),
+        layer.forward(input).detach(),
     )
 }
 

@@ -10,62 +10,14 @@ use burn::tensor::module::conv2d;
 use serde::Serialize;
 
 use crate::data::batch::single_image_tensor;
-use crate::data::image::{Invert, to_mnist_layout};
-use crate::error::{Error, Result};
-use crate::kernels::conv3x3_pool_relu;
-use crate::model::{Architecture, Network, affine};
+use crate::error::Result;
+use crate::model::{Activation, Architecture, InputShape, Network, Op};
 use crate::plot::layers::{
     MapsView, dense_strips, feature_grid, kernel_grid, probability_bars, write_png,
 };
+use crate::plot::picture::input_picture;
 use crate::plot::{HeatmapOptions, heatmap};
 use crate::predict::ClassProbability;
-
-/// Largest picture side accepted from a file or a request, in pixels.
-pub const MAX_PICTURE_SIDE: u32 = 4096;
-/// Most memory the decoder may allocate for one picture.
-const MAX_PICTURE_BYTES: u64 = 64 << 20;
-
-/// Decodes a PNG or JPEG from memory, refusing other formats and pictures larger than
-/// [`MAX_PICTURE_SIDE`] on a side before allocating them.
-pub fn decode_picture(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read as an image ({e})"))?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
-        _ => return Err("not a PNG or JPEG picture".into()),
-    }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_PICTURE_SIDE);
-    limits.max_image_height = Some(MAX_PICTURE_SIDE);
-    limits.max_alloc = Some(MAX_PICTURE_BYTES);
-    reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| format!("cannot read as an image ({e})"))
-}
-
-/// The picture turned into what the network reads, exactly as `mnist-cnn predict` does it.
-/// Every caller (`inspect`, the web server) prepares pictures through this one function.
-pub fn prepare_digit(
-    picture: &image::DynamicImage,
-    invert: Invert,
-    rows: usize,
-    cols: usize,
-) -> std::result::Result<Vec<u8>, String> {
-    to_mnist_layout(&picture.to_luma8(), invert, rows as u32, cols as u32)
-}
-
-/// A picture file prepared by [`prepare_digit`], with errors naming the file.
-pub fn load_picture(path: &Path, invert: Invert, rows: usize, cols: usize) -> Result<Vec<u8>> {
-    let image_error = |reason: String| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let picture = decode_picture(&bytes).map_err(image_error)?;
-    prepare_digit(&picture, invert, rows, cols).map_err(image_error)
-}
 
 /// The values of one layer, row-major in `shape` (channels first).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -84,8 +36,10 @@ pub struct Inspection {
     pub architecture: Architecture,
     pub rows: usize,
     pub cols: usize,
+    /// 1 for grayscale, 3 for colour.
+    pub channels: usize,
     pub class_names: Vec<String>,
-    /// The pixels the network reads, 0-255, row-major.
+    /// The pixels the network reads, 0-255, row-major, `channels` interleaved bytes a pixel.
     pub input: Vec<u8>,
     /// Weights and activations in the order they are computed.
     pub layers: Vec<Layer>,
@@ -125,98 +79,88 @@ fn layer<const D: usize>(name: &str, description: &str, tensor: Tensor<D>) -> La
     }
 }
 
-/// Runs `pixels` (`rows` x `cols`, 0-255) through `network` and keeps every layer's output.
-/// The feature blocks' pooled outputs and the probabilities are those of the network's own
-/// forward pass (the fused kernels); the convolution outputs before pooling, which the fused
-/// kernel never stores, come from burn's `conv2d` with the same weights.
+const CONV_DESCRIPTION: &str = "feature maps after convolution and ReLU";
+const POOLED_DESCRIPTION: &str = "after 2x2 max pooling";
+const DENSE_DESCRIPTION: &str = "dense layer after ReLU";
+const KERNELS_DESCRIPTION: &str = "of the first convolution";
+
+/// Runs `pixels` (one image of `shape`, `shape.channels` interleaved bytes a pixel, 0-255)
+/// through `network` layer by layer ([`Network::layers`]) and keeps every layer's output: the
+/// first convolution's kernels, each convolution block's feature maps before and after pooling,
+/// each dense layer's activations and the probabilities. Pooled maps and probabilities are the
+/// network's own forward pass (the fused kernels); the maps before pooling, which the fused
+/// kernel never stores, come from burn's `conv2d` and `relu` with the same weights.
 pub fn inspect(
     network: &Network,
     class_names: &[String],
     pixels: &[u8],
-    rows: usize,
-    cols: usize,
+    shape: InputShape,
     device: &Device,
 ) -> Inspection {
-    let channels = (pixels.len() / (rows * cols).max(1)).max(1);
-    let x = single_image_tensor(pixels, rows, cols, channels, device);
+    let mut x = Activation::Maps(single_image_tensor(
+        pixels,
+        shape.rows,
+        shape.cols,
+        shape.channels,
+        device,
+    ));
     let mut layers = Vec::new();
-    let (d1, d2, output) = match network {
-        Network::Cnn(cnn) => {
+    let mut probabilities = Vec::new();
+    for step in network.layers() {
+        if let Op::ConvBlock(conv) = step.op {
+            let weight = conv.weight.val();
+            let bias = conv.bias.as_ref().map_or_else(
+                || Tensor::<1>::zeros([weight.dims()[0]], device),
+                |b| b.val(),
+            );
+            if layers.is_empty() {
+                let [filters, channels, kh, kw] = weight.dims();
+                layers.push(Layer {
+                    name: format!("{}/kernel", step.name),
+                    description: format!(
+                        "the {filters} learned {kh}x{kw} kernels {KERNELS_DESCRIPTION}"
+                    ),
+                    shape: vec![filters, channels * kh, kw],
+                    values: values(weight.clone()),
+                });
+                layers.push(layer(
+                    &format!("{}/bias", step.name),
+                    "their biases",
+                    bias.clone(),
+                ));
+            }
             let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-            let (w1, b1) = (
-                cnn.conv1.weight.val(),
-                cnn.conv1.bias.as_ref().map(|b| b.val()),
-            );
-            let (w2, b2) = (
-                cnn.conv2.weight.val(),
-                cnn.conv2.bias.as_ref().map(|b| b.val()),
-            );
-            let zeros = |n: usize| Tensor::<1>::zeros([n], device);
-            let b1 = b1.unwrap_or_else(|| zeros(w1.dims()[0]));
-            let b2 = b2.unwrap_or_else(|| zeros(w2.dims()[0]));
-            let [filters, channels, kh, kw] = w1.dims();
-            layers.push(Layer {
-                name: "conv2d/kernel".into(),
-                description: format!(
-                    "the {filters} learned {kh}x{kw} kernels of the first convolution"
-                ),
-                shape: vec![filters, channels * kh, kw],
-                values: values(w1.clone()),
-            });
-            layers.push(layer("conv2d/bias", "their biases", b1.clone()));
-            let c1 = relu(conv2d(
-                x.clone(),
-                w1.clone(),
-                Some(b1.clone()),
-                same.clone(),
-            ));
-            layers.push(layer(
-                "conv2d",
-                "feature maps after convolution and ReLU",
-                c1,
-            ));
-            let p1 = conv3x3_pool_relu(x, w1, b1);
-            layers.push(layer("max_pooling2d", "after 2x2 max pooling", p1.clone()));
-            let c2 = relu(conv2d(p1.clone(), w2.clone(), Some(b2.clone()), same));
-            layers.push(layer(
-                "conv2d_1",
-                "feature maps after the second convolution and ReLU",
-                c2,
-            ));
-            let p2 = conv3x3_pool_relu(p1, w2, b2);
-            layers.push(layer(
-                "max_pooling2d_1",
-                "after the second 2x2 max pooling",
-                p2.clone(),
-            ));
-            let flat: Tensor<2> = p2.flatten(1, 3);
-            let d1 = relu(affine(&cnn.dense1, flat));
-            let d2 = relu(affine(&cnn.dense2, d1.clone()));
-            let output = affine(&cnn.output, d2.clone());
-            (d1, d2, output)
+            let maps = relu(conv2d(x.clone().into_maps(), weight, Some(bias), same));
+            layers.push(layer(&step.name, CONV_DESCRIPTION, maps));
         }
-        Network::Mlp(mlp) => {
-            let flat: Tensor<2> = x.flatten(1, 3);
-            let d1 = relu(affine(&mlp.dense1, flat));
-            let d2 = relu(affine(&mlp.dense2, d1.clone()));
-            let output = affine(&mlp.output, d2.clone());
-            (d1, d2, output)
+        x = step.forward(x);
+        match (step.op, &x) {
+            (Op::ConvBlock(_), Activation::Maps(pooled)) => layers.push(layer(
+                step.pooling.as_deref().unwrap_or(&step.name),
+                POOLED_DESCRIPTION,
+                pooled.clone(),
+            )),
+            (Op::Dense(_, true), Activation::Features(hidden)) => {
+                layers.push(layer(&step.name, DENSE_DESCRIPTION, hidden.clone()));
+            }
+            (Op::Dense(_, false), Activation::Features(logits)) => {
+                probabilities = values(softmax(logits.clone(), 1));
+                layers.push(Layer {
+                    name: step.name.clone(),
+                    description: "softmax: one probability per class".into(),
+                    shape: vec![probabilities.len()],
+                    values: probabilities.clone(),
+                });
+            }
+            _ => {}
         }
-    };
-    layers.push(layer("dense", "dense layer after ReLU", d1));
-    layers.push(layer("dense_1", "second dense layer after ReLU", d2));
-    let probabilities = values(softmax(output, 1));
-    layers.push(Layer {
-        name: "dense_2".into(),
-        description: "softmax: one probability per class".into(),
-        shape: vec![probabilities.len()],
-        values: probabilities.clone(),
-    });
+    }
     let top = crate::predict::rank(&probabilities, class_names);
     Inspection {
         architecture: network.architecture(),
-        rows,
-        cols,
+        rows: shape.rows,
+        cols: shape.cols,
+        channels: shape.channels,
         class_names: class_names.to_vec(),
         input: pixels.to_vec(),
         layers,
@@ -225,23 +169,37 @@ pub fn inspect(
     }
 }
 
-/// The pictures of an inspection, by the name of the file `inspect` writes for each.
-pub const PICTURES: [&str; 7] = [
-    "conv2d-kernels",
-    "conv2d",
-    "max_pooling2d",
-    "conv2d_1",
-    "max_pooling2d_1",
-    "dense",
-    "probabilities",
-];
+/// The picture of the first convolution's kernels.
+pub const KERNELS_PICTURE: &str = "conv2d-kernels";
+/// The picture of every hidden dense layer's activations.
+pub const DENSE_PICTURE: &str = "dense";
+/// The picture of the output probabilities.
+pub const PROBABILITIES_PICTURE: &str = "probabilities";
 
-/// The pictures an inspection has: all of [`PICTURES`] for the CNN, the last two for the MLP.
-pub fn available_pictures(architecture: Architecture) -> &'static [&'static str] {
-    match architecture {
-        Architecture::Cnn => &PICTURES,
-        Architecture::Mlp => &PICTURES[5..],
+/// The pictures an inspection of `network` has, by the name of the file `inspect` writes for
+/// each: the first convolution's kernels, every convolution block's maps before and after
+/// pooling, the hidden dense layers' activations and the probabilities, as far as the network
+/// has such layers.
+pub fn pictures(network: &Network) -> Vec<String> {
+    let layers = network.layers();
+    let mut names = Vec::new();
+    for step in &layers {
+        if let Op::ConvBlock(_) = step.op {
+            if names.is_empty() {
+                names.push(KERNELS_PICTURE.to_string());
+            }
+            names.push(step.name.clone());
+            names.extend(step.pooling.clone());
+        }
     }
+    if layers
+        .iter()
+        .any(|step| matches!(step.op, Op::Dense(_, true)))
+    {
+        names.push(DENSE_PICTURE.to_string());
+    }
+    names.push(PROBABILITIES_PICTURE.to_string());
+    names
 }
 
 fn maps_view(layer: &Layer) -> MapsView<'_> {
@@ -254,69 +212,89 @@ fn maps_view(layer: &Layer) -> MapsView<'_> {
     }
 }
 
-/// One picture of [`PICTURES`] as PNG bytes; `None` for a name the network has no picture for.
+/// One picture of [`pictures`] as PNG bytes; `None` for a name the inspection has no picture
+/// for.
 pub fn picture(inspection: &Inspection, name: &str) -> Option<Result<Vec<u8>>> {
-    let find = |layer: &str| inspection.layer(layer);
-    let grid = |layer: &str, title: String, columns: usize| {
-        find(layer).map(|l| feature_grid(&title, &maps_view(l), columns))
-    };
+    let named = |suffix: &str| inspection.layers.iter().find(|l| l.name.ends_with(suffix));
     match name {
-        "conv2d-kernels" => {
-            let kernels = find("conv2d/kernel")?;
-            let bias = find("conv2d/bias").map_or(&[][..], |b| &b.values[..]);
+        KERNELS_PICTURE => {
+            let kernels = named("/kernel")?;
+            let bias = named("/bias").map_or(&[][..], |b| &b.values[..]);
             let title = format!(
-                "conv2d: the {} learned 3x3 kernels (weights)",
-                kernels.shape[0]
+                "{}: {} (weights)",
+                kernels.name.trim_end_matches("/kernel"),
+                kernels
+                    .description
+                    .trim_end_matches(KERNELS_DESCRIPTION)
+                    .trim_end()
             );
             Some(kernel_grid(&title, &maps_view(kernels), bias))
         }
-        "conv2d" => grid("conv2d", "conv2d + ReLU: 16 feature maps".into(), 8),
-        "max_pooling2d" => grid(
-            "max_pooling2d",
-            "max_pooling2d: 16 maps, the largest of each 2x2".into(),
-            8,
-        ),
-        "conv2d_1" => grid("conv2d_1", "conv2d_1 + ReLU: 32 feature maps".into(), 8),
-        "max_pooling2d_1" => grid(
-            "max_pooling2d_1",
-            "max_pooling2d_1: 32 maps, the largest of each 2x2".into(),
-            8,
-        ),
-        "dense" => {
-            let (d1, d2) = (find("dense")?, find("dense_1")?);
-            Some(dense_strips(
-                "Dense activations after ReLU",
-                &[("dense", &d1.values), ("dense_1", &d2.values)],
-            ))
+        DENSE_PICTURE => {
+            let hidden: Vec<(&str, &[f32])> = inspection
+                .layers
+                .iter()
+                .filter(|l| l.description == DENSE_DESCRIPTION)
+                .map(|l| (l.name.as_str(), &l.values[..]))
+                .collect();
+            (!hidden.is_empty()).then(|| dense_strips("Dense activations after ReLU", &hidden))
         }
-        "probabilities" => Some(probability_bars(
+        PROBABILITIES_PICTURE => Some(probability_bars(
             "Softmax: probability per class",
             &inspection.probabilities,
             &inspection.class_names,
         )),
-        _ => None,
+        _ => {
+            let maps = inspection
+                .layer(name)
+                .filter(|l| l.shape.len() == 3 && !l.name.contains('/'))?;
+            let channels = maps.shape[0];
+            let title = if maps.description == POOLED_DESCRIPTION {
+                format!("{name}: {channels} maps, the largest of each 2x2")
+            } else {
+                format!("{name} + ReLU: {channels} feature maps")
+            };
+            Some(feature_grid(&title, &maps_view(maps), 8))
+        }
     }
 }
 
-/// Writes `input.png` (the 28x28 the network reads, as `heatmap` draws it) and every picture
-/// of the inspection into `dir` as `<name>.png`; returns the paths written.
-pub fn write_pictures(inspection: &Inspection, dir: &Path, title: &str) -> Result<Vec<PathBuf>> {
+/// Writes `input.png` (what the network reads: a heatmap of a grayscale input, the colours of
+/// a colour one) and every picture of the inspection into `dir` as `<name>.png`; returns the
+/// paths written.
+pub fn write_pictures(
+    inspection: &Inspection,
+    network: &Network,
+    dir: &Path,
+    title: &str,
+) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let input_path = dir.join("input.png");
-    let values: Vec<f64> = inspection.input.iter().map(|&p| f64::from(p)).collect();
-    heatmap(
-        &input_path,
-        &values,
-        inspection.rows,
-        inspection.cols,
-        &HeatmapOptions::new(
-            format!("{title}: the input the network reads"),
-            (0.0, 255.0),
-        ),
-    )?;
+    let (rows, cols) = (inspection.rows, inspection.cols);
+    if inspection.channels == 1 {
+        let values: Vec<f64> = inspection.input.iter().map(|&p| f64::from(p)).collect();
+        heatmap(
+            &input_path,
+            &values,
+            rows,
+            cols,
+            &HeatmapOptions::new(
+                format!("{title}: the input the network reads"),
+                (0.0, 255.0),
+            ),
+        )?;
+    } else {
+        input_picture(
+            &input_path,
+            &inspection.input,
+            rows,
+            cols,
+            inspection.channels,
+        )?;
+    }
     written.push(input_path);
-    for &name in available_pictures(inspection.architecture) {
-        if let Some(png) = picture(inspection, name) {
+    for name in pictures(network) {
+        if let Some(png) = picture(inspection, &name) {
             let path = dir.join(format!("{name}.png"));
             write_png(&path, &png?)?;
             written.push(path);
@@ -345,7 +323,7 @@ mod tests {
         let network = Network::new(Architecture::Cnn, InputShape::MNIST, &device);
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         let pixels = digit();
-        let inspection = inspect(&network, &names, &pixels, 28, 28, &device);
+        let inspection = inspect(&network, &names, &pixels, InputShape::MNIST, &device);
         let expected =
             values(network.probabilities(single_image_tensor(&pixels, 28, 28, 1, &device)));
         assert_eq!(
@@ -396,8 +374,20 @@ mod tests {
                 .all(|&v| v >= 0.0)
         );
         assert_eq!(inspection.top.len(), 10);
-        for picture_name in PICTURES {
-            let png = picture(&inspection, picture_name).unwrap().unwrap();
+        assert_eq!(
+            pictures(&network),
+            [
+                "conv2d-kernels",
+                "conv2d",
+                "max_pooling2d",
+                "conv2d_1",
+                "max_pooling2d_1",
+                "dense",
+                "probabilities"
+            ]
+        );
+        for picture_name in pictures(&network) {
+            let png = picture(&inspection, &picture_name).unwrap().unwrap();
             image::load_from_memory(&png).unwrap();
         }
     }
@@ -407,23 +397,46 @@ mod tests {
         let device = BackendKind::Flex.device();
         let network = Network::new(Architecture::Mlp, InputShape::MNIST, &device);
         let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-        let inspection = inspect(&network, &names, &digit(), 28, 28, &device);
-        let names: Vec<&str> = inspection.layers.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["dense", "dense_1", "dense_2"]);
+        let inspection = inspect(&network, &names, &digit(), InputShape::MNIST, &device);
+        let layer_names: Vec<&str> = inspection.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(layer_names, ["dense", "dense_1", "dense_2"]);
+        assert_eq!(pictures(&network), ["dense", "probabilities"]);
         assert!(picture(&inspection, "conv2d").is_none());
         let dir = tempfile::tempdir().unwrap();
-        let written = write_pictures(&inspection, dir.path(), "test").unwrap();
+        let written = write_pictures(&inspection, &network, dir.path(), "test").unwrap();
         assert_eq!(written.len(), 3, "{written:?}");
+        let strips = image::load_from_memory(&std::fs::read(&written[1]).unwrap()).unwrap();
+        assert!(strips.width() > 100, "the dense strips are drawn");
     }
 
     #[test]
-    fn pictures_are_decoded_with_caps() {
-        assert!(decode_picture(b"not a picture").is_err());
-        let huge = image::GrayImage::new(MAX_PICTURE_SIDE + 1, 1);
-        let mut png = Vec::new();
-        huge.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        let error = decode_picture(&png).unwrap_err();
-        assert!(error.contains("cannot read"), "{error}");
+    fn colour_networks_are_inspected_in_colour() {
+        let device = BackendKind::Flex.device();
+        let shape = InputShape {
+            channels: 3,
+            rows: 12,
+            cols: 16,
+            classes: 4,
+        };
+        let network = Network::new(Architecture::Cnn, shape, &device);
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let pixels: Vec<u8> = (0..12 * 16 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let inspection = inspect(&network, &names, &pixels, shape, &device);
+        let expected =
+            values(network.probabilities(single_image_tensor(&pixels, 12, 16, 3, &device)));
+        assert_eq!(inspection.probabilities, expected);
+        assert_eq!(
+            inspection.layer("conv2d/kernel").unwrap().shape,
+            [16, 9, 3],
+            "three channels of 3x3 kernels, stacked"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_pictures(&inspection, &network, dir.path(), "colour").unwrap();
+        assert_eq!(written.len(), 1 + pictures(&network).len());
+        let input = image::open(&written[0]).unwrap().to_rgb8();
+        assert!(
+            input.pixels().any(|p| p.0[0] != p.0[1]),
+            "the input is drawn in colour"
+        );
     }
 }

@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::Path;
 
 use mnist_cnn::data::idx::{self, IdxImages};
-use mnist_cnn::data::image::{Invert, decode_picture, load_digit};
+use mnist_cnn::data::image::decode_file;
+use mnist_cnn::data::pipeline::Pipeline;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -301,8 +302,8 @@ fn picture_loader_survives_mutations() {
         let limit = (bytes.len() * 2048 + (2 << 20)).min(520 << 20);
         let (ok, largest) = largest_allocation(|| {
             no_panic("picture", case, &bytes, || {
-                let decodes = decode_picture(&path).is_ok();
-                let _ = load_digit(&path, Invert::Auto, 28, 28);
+                let decodes = decode_file(&path, 2).is_ok();
+                let _ = Pipeline::mnist(28, 28).load(&path);
                 decodes
             })
         });

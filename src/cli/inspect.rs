@@ -16,7 +16,8 @@ use super::Session;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A PNG or JPEG picture of a digit, instead of an image of the data set
+    /// A PNG or JPEG picture, any size, instead of an image of the data set; it is prepared
+    /// as the model's training pictures were (its pipeline, from run.json), as `predict` does
     #[arg(value_name = "IMAGE", conflicts_with = "index")]
     pub image: Option<PathBuf>,
     /// Which image of the data set to look at (0-based) [default: 1210]
@@ -32,9 +33,9 @@ pub struct InspectArgs {
     /// MODEL_DIR/inspect-<name of the picture>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Invert the picture so the digit is light on dark, as in MNIST
-    #[arg(long, value_enum, default_value_t = Invert::Auto)]
-    pub invert: Invert,
+    /// Invert the picture so the subject is light on dark [default: as the model's pipeline does]
+    #[arg(long, value_enum)]
+    pub invert: Option<Invert>,
     /// Backend of burn to run the layers on (wgpu and cuda need the cargo feature of that name)
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
@@ -44,10 +45,9 @@ pub(crate) fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
     let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let info = &run.info;
-    let (rows, cols) = (info.shape.rows, info.shape.cols);
     let (pixels, what, folder, label) = match &args.image {
         Some(path) => {
-            let pixels = inspect::load_picture(path, args.invert, rows, cols)?;
+            let pixels = info.picture_pipeline(args.invert)?.load(path)?;
             let stem = path
                 .file_stem()
                 .map_or("picture".into(), |s| s.to_string_lossy());
@@ -77,8 +77,7 @@ pub(crate) fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
         &run.network,
         &info.class_names,
         &pixels,
-        rows,
-        cols,
+        info.shape,
         &device,
     );
     if session.json {
@@ -86,7 +85,7 @@ pub(crate) fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
             .print_json(&json!({ "image": what, "label": label, "inspection": inspection }));
     }
     let out = args.out.unwrap_or_else(|| args.model_dir.join(folder));
-    let written = inspect::write_pictures(&inspection, &out, &what)?;
+    let written = inspect::write_pictures(&inspection, &run.network, &out, &what)?;
     if session.human() {
         let label = label
             .and_then(|l| info.class_names.get(l))

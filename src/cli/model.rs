@@ -87,7 +87,8 @@ pub struct BenchArgs {
     /// Test images classified per evaluation configuration
     #[arg(long, default_value_t = 10_000, value_parser = values::positive)]
     pub eval_images: usize,
-    /// Also time the forward and backward pass of each CNN layer (at the first batch size)
+    /// Also time the forward and backward pass of each layer of the network (at the first
+    /// batch size)
     #[arg(long)]
     pub profile: bool,
     /// The network to measure
@@ -181,22 +182,12 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
         }
         results.push(item);
     }
-    let mut pipeline = info.pipeline();
-    if let Some(invert) = args.invert {
-        pipeline.invert = invert;
-    }
-    if pipeline.channels() != shape.channels
-        || (pipeline.height as usize, pipeline.width as usize) != (shape.rows, shape.cols)
-    {
-        bail!(
-            "{}: the model's pipeline ({}) does not make its {}x{} input of {}",
-            args.model_dir.join(mnist_cnn::run::RUN_FILE).display(),
-            pipeline.name(),
-            shape.cols,
-            shape.rows,
-            counted(shape.channels, "channel")
-        );
-    }
+    let pipeline = info.picture_pipeline(args.invert).with_context(|| {
+        args.model_dir
+            .join(mnist_cnn::run::RUN_FILE)
+            .display()
+            .to_string()
+    })?;
     // Each picture gets its answer or its error; one unreadable picture does not hide the rest.
     let mut failures = 0;
     for path in &args.images {

@@ -12,10 +12,10 @@
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageBuffer, Pixel, Rgb, RgbImage};
+use image::{DynamicImage, GenericImageView, GrayImage, ImageBuffer, Pixel, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::image::{Invert, decode_picture};
+use super::image::{Decoded, Invert, decode_bytes, decode_file};
 use crate::error::{Error, Result};
 
 /// MNIST digits fit in a 20x20 box centred by mass in the 28x28 frame; other sizes keep the
@@ -86,11 +86,60 @@ impl Pipeline {
         )
     }
 
-    /// Reads a picture file, by its content rather than its extension, and prepares it.
+    /// What preparing a picture does, in words, for people (the `serve` page says it).
+    pub fn describe(&self) -> String {
+        let colour = if self.color { "in colour" } else { "grayscale" };
+        let invert = match self.invert {
+            Invert::Auto => ", inverted when its border is light (dark ink on paper)",
+            Invert::Yes => ", inverted",
+            Invert::No => "",
+        };
+        let (width, height) = (self.width, self.height);
+        let fit = match self.fit {
+            Fit::Stretch => format!("resized whole to {width}x{height}"),
+            Fit::Digit => {
+                let (box_width, box_height) = digit_box(width, height);
+                format!(
+                    "cropped to the ink, fitted into {box_width}x{box_height} keeping its shape and \
+                     centred by mass in {width}x{height}"
+                )
+            }
+        };
+        format!("{colour}{invert}, {fit}")
+    }
+
+    /// What preparing takes per pixel of the picture beside the decoded picture itself: the
+    /// picture on paper, one byte a channel (the crop to the ink is a view of it, and the
+    /// resized frame is small).
+    fn bytes_per_pixel(&self) -> u64 {
+        self.channels() as u64
+    }
+
+    /// Reads a picture file, by its content rather than its extension, and prepares it. The
+    /// one path from a file to a network's input: `import`, `predict` and `inspect` use it.
     pub fn load(&self, path: &Path) -> Result<Vec<u8>> {
-        let picture = decode_picture(path).map_err(|reason| image_error(path, reason))?;
-        self.prepare(&picture)
+        decode_file(path, self.bytes_per_pixel())
+            .and_then(|decoded| self.prepare_decoded(decoded))
             .map_err(|reason| image_error(path, reason))
+    }
+
+    /// Decodes an encoded PNG or JPEG held in memory and prepares it, as [`Pipeline::load`]
+    /// does a file; the web server's path.
+    pub fn prepare_bytes(&self, bytes: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        decode_bytes(bytes, self.bytes_per_pixel())
+            .and_then(|decoded| self.prepare_decoded(decoded))
+    }
+
+    /// Prepares a picture decoded within the memory budget, then gives its memory back.
+    fn prepare_decoded(&self, decoded: Decoded) -> std::result::Result<Vec<u8>, String> {
+        let Decoded {
+            picture,
+            reservation,
+        } = decoded;
+        let pixels = self.prepare(&picture);
+        drop(picture);
+        drop(reservation);
+        pixels
     }
 
     /// The frame's pixels, row-major, `channels()` bytes a pixel (RGB interleaved).
@@ -98,11 +147,10 @@ impl Pipeline {
         if picture.width() == 0 || picture.height() == 0 {
             return Err("the image has no pixels".to_string());
         }
-        let on_paper = on_white_paper(picture);
         if self.color {
-            self.frame(on_paper)
+            self.frame(on_white_paper(picture))
         } else {
-            self.frame(DynamicImage::ImageRgb8(on_paper).to_luma8())
+            self.frame(grey_on_white_paper(picture))
         }
     }
 
@@ -132,18 +180,49 @@ impl Pipeline {
     }
 }
 
-/// Transparent parts become white paper, as in a drawing exported from a canvas.
+/// Rows converted at a time to grey, so that the RGB copy stays small.
+const GREY_BAND_ROWS: u32 = 64;
+
+/// The picture as 8-bit RGB on white paper: transparent parts become paper, as in a drawing
+/// exported from a canvas. One buffer of the output's size, however the picture was stored.
 fn on_white_paper(picture: &DynamicImage) -> RgbImage {
-    if !picture.color().has_alpha() {
-        return picture.to_rgb8();
+    rows_on_white_paper(picture, 0, picture.height())
+}
+
+/// The same, in grey, made a band of rows at a time: the grey buffer is the only full-size
+/// copy.
+fn grey_on_white_paper(picture: &DynamicImage) -> GrayImage {
+    let (width, height) = picture.dimensions();
+    let mut grey = Vec::with_capacity(width as usize * height as usize);
+    for top in (0..height).step_by(GREY_BAND_ROWS as usize) {
+        let band = rows_on_white_paper(picture, top, GREY_BAND_ROWS.min(height - top));
+        grey.extend(DynamicImage::ImageRgb8(band).to_luma8().into_raw());
     }
-    let rgba = picture.to_rgba8();
-    RgbImage::from_fn(picture.width(), picture.height(), |x, y| {
-        let [r, g, b, alpha] = rgba.get_pixel(x, y).0;
+    GrayImage::from_raw(width, height, grey).expect("one byte per pixel")
+}
+
+/// `rows` rows of the picture from `top`, as [`on_white_paper`] makes them.
+fn rows_on_white_paper(picture: &DynamicImage, top: u32, rows: u32) -> RgbImage {
+    let has_alpha = picture.color().has_alpha();
+    RgbImage::from_fn(picture.width(), rows, |x, y| {
+        // `get_pixel` converts any stored depth and layout to 8-bit RGBA exactly as `to_rgba8`
+        // and `to_rgb8` do, without their whole-picture copies.
+        let [r, g, b, alpha] = picture.get_pixel(x, top + y).0;
+        if !has_alpha {
+            return Rgb([r, g, b]);
+        }
         let alpha = u32::from(alpha);
         let blend = |v: u8| ((u32::from(v) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
         Rgb([blend(r), blend(g), blend(b)])
     })
+}
+
+/// The box a digit is fitted into, in a frame of `width` x `height`.
+fn digit_box(width: u32, height: u32) -> (u32, u32) {
+    (
+        ((width as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1),
+        ((height as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1),
+    )
 }
 
 fn luma<P: Pixel<Subpixel = u8>>(pixel: &P) -> u8 {
@@ -172,14 +251,14 @@ where
     P: Pixel<Subpixel = u8> + 'static,
 {
     let (x0, y0, x1, y1) = ink_bounds(picture).ok_or("no digit found: the image is blank")?;
-    let digit = image::imageops::crop_imm(picture, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
-    let box_width = ((cols as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1);
-    let box_height = ((rows as f64 * DIGIT_BOX_FRACTION).round() as u32).max(1);
+    // A view, not a copy: the resize reads the ink's box in place.
+    let digit = image::imageops::crop_imm(picture, x0, y0, x1 - x0 + 1, y1 - y0 + 1);
+    let (box_width, box_height) = digit_box(cols, rows);
     let scale =
         (box_width as f64 / digit.width() as f64).min(box_height as f64 / digit.height() as f64);
     let width = ((digit.width() as f64 * scale).round() as u32).clamp(1, box_width);
     let height = ((digit.height() as f64 * scale).round() as u32).clamp(1, box_height);
-    let resized = image::imageops::resize(&digit, width, height, FilterType::CatmullRom);
+    let resized = image::imageops::resize(&*digit, width, height, FilterType::CatmullRom);
 
     let (mass_x, mass_y) = centre_of_mass(&resized);
     let left = (cols as f64 / 2.0 - mass_x)
@@ -336,6 +415,80 @@ mod tests {
             &[255, 255, 255],
             "transparent is white"
         );
+    }
+
+    /// The conversions before this pass: the whole picture to 8-bit RGB(A), blended onto
+    /// paper, then to grey.
+    fn on_paper_by_copies(picture: &DynamicImage) -> (RgbImage, GrayImage) {
+        let rgb = if picture.color().has_alpha() {
+            let rgba = picture.to_rgba8();
+            RgbImage::from_fn(picture.width(), picture.height(), |x, y| {
+                let [r, g, b, alpha] = rgba.get_pixel(x, y).0;
+                let alpha = u32::from(alpha);
+                let blend =
+                    |v: u8| ((u32::from(v) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+                Rgb([blend(r), blend(g), blend(b)])
+            })
+        } else {
+            picture.to_rgb8()
+        };
+        let grey = DynamicImage::ImageRgb8(rgb.clone()).to_luma8();
+        (rgb, grey)
+    }
+
+    #[test]
+    fn one_pass_equals_whole_picture_conversions_for_every_layout() {
+        let value = |x: u32, y: u32, c: u32| (x * 37 + y * 91 + c * 53) % 65_536;
+        // Taller than a band of grey rows, and not a multiple of it.
+        let (w, h) = (23, GREY_BAND_ROWS * 2 + 17);
+        let pictures = [
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| {
+                image::Luma([value(x, y, 0) as u8])
+            })),
+            DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| {
+                image::LumaA([value(x, y, 0) as u8, value(x, y, 1) as u8])
+            })),
+            DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
+                Rgb([0, 1, 2].map(|c| value(x, y, c) as u8))
+            })),
+            DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| {
+                image::Rgba([0, 1, 2, 3].map(|c| value(x, y, c) as u8))
+            })),
+            DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| {
+                image::Luma([(value(x, y, 0) * 97 % 65_536) as u16])
+            })),
+            DynamicImage::ImageLumaA16(ImageBuffer::from_fn(w, h, |x, y| {
+                image::LumaA([0, 1].map(|c| (value(x, y, c) * 97 % 65_536) as u16))
+            })),
+            DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| {
+                Rgb([0, 1, 2].map(|c| (value(x, y, c) * 97 % 65_536) as u16))
+            })),
+            DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+                image::Rgba([0, 1, 2, 3].map(|c| (value(x, y, c) * 97 % 65_536) as u16))
+            })),
+        ];
+        for picture in pictures {
+            let (rgb, grey) = on_paper_by_copies(&picture);
+            assert_eq!(on_white_paper(&picture), rgb, "{:?}", picture.color());
+            assert_eq!(grey_on_white_paper(&picture), grey, "{:?}", picture.color());
+        }
+    }
+
+    #[test]
+    fn descriptions_name_the_steps() {
+        let digit = Pipeline::mnist(28, 28).describe();
+        assert_eq!(
+            digit,
+            "grayscale, inverted when its border is light (dark ink on paper), cropped to the \
+             ink, fitted into 20x20 keeping its shape and centred by mass in 28x28"
+        );
+        let stretch = Pipeline {
+            fit: Fit::Stretch,
+            color: true,
+            invert: Invert::No,
+            ..Pipeline::mnist(32, 64)
+        };
+        assert_eq!(stretch.describe(), "in colour, resized whole to 64x32");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
 use crate::data::Split;
+use crate::data::image::Invert;
 use crate::data::pipeline::Pipeline;
 use crate::error::{Error, Result};
 use crate::fsutil::read_json;
@@ -293,6 +294,30 @@ impl RunInfo {
             color: self.shape.channels == 3,
             ..Pipeline::mnist(self.shape.rows, self.shape.cols)
         })
+    }
+
+    /// The pipeline that prepares a new picture for this model, as every command and the web
+    /// server use it: the model's own ([`RunInfo::pipeline`]), with `invert` in place of its
+    /// inversion when given. Refused when it would not make the model's input.
+    pub fn picture_pipeline(&self, invert: Option<Invert>) -> Result<Pipeline> {
+        let mut pipeline = self.pipeline();
+        if let Some(invert) = invert {
+            pipeline.invert = invert;
+        }
+        let shape = self.shape;
+        if pipeline.channels() != shape.channels
+            || (pipeline.height as usize, pipeline.width as usize) != (shape.rows, shape.cols)
+        {
+            return Err(Error::DataMismatch(format!(
+                "the model's picture pipeline ({}) does not make its {}x{} input of {} channel{}",
+                pipeline.name(),
+                shape.cols,
+                shape.rows,
+                shape.channels,
+                if shape.channels == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(pipeline)
     }
 
     /// The trained network from `model_dir`, on `device`, after checking its file against the

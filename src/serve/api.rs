@@ -13,9 +13,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::data::image::Invert;
+use crate::data::image::decode_bytes;
 use crate::evaluate::MISTAKES_SHOWN;
-use crate::inspect::{self, available_pictures, decode_picture, prepare_digit};
+use crate::inspect;
 use crate::predict::top_classes;
 
 use super::state::{AppState, Model, compute};
@@ -143,18 +143,20 @@ fn input(headers: &HeaderMap, body: Bytes, allow_test_image: bool) -> ApiResult<
     }
 }
 
-/// The pixels the network reads for `input`: a picture prepared as `predict` does, or a test
-/// image as stored.
+/// The pixels the network reads for `input`: a picture prepared by the model's own pipeline,
+/// as `predict` and `inspect` prepare it, or a test image as stored.
 fn pixels(state: &AppState, model: &Model, input: &Input) -> ApiResult<Vec<u8>> {
-    let shape = model.run.shape;
     match input {
         Input::Picture(bytes) => {
             if bytes.is_empty() {
                 return Err(ApiError::bad_request("the request has no picture"));
             }
-            let picture = decode_picture(bytes)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-            prepare_digit(&picture, Invert::Auto, shape.rows, shape.cols)
+            let pipeline = model
+                .run
+                .picture_pipeline(None)
+                .map_err(|e| internal(e.to_string()))?;
+            pipeline
+                .prepare_bytes(bytes)
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))
         }
         Input::TestImage(index) => {
@@ -198,16 +200,19 @@ pub async fn not_found(uri: Uri) -> ApiError {
 pub async fn info(State(state): Shared) -> Json<Value> {
     let model = state.current().map(|model| {
         let run = &model.run;
+        let pipeline = run.pipeline();
         json!({
             "version": model.version,
             "architecture": run.config.architecture,
             "rows": run.shape.rows,
             "cols": run.shape.cols,
+            "channels": run.shape.channels,
+            "pipeline": { "name": pipeline.name(), "description": pipeline.describe() },
             "class_names": run.class_names,
             "parameters": run.parameters,
             "completed_epochs": run.completed_epochs,
             "epochs": run.config.epochs,
-            "pictures": available_pictures(run.config.architecture),
+            "pictures": inspect::pictures(&model.network),
             "test_problem": model.test_problem,
         })
     });
@@ -274,26 +279,25 @@ async fn inspection(
     picture: Option<String>,
 ) -> ApiResult<Response> {
     let model = model(&state)?;
+    let pictures = inspect::pictures(&model.network);
     if let Some(name) = &picture
-        && !available_pictures(model.run.config.architecture).contains(&name.as_str())
+        && !pictures.contains(name)
     {
         return Err(ApiError::not_found(format!(
             "no picture \"{name}\" for a {} model; there are: {}",
             model.run.config.architecture,
-            available_pictures(model.run.config.architecture).join(", ")
+            pictures.join(", ")
         )));
     }
     let input = input(&headers, body, true)?;
     let pool_state = state.clone();
     compute(move || {
         let pixels = pixels(&pool_state, &model, &input)?;
-        let shape = model.run.shape;
         let inspection = inspect::inspect(
             &model.network,
             &model.run.class_names,
             &pixels,
-            shape.rows,
-            shape.cols,
+            model.run.shape,
             &pool_state.device,
         );
         match picture {
@@ -516,10 +520,11 @@ pub async fn collect(
     let bytes = base64_picture(&request.image)?;
     let count = state.collected.fetch_add(1, Ordering::SeqCst);
     compute(move || {
-        let picture = decode_picture(&bytes)
+        let decoded = decode_bytes(&bytes, 1)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
         let mut png = Vec::new();
-        picture
+        decoded
+            .picture
             .to_luma8()
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| internal(format!("cannot encode the drawing: {e}")))?;

@@ -39,6 +39,8 @@ async function loadInfo() {
     modelVersion = m.version;
     $('model-info').textContent = `${m.architecture}, ${m.parameters.toLocaleString('en')} parameters, ` +
       `trained ${m.completed_epochs}/${m.epochs} epochs`;
+    $('pipeline').textContent = `Your drawing, prepared as the model's training pictures were ` +
+      `(${m.pipeline.name}, as predict and inspect prepare pictures): ${m.pipeline.description}.`;
   } else {
     $('model-info').textContent = `no trained model in ${info.model_dir} yet: waiting for ` +
       '`mnist-cnn train` to finish its first epoch';
@@ -175,18 +177,23 @@ function showPrediction(prediction) {
   head.append(small);
   barRows($('bars'), top);
   $('draw-status').textContent = '';
-  if (prediction.input && info.model) drawPixels($('input'), prediction.input, info.model.rows, info.model.cols);
+  if (prediction.input && info.model) {
+    drawPixels($('input'), prediction.input, info.model.rows, info.model.cols, info.model.channels);
+  }
 }
 
-function drawPixels(canvas, pixels, rows, cols) {
+// `pixels`: `channels` interleaved values a pixel (1: grey, 3: red, green, blue).
+function drawPixels(canvas, pixels, rows, cols, channels = 1) {
   const small = document.createElement('canvas');
   small.width = cols;
   small.height = rows;
   const context = small.getContext('2d');
   const image = context.createImageData(cols, rows);
-  pixels.forEach((v, i) => {
-    image.data.set([v, v, v, 255], i * 4);
-  });
+  for (let i = 0; i < rows * cols; i++) {
+    const at = i * channels;
+    const rgb = channels === 3 ? pixels.slice(at, at + 3) : [pixels[at], pixels[at], pixels[at]];
+    image.data.set([...rgb, 255], i * 4);
+  }
   context.putImageData(image, 0, 0);
   const target = canvas.getContext('2d');
   target.imageSmoothingEnabled = false;
@@ -250,7 +257,7 @@ async function loadTest(index) {
   $('test-index').value = testIndex;
   try {
     const item = await api(`/api/test/${testIndex}`);
-    drawPixels($('test-image'), item.pixels, item.rows, item.cols);
+    drawPixels($('test-image'), item.pixels, item.rows, item.cols, info.model.channels);
     const names = info.model.class_names;
     const best = item.top[0];
     $('test-caption').textContent = `test image ${item.index}: label ${names[item.label]}, ` +
@@ -330,7 +337,7 @@ async function gallery(url, title) {
       canvas.width = result.cols;
       canvas.height = result.rows;
       canvas.className = 'pixels';
-      drawPixels(canvas, item.pixels, result.rows, result.cols);
+      drawPixels(canvas, item.pixels, result.rows, result.cols, info.model.channels);
       const caption = document.createElement('figcaption');
       caption.textContent = `#${item.index}: ${names[item.label]} as ${names[item.predicted]} ${percent(item.confidence)}`;
       figure.append(canvas, caption);

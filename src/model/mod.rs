@@ -1,8 +1,16 @@
 //! The network: the seed's small CNN, and the fully connected alternative it suggests trying.
+//!
+//! Each architecture is a module struct holding its weights and a list of its layers in order
+//! ([`Network::layers`], see [`layers`]). That list is the one description of the network: the
+//! forward pass walks it, and so do Keras's summary, `inspect` (every layer's values) and
+//! `bench --profile` (every layer's time). Adding an architecture is a variant of
+//! [`Architecture`], its struct with a constructor, and its arm in [`Network::layers`].
+
+pub mod layers;
 
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::activation::{log_softmax, softmax};
@@ -10,10 +18,13 @@ use burn::tensor::activation::{log_softmax, softmax};
 use crate::data::Split;
 use crate::data::batch::images_tensor;
 use crate::error::{Error, Result};
-use crate::kernels::{conv3x3_pool_relu, linear};
+use crate::kernels::linear;
+
+pub use layers::{Activation, Layer, Op};
 
 /// Which network to build. Adding one means a variant here, its module below and its arm in
-/// [`Network`]; the command line's `--model` values and help come from this enum.
+/// [`Network::new`] and [`Network::layers`]; the command line's `--model` values and help come
+/// from this enum.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
@@ -45,7 +56,7 @@ pub struct LayerSummary {
 }
 
 impl LayerSummary {
-    fn new(name: &str, output: &[usize], parameters: usize) -> Self {
+    pub(crate) fn new(name: &str, output: &[usize], parameters: usize) -> Self {
         Self {
             name: name.to_string(),
             output: output.to_vec(),
@@ -175,7 +186,6 @@ pub struct Cnn {
     pub(crate) dense1: Linear,
     pub(crate) dense2: Linear,
     pub(crate) output: Linear,
-    relu: Relu,
 }
 
 impl Cnn {
@@ -186,97 +196,20 @@ impl Cnn {
             dense1: dense(shape.cnn_features(), 128, device),
             dense2: dense(128, 128, device),
             output: dense(128, shape.classes, device),
-            relu: Relu::new(),
         }
     }
 
-    /// `images` is `[batch, channels, rows, cols]` with pixels in [0, 1]; returns logits
-    /// `[batch, classes]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = self.feature_block(&self.conv1, images);
-        let x = self.feature_block(&self.conv2, x);
-        let x: Tensor<2> = x.flatten(1, 3);
-        let x = self.relu.forward(affine(&self.dense1, x));
-        let x = self.relu.forward(affine(&self.dense2, x));
-        affine(&self.output, x)
-    }
-
-    /// Conv2d + ReLU, then MaxPool 2x2: one fused kernel (`crate::kernels`) identical to the
-    /// three layers in sequence, or those layers on backends without the kernel.
-    fn feature_block(&self, conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
-        let bias = conv
-            .bias
-            .as_ref()
-            .expect("convolutions are built with a bias");
-        conv3x3_pool_relu(input, conv.weight.val(), bias.val())
-    }
-
-    /// Keras's summary rows, read off the layers themselves.
-    pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
-        let (rows, cols) = (shape.rows, shape.cols);
-        let filters = |conv: &Conv2d| conv.weight.dims()[0];
-        let (first, second) = (filters(&self.conv1), filters(&self.conv2));
-        let flat = second * (rows / 4) * (cols / 4);
+    fn layers(&self) -> Vec<Op<'_>> {
         vec![
-            LayerSummary::new(
-                "conv2d (Conv2D, ReLU)",
-                &[rows, cols, first],
-                self.conv1.num_params(),
-            ),
-            LayerSummary::new(
-                "max_pooling2d (MaxPooling2D)",
-                &[rows / 2, cols / 2, first],
-                0,
-            ),
-            LayerSummary::new(
-                "conv2d_1 (Conv2D, ReLU)",
-                &[rows / 2, cols / 2, second],
-                self.conv2.num_params(),
-            ),
-            LayerSummary::new(
-                "max_pooling2d_1 (MaxPooling2D)",
-                &[rows / 4, cols / 4, second],
-                0,
-            ),
-            LayerSummary::new("flatten (Flatten)", &[flat], 0),
-            dense_summary("dense (Dense, ReLU)", &self.dense1),
-            dense_summary("dense_1 (Dense, ReLU)", &self.dense2),
-            dense_summary("dense_2 (Dense, softmax)", &self.output),
-        ]
-    }
-
-    /// The blocks before Flatten, one by one, for the per-layer profile of `mnist-cnn bench`.
-    pub fn feature_layers(&self) -> Vec<(&'static str, Box<FeatureLayer<'_>>)> {
-        vec![
-            (
-                "conv2d+relu+max_pooling2d",
-                Box::new(|x| self.feature_block(&self.conv1, x)),
-            ),
-            (
-                "conv2d_1+relu+max_pooling2d_1",
-                Box::new(|x| self.feature_block(&self.conv2, x)),
-            ),
-        ]
-    }
-
-    /// The layers after Flatten, one by one.
-    pub fn dense_layers(&self) -> Vec<(&'static str, Box<DenseLayer<'_>>)> {
-        vec![
-            (
-                "dense+relu",
-                Box::new(|x| self.relu.forward(affine(&self.dense1, x))),
-            ),
-            (
-                "dense_1+relu",
-                Box::new(|x| self.relu.forward(affine(&self.dense2, x))),
-            ),
-            ("dense_2", Box::new(|x| affine(&self.output, x))),
+            Op::ConvBlock(&self.conv1),
+            Op::ConvBlock(&self.conv2),
+            Op::Flatten,
+            Op::Dense(&self.dense1, true),
+            Op::Dense(&self.dense2, true),
+            Op::Dense(&self.output, false),
         ]
     }
 }
-
-pub type FeatureLayer<'a> = dyn Fn(Tensor<4>) -> Tensor<4> + 'a;
-pub type DenseLayer<'a> = dyn Fn(Tensor<2>) -> Tensor<2> + 'a;
 
 /// A dense layer's `x · weight + bias`, computed as burn's `Linear` computes it, by the fused
 /// kernel where the backend has it (`crate::kernels`).
@@ -288,16 +221,11 @@ pub(crate) fn affine(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     linear(x, layer.weight.val(), bias.val())
 }
 
-fn dense_summary(name: &str, layer: &Linear) -> LayerSummary {
-    LayerSummary::new(name, &[layer.weight.dims()[1]], layer.num_params())
-}
-
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub(crate) dense1: Linear,
     pub(crate) dense2: Linear,
     pub(crate) output: Linear,
-    relu: Relu,
 }
 
 impl Mlp {
@@ -306,25 +234,16 @@ impl Mlp {
             dense1: dense(shape.image_len(), 128, device),
             dense2: dense(128, 128, device),
             output: dense(128, shape.classes, device),
-            relu: Relu::new(),
         }
     }
 
-    /// Keras's summary rows, read off the layers themselves.
-    pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
+    fn layers(&self) -> Vec<Op<'_>> {
         vec![
-            LayerSummary::new("flatten (Flatten)", &[shape.image_len()], 0),
-            dense_summary("dense (Dense, ReLU)", &self.dense1),
-            dense_summary("dense_1 (Dense, ReLU)", &self.dense2),
-            dense_summary("dense_2 (Dense, softmax)", &self.output),
+            Op::Flatten,
+            Op::Dense(&self.dense1, true),
+            Op::Dense(&self.dense2, true),
+            Op::Dense(&self.output, false),
         ]
-    }
-
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x: Tensor<2> = images.flatten(1, 3);
-        let x = self.relu.forward(affine(&self.dense1, x));
-        let x = self.relu.forward(affine(&self.dense2, x));
-        affine(&self.output, x)
     }
 }
 
@@ -352,25 +271,31 @@ impl Network {
         }
     }
 
-    /// Logits, `[batch, 10]`. The softmax of the seed's last layer is applied by [`Network::probabilities`]
-    /// and, fused with the loss, by [`categorical_cross_entropy`].
+    /// The layers in the order the forward pass runs them, with Keras's names.
+    pub fn layers(&self) -> Vec<Layer<'_>> {
+        layers::named(match self {
+            Network::Cnn(cnn) => cnn.layers(),
+            Network::Mlp(mlp) => mlp.layers(),
+        })
+    }
+
+    /// Logits, `[batch, classes]`: the walk through [`Network::layers`]. The softmax of the
+    /// seed's last layer is applied by [`Network::probabilities`] and, fused with the loss, by
+    /// [`categorical_cross_entropy`].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            Network::Cnn(cnn) => cnn.forward(images),
-            Network::Mlp(mlp) => mlp.forward(images),
-        }
+        self.layers()
+            .iter()
+            .fold(Activation::Maps(images), |x, layer| layer.forward(x))
+            .into_features()
     }
 
     pub fn probabilities(&self, images: Tensor<4>) -> Tensor<2> {
         softmax(self.forward(images), 1)
     }
 
-    /// Keras's `model.summary()` rows for images of `shape`.
+    /// Keras's `model.summary()` rows for images of `shape`, read off the layers themselves.
     pub fn summary(&self, shape: InputShape) -> Vec<LayerSummary> {
-        match self {
-            Network::Cnn(cnn) => cnn.summary(shape),
-            Network::Mlp(mlp) => mlp.summary(shape),
-        }
+        layers::summary(&self.layers(), shape)
     }
 
     /// A network of `architecture` for `shape` with the weights in `bytes` (a burnpack record,
