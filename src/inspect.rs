@@ -79,10 +79,18 @@ fn layer<const D: usize>(name: &str, description: &str, tensor: Tensor<D>) -> La
     }
 }
 
-const CONV_DESCRIPTION: &str = "feature maps after convolution and ReLU";
-const POOLED_DESCRIPTION: &str = "after 2x2 max pooling";
-const DENSE_DESCRIPTION: &str = "dense layer after ReLU";
 const KERNELS_DESCRIPTION: &str = "of the first convolution";
+const DENSE_DESCRIPTION: &str = "dense layer after ReLU";
+
+/// "", "second ", "third ", ...: how the descriptions count layers of a kind after the first.
+fn ordinal(index: usize) -> String {
+    match index {
+        0 => String::new(),
+        1 => "second ".into(),
+        2 => "third ".into(),
+        n => format!("{}th ", n + 1),
+    }
+}
 
 /// Runs `pixels` (one image of `shape`, `shape.channels` interleaved bytes a pixel, 0-255)
 /// through `network` layer by layer ([`Network::layers`]) and keeps every layer's output: the
@@ -106,6 +114,7 @@ pub fn inspect(
     ));
     let mut layers = Vec::new();
     let mut probabilities = Vec::new();
+    let (mut blocks, mut hidden) = (0, 0);
     for step in network.layers() {
         if let Op::ConvBlock(conv) = step.op {
             let weight = conv.weight.val();
@@ -131,17 +140,31 @@ pub fn inspect(
             }
             let same = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
             let maps = relu(conv2d(x.clone().into_maps(), weight, Some(bias), same));
-            layers.push(layer(&step.name, CONV_DESCRIPTION, maps));
+            let description = format!(
+                "feature maps after the {}convolution and ReLU",
+                ordinal(blocks)
+            );
+            layers.push(layer(
+                &step.name,
+                description.replace("the conv", "conv").as_str(),
+                maps,
+            ));
         }
         x = step.forward(x);
         match (step.op, &x) {
-            (Op::ConvBlock(_), Activation::Maps(pooled)) => layers.push(layer(
-                step.pooling.as_deref().unwrap_or(&step.name),
-                POOLED_DESCRIPTION,
-                pooled.clone(),
-            )),
-            (Op::Dense(_, true), Activation::Features(hidden)) => {
-                layers.push(layer(&step.name, DENSE_DESCRIPTION, hidden.clone()));
+            (Op::ConvBlock(_), Activation::Maps(pooled)) => {
+                let description = format!("after the {}2x2 max pooling", ordinal(blocks));
+                layers.push(layer(
+                    step.pooling.as_deref().unwrap_or(&step.name),
+                    description.replace("the 2x2", "2x2").as_str(),
+                    pooled.clone(),
+                ));
+                blocks += 1;
+            }
+            (Op::Dense(_, true), Activation::Features(activations)) => {
+                let description = format!("{}{DENSE_DESCRIPTION}", ordinal(hidden));
+                layers.push(layer(&step.name, &description, activations.clone()));
+                hidden += 1;
             }
             (Op::Dense(_, false), Activation::Features(logits)) => {
                 probabilities = values(softmax(logits.clone(), 1));
@@ -234,7 +257,7 @@ pub fn picture(inspection: &Inspection, name: &str) -> Option<Result<Vec<u8>>> {
             let hidden: Vec<(&str, &[f32])> = inspection
                 .layers
                 .iter()
-                .filter(|l| l.description == DENSE_DESCRIPTION)
+                .filter(|l| l.description.ends_with(DENSE_DESCRIPTION))
                 .map(|l| (l.name.as_str(), &l.values[..]))
                 .collect();
             (!hidden.is_empty()).then(|| dense_strips("Dense activations after ReLU", &hidden))
@@ -249,7 +272,7 @@ pub fn picture(inspection: &Inspection, name: &str) -> Option<Result<Vec<u8>>> {
                 .layer(name)
                 .filter(|l| l.shape.len() == 3 && !l.name.contains('/'))?;
             let channels = maps.shape[0];
-            let title = if maps.description == POOLED_DESCRIPTION {
+            let title = if maps.description.contains("max pooling") {
                 format!("{name}: {channels} maps, the largest of each 2x2")
             } else {
                 format!("{name} + ReLU: {channels} feature maps")

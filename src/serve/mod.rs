@@ -11,7 +11,7 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | `GET /api/info` | | the model: architecture, classes, image size, epochs, what is available |
+//! | `GET /api/info` | | the model: architecture, classes, image size and channels, its picture pipeline, epochs, what is available |
 //! | `POST /api/predict?top=N&input=true` | PNG/JPEG, or JSON `{"image": base64}` | `predict --json` for one picture (`input` adds the prepared pixels) |
 //! | `POST /api/inspect` | as predict, or JSON `{"test_index": N}` | every layer's values (`inspect --json`) |
 //! | `POST /api/inspect/{picture}` | as `/api/inspect` | one of `inspect`'s pictures as PNG |
