@@ -28,7 +28,11 @@ const ALLOWED_CIRCLES: &[&[&str]] = &[
 fn the_library_has_no_import_circles() {
     let crate_ = Crate::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"));
     // The walk must have found the crate, or the test would pass on nothing.
-    assert!(crate_.modules.len() > 40, "found {} modules", crate_.modules.len());
+    assert!(
+        crate_.modules.len() > 40,
+        "found {} modules",
+        crate_.modules.len()
+    );
     let graph = crate_.graph();
     assert!(
         graph.has_edge(&[], "train", "run"),
@@ -57,7 +61,11 @@ fn the_library_has_no_import_circles() {
 #[test]
 fn the_binary_has_no_import_circles() {
     let crate_ = Crate::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs"));
-    assert!(crate_.modules.len() > 5, "found {} modules", crate_.modules.len());
+    assert!(
+        crate_.modules.len() > 5,
+        "found {} modules",
+        crate_.modules.len()
+    );
     let circles = crate_.graph().circles();
     assert!(
         circles.is_empty(),
@@ -84,8 +92,14 @@ fn the_checker_finds_circles_at_every_level() {
         "lib.rs",
         "pub mod low; pub mod high; pub mod folder; pub use low::Thing;",
     );
-    write("low.rs", "pub struct Thing; pub fn f() { crate::high::g(); }");
-    write("high.rs", "use crate::Thing; pub fn g() -> Option<Thing> { None }");
+    write(
+        "low.rs",
+        "pub struct Thing; pub fn f() { crate::high::g(); }",
+    );
+    write(
+        "high.rs",
+        "use crate::Thing; pub fn g() -> Option<Thing> { None }",
+    );
     write(
         "folder/mod.rs",
         "mod a; mod b; pub use a::A; pub fn face() -> A { A }",
@@ -109,7 +123,10 @@ fn the_checker_finds_circles_at_every_level() {
 
     // The same crate without the two back edges has none.
     write("low.rs", "pub struct Thing; pub fn f() {}");
-    write("folder/a.rs", "pub struct A; fn x() { let _ = super::face(); }");
+    write(
+        "folder/a.rs",
+        "pub struct A; fn x() { let _ = super::face(); }",
+    );
     let circles = Crate::parse(&dir.path().join("lib.rs")).graph().circles();
     assert!(circles.is_empty(), "{circles:?}");
 }
@@ -144,8 +161,8 @@ impl Crate {
     fn add_file(&mut self, path: ModPath, file: &Path, owns_folder: bool) {
         let text = std::fs::read_to_string(file)
             .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-        let syntax = syn::parse_file(&text)
-            .unwrap_or_else(|e| panic!("parsing {}: {e}", file.display()));
+        let syntax =
+            syn::parse_file(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", file.display()));
         let folder = if owns_folder {
             file.parent().unwrap().to_path_buf()
         } else {
@@ -389,7 +406,10 @@ impl Circle {
     }
 
     fn members(&self) -> BTreeSet<String> {
-        self.steps.iter().map(|(child, _)| self.name(child)).collect()
+        self.steps
+            .iter()
+            .map(|(child, _)| self.name(child))
+            .collect()
     }
 }
 
@@ -451,7 +471,10 @@ impl Graph {
 }
 
 /// The shortest path from `start` back to itself (breadth first), as the nodes on it.
-fn shortest_cycle<'a>(next: &BTreeMap<&'a str, Vec<&'a str>>, start: &'a str) -> Option<Vec<&'a str>> {
+fn shortest_cycle<'a>(
+    next: &BTreeMap<&'a str, Vec<&'a str>>,
+    start: &'a str,
+) -> Option<Vec<&'a str>> {
     let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {

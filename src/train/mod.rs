@@ -16,6 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -175,9 +176,16 @@ pub fn train(
     };
 
     if resume {
-        let resumed = checkpoint::load_for_resume(out_dir, &run, optimizer, &train_device)?;
+        let resumed = checkpoint::load_for_resume(out_dir, &run, &train_device)?;
         network = resumed.network;
-        optimizer = resumed.optimizer;
+        optimizer = optimizer
+            .load_bytes(Bytes::from_bytes_vec(resumed.optimizer_state))
+            .map_err(|e| {
+                Error::corrupt(
+                    &resumed.optimizer_path,
+                    format!("not an optimizer state ({e})"),
+                )
+            })?;
         run.history = resumed.run.history;
         run.train_seconds = resumed.run.train_seconds;
         run.completed_epochs = run.history.len();
@@ -324,7 +332,7 @@ pub fn train(
                 model: FileDigest::of(BEST_MODEL_FILE.to_string(), &bytes),
             });
         }
-        checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
+        checkpoint::commit(out_dir, &network, &optimizer_state(&optimizer)?, &mut run)?;
         plot_history(out_dir, &run.history)?;
         observer(TrainEvent::EpochFinished(&stats));
     }
@@ -346,7 +354,7 @@ pub fn train(
             network = Network::from_bytes(config.architecture, shape, bytes, &path, &train_device)?;
         }
         run.restored_best_epoch = Some(best.epoch);
-        checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
+        checkpoint::commit(out_dir, &network, &optimizer_state(&optimizer)?, &mut run)?;
     }
 
     Ok(TrainOutcome {
@@ -362,6 +370,14 @@ fn should_stop(config: &TrainConfig, run: &RunInfo) -> bool {
         (Some(patience), Some(best)) => run.completed_epochs >= best.epoch + patience,
         _ => false,
     }
+}
+
+/// The optimizer's state as the bytes of its record, for a checkpoint.
+fn optimizer_state(optimizer: &Adam) -> Result<Bytes> {
+    optimizer.to_bytes().map_err(|e| Error::Serialize {
+        what: "optimizer state",
+        reason: e.to_string(),
+    })
 }
 
 fn network_bytes(network: &Network) -> Result<Vec<u8>> {
