@@ -30,7 +30,7 @@ use crate::run::{ACCURACY_PLOT, LOSS_PLOT, RunInfo};
 
 pub use adam::Adam;
 pub use schedule::LrSchedule;
-pub use step::{train_step, train_step_alongside};
+pub use step::{Step, train_step, train_step_alongside};
 pub use validation::{ValidationFrom, Warning, WarningKind};
 
 pub use crate::run::{EpochStats, TrainConfig};
