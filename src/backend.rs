@@ -120,7 +120,7 @@ impl BackendKind {
 
     fn not_compiled(self) -> Error {
         Error::BackendNotCompiled {
-            backend: self,
+            backend: self.name(),
             feature: self.feature().unwrap_or(self.name()),
         }
     }

@@ -221,9 +221,9 @@ pub fn train_throughput(
             started = Instant::now();
         }
         let batch = next.take().expect("each step assembles the next batch");
-        let (stepped, _, _, following) =
+        let stepped =
             train_step_alongside(network, &mut optimizer, 1e-3, batch, || assemble(step + 1));
-        (network, next) = (stepped, following);
+        (network, next) = (stepped.network, stepped.alongside);
     }
     let seconds = started.elapsed().as_secs_f64();
     let images = steps * batch_size;

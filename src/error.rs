@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use crate::backend::BackendKind;
-
 /// Every failure the library reports. Each message is one line meant for a user.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,17 +84,17 @@ pub enum Error {
     /// burn could not serialise a model or optimizer state.
     #[error("cannot serialise the {what}: {reason}")]
     Serialize { what: &'static str, reason: String },
-    /// A backend that is not compiled into this build; `feature` is the cargo feature that
-    /// compiles it in.
+    /// A backend that is not compiled into this build; `backend` is its name (as
+    /// `backend::BackendKind::name` gives it), `feature` the cargo feature that compiles it in.
     #[error("the {backend} backend is not compiled into this build")]
     BackendNotCompiled {
-        backend: BackendKind,
+        backend: &'static str,
         feature: &'static str,
     },
     /// A backend that cannot start here: no driver, no device, or its kernels do not run.
     #[error("the {backend} backend cannot start: {reason}")]
     BackendUnavailable {
-        backend: BackendKind,
+        backend: &'static str,
         reason: String,
     },
     /// A picture drawn in memory (`plot::layers`) could not be drawn.

@@ -56,7 +56,7 @@ fn started(
     outcome
         .as_ref()
         .map_err(|reason| Error::BackendUnavailable {
-            backend: kind,
+            backend: kind.name(),
             reason: reason.clone(),
         })
 }

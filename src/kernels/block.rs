@@ -346,6 +346,7 @@ fn image_of<T>(batch: &[T], image: usize, image_len: usize) -> &[T] {
 
 mod backward;
 mod forward;
+mod pixel_major;
 mod single_channel;
 #[cfg(test)]
 mod tests;

@@ -2,22 +2,20 @@
 //! burn's `Device`, autodiff and backend dispatch like its own operations.
 //!
 //! The network's two feature blocks (3x3 convolution with bias, 2x2 max pooling, ReLU) are one
-//! operation here, with its own forward and backward pass. Profiled on burn-flex, the separate
-//! operations spent ~45% of a training step in the 16->32 convolution's backward (flex's generic
-//! conv3d / conv_transpose3d paths), ~25% in pooling, and much of the rest writing and re-reading
-//! convolution outputs that only feed a pooling.
+//! operation here, with its own forward and backward pass: as separate operations on burn-flex,
+//! the convolution's backward ran flex's generic conv3d / conv_transpose3d paths, and much of a
+//! step went to writing and re-reading convolution outputs that only feed a pooling.
 //!
 //! - Forward: a few images at a time are unfolded (im2col) and convolved by one `gemm` call into
 //!   a per-thread buffer, then pooled straight from it (AVX-512 or AVX2 where available), recording
 //!   which position of each window won. With AVX-512, blocks of 8 or more input channels (the
 //!   16->32 layer) are convolved by Winograd's F(2x2, 3x3) instead, pooled inside its output
-//!   transform (`winograd`; 1.55x faster for that layer).
+//!   transform (`winograd`).
 //! - Backward: only those winners, where ReLU let the value through, have a gradient (under a
 //!   quarter of the convolution outputs), so instead of dense matrix products the kernel visits
 //!   them and adds each one's contribution to the weight and input gradients, tap by tap, over
-//!   pixel-major images (2.4x faster than the two products for the 16->32 layer). The first layer
-//!   of a grayscale network, with one channel and no input gradient, reads each window's 4x4
-//!   pixels once instead (`block/single_channel`; 1.65x faster).
+//!   pixel-major images. The first layer of a grayscale network, with one channel and no input
+//!   gradient, reads each window's 4x4 pixels once instead (`block/single_channel`).
 //!
 //! Two more operations serve the rest of a training step. `linear` is a dense layer's
 //! `x · weight + bias` with its backward pass, each product split into blocks of rows over the
@@ -26,7 +24,8 @@
 //! gradients as it reads them, bit-identical to burn's `Adam` on their sum (which burn-flex
 //! runs as a dozen serial whole-tensor operations); `train::adam` steps every parameter with it.
 //!
-//! BENCHMARKS.md has the measurements.
+//! BENCHMARKS.md has the measurements: what each path buys ("Where the time goes") and when it
+//! was measured.
 //!
 //! # Backends
 //!

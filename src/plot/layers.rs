@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 const FRAME: RGBColor = RGBColor(170, 170, 170);
 const BAR: RGBColor = TAB10[0];
 const TOP_BAR: RGBColor = TAB10[1];
-const CAPTION_SIZE: f64 = 14.0;
+/// Captions and labels: anchored at the top centre of their capitals unless moved.
+const CAPTION: TextStyle = TextStyle::new(14.0);
+/// Small print: a tile's counts, a bar's percentage.
+const SMALL: TextStyle = TextStyle::new(12.0);
 const MARGIN: i32 = 16;
 /// Side of one feature-map tile in pixels (a 28x28 map at 4 px per value).
 const TILE: usize = 112;
@@ -102,43 +105,13 @@ impl Canvas {
         }
     }
 
-    /// Text whose capitals' top is at `y`, anchored horizontally at `x` as `h` says.
-    fn text(&mut self, text: impl Into<String>, at: (i32, i32), size: f64, h: HPos) {
-        let style = TextStyle::new(size).anchor(h, VPos::Top);
-        self.texts.push((text.into(), at, style));
-    }
-
-    /// Text centred on `at` in `color`.
-    fn centred_text(
-        &mut self,
-        text: impl Into<String>,
-        at: (i32, i32),
-        size: f64,
-        color: RGBColor,
-    ) {
-        let style = TextStyle::new(size)
-            .color(color)
-            .anchor(HPos::Center, VPos::Center);
-        self.texts.push((text.into(), at, style));
-    }
-
-    /// Text starting at `x`, centred vertically on `y`.
-    fn left_centred_text(
-        &mut self,
-        text: impl Into<String>,
-        at: (i32, i32),
-        size: f64,
-        color: RGBColor,
-    ) {
-        let style = TextStyle::new(size)
-            .color(color)
-            .anchor(HPos::Left, VPos::Center);
+    /// `text` drawn at `at` as `style` says (which point of the text is there, size, colour).
+    fn text(&mut self, text: impl Into<String>, at: (i32, i32), style: TextStyle) {
         self.texts.push((text.into(), at, style));
     }
 
     fn title(&mut self, text: &str) {
-        self.texts
-            .push((text.into(), (self.width as i32 / 2, MARGIN), TITLE));
+        self.text(text, (self.width as i32 / 2, MARGIN), TITLE);
     }
 
     /// A horizontal colour bar `w` pixels wide at (x, y) with its two end values written below.
@@ -152,14 +125,12 @@ impl Canvas {
         self.text(
             format_value(lo),
             (x as i32, below),
-            CAPTION_SIZE,
-            HPos::Left,
+            CAPTION.anchor(HPos::Left, VPos::Top),
         );
         self.text(
             format_value(hi),
             ((x + w) as i32, below),
-            CAPTION_SIZE,
-            HPos::Right,
+            CAPTION.anchor(HPos::Right, VPos::Top),
         );
     }
 
@@ -293,7 +264,10 @@ pub fn kernel_grid(title: &str, kernels: &MapsView, bias: &[f32]) -> Result<Vec<
             };
             let cx = (x + (i % kernels.cols) * cell + cell / 2) as i32;
             let cy = (y + (i / kernels.cols) * cell + cell / 2) as i32;
-            canvas.centred_text(two_decimals(f64::from(v)), (cx, cy), 11.0, ink);
+            let style = TextStyle::new(11.0)
+                .color(ink)
+                .anchor(HPos::Center, VPos::Center);
+            canvas.text(two_decimals(f64::from(v)), (cx, cy), style);
         }
         let caption = match bias.get(k) {
             Some(b) => format!("#{k}  b={}", two_decimals(f64::from(*b))),
@@ -302,8 +276,7 @@ pub fn kernel_grid(title: &str, kernels: &MapsView, bias: &[f32]) -> Result<Vec<
         canvas.text(
             caption,
             ((x + tile_w / 2) as i32, (y + tile_h + 8) as i32),
-            CAPTION_SIZE,
-            HPos::Center,
+            CAPTION,
         );
     }
     let bar_w = 300.min(width - 2 * MARGIN as usize);
@@ -343,8 +316,7 @@ pub fn feature_grid(title: &str, maps: &MapsView, columns: usize) -> Result<Vec<
         canvas.text(
             format!("#{k}"),
             ((x + tile_w / 2) as i32, (y + tile_h + 6) as i32),
-            CAPTION_SIZE,
-            HPos::Center,
+            CAPTION,
         );
     }
     let bar_w = 300.min(width - 2 * MARGIN as usize);
@@ -384,18 +356,16 @@ pub fn dense_strips(title: &str, layers: &[(&str, &[f32])]) -> Result<Vec<u8>> {
         let y = top + i * (strip_h + gap);
         canvas.cells(x, y, values, 1, values.len(), (cell_w, strip_h), range);
         canvas.frame(x, y, cell_w * values.len(), strip_h);
-        canvas.left_centred_text(
+        canvas.text(
             *name,
             (MARGIN, (y + strip_h / 2) as i32),
-            CAPTION_SIZE,
-            TEXT,
+            CAPTION.anchor(HPos::Left, VPos::Center),
         );
         let active = values.iter().filter(|&&v| v > 0.0).count();
         canvas.text(
             format!("{} units, {active} active (> 0)", values.len()),
             (x as i32, (y + strip_h + 6) as i32),
-            12.0,
-            HPos::Left,
+            SMALL.anchor(HPos::Left, VPos::Top),
         );
     }
     let bar_w = 300.min(width - 2 * MARGIN as usize);
@@ -433,11 +403,10 @@ pub fn probability_bars(
         canvas.text(
             format!("{:.1}%", f64::from(p) * 100.0),
             (cx, (base - h) as i32 - 18),
-            12.0,
-            HPos::Center,
+            SMALL,
         );
         let name = class_names.get(i).cloned().unwrap_or_else(|| i.to_string());
-        canvas.text(name, (cx, base as i32 + 8), CAPTION_SIZE, HPos::Center);
+        canvas.text(name, (cx, base as i32 + 8), CAPTION);
     }
     canvas.png(title)
 }

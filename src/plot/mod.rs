@@ -6,14 +6,16 @@
 //! leaves a half-written file. Text uses the bundled DejaVu Sans (no system fonts are needed).
 //!
 //! Each kind of picture has its own file ([`heatmap()`], [`line_chart()`], [`image_grid()`],
-//! [`terminal_preview`]); the pieces they share live beside them: `render` (canvas, PNG output,
-//! errors, shapes, spacing), `text` (font, measuring and drawing text), `color` (colour maps and
-//! palettes), `ticks` (round axis values) and `colorbar` (a value scale beside a picture).
+//! [`terminal_preview`]); the pieces they share live beside them: `font` (the bundled font),
+//! `render` (canvas, PNG output, errors, shapes, spacing), `text` (sizes, measuring and drawing
+//! text), `color` (colour maps and palettes), `ticks` (round axis values) and `colorbar` (a
+//! value scale beside a picture).
 //! A new kind of picture is a new file here that builds on those; [`layers`] draws a network's
 //! layers (`inspect`) as PNG bytes in memory.
 
 mod color;
 mod colorbar;
+mod font;
 mod heatmap;
 mod image_grid;
 pub mod layers;

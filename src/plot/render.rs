@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::RGBColor;
 
-use super::text::ensure_font;
+use super::font::ensure_font;
 use crate::error::{Error, Result};
 
 /// Largest accepted image side, in pixels.

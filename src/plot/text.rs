@@ -1,19 +1,13 @@
-//! Text: the bundled font, standard sizes, measuring text, and drawing it with anchors that
-//! sit where they say (see [`TextStyle`] and [`draw_text`]).
-
-use std::sync::OnceLock;
+//! Text: the bundled font (from `font`), standard sizes, measuring text, and drawing it with
+//! anchors that sit where they say (see [`TextStyle`] and [`draw_text`]).
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{FontStyle, FontTransform, RGBColor};
+use plotters::style::{FontTransform, RGBColor};
 
 use super::color::TEXT;
+pub(crate) use super::font::{ensure_font, font};
 use super::render::{Area, DrawResult};
-
-/// The font family every text element uses; registered from the bundled TTF.
-const FAMILY: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-static FONT_REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
 /// Font size of picture titles.
 pub(crate) const TITLE_SIZE: f64 = 22.0;
@@ -25,22 +19,6 @@ pub(crate) const TICK_SIZE: f64 = 14.0;
 /// Height of capitals and digits as a fraction of the font size with ab_glyph's scaling
 /// (the size is the ascent-to-descent height; DejaVu's cap height is 0.729 of 1.164 em).
 pub(crate) const CAP: f64 = 0.626;
-
-/// Registers the bundled font with plotters (once per process); text can be measured or drawn
-/// only after this succeeded.
-pub(crate) fn ensure_font() -> std::result::Result<(), String> {
-    FONT_REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(FAMILY, FontStyle::Normal, FONT_BYTES)
-                .map_err(|_| "the bundled font DejaVuSans.ttf could not be loaded".to_string())
-        })
-        .clone()
-}
-
-/// The bundled font at `size`, for plotters' own text (chart captions, axis labels, legends).
-pub(crate) fn font(size: f64) -> FontDesc<'static> {
-    FontDesc::new(FontFamily::Name(FAMILY), size, FontStyle::Normal)
-}
 
 /// Width in pixels of `text` drawn at `size`.
 pub(crate) fn text_width(text: &str, size: f64) -> DrawResult<i32> {

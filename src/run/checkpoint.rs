@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::prelude::Device;
-use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{HISTORY_FILE, MODEL_FILE, RUN_FILE, RunInfo};
@@ -24,7 +23,6 @@ use crate::data::mnist::md5_hex;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomically, write_json_atomically};
 use crate::model::Network;
-use crate::train::Adam;
 
 pub const LOCK_FILE: &str = ".lock";
 const MODEL_PREFIX: &str = "model-epoch-";
@@ -88,10 +86,16 @@ impl CheckpointFiles {
     }
 }
 
-/// Commits `network` and `optimizer` as the checkpoint of `run.completed_epochs` epochs, with
+/// Commits `network` and the optimizer's state (`optimizer_state`, the bytes of its record, as
+/// `train::Adam::to_bytes` gives them) as the checkpoint of `run.completed_epochs` epochs, with
 /// `run` (whose history must hold those epochs) as its manifest. The files of the checkpoint
 /// `run` named until now are kept, older ones removed.
-pub fn commit(dir: &Path, network: &Network, optimizer: &Adam, run: &mut RunInfo) -> Result<()> {
+pub fn commit(
+    dir: &Path,
+    network: &Network,
+    optimizer_state: &[u8],
+    run: &mut RunInfo,
+) -> Result<()> {
     let epoch = run.completed_epochs;
     let previous = run.checkpoint.take();
     let model_bytes = network
@@ -102,15 +106,11 @@ pub fn commit(dir: &Path, network: &Network, optimizer: &Adam, run: &mut RunInfo
             what: "model",
             reason: e.to_string(),
         })?;
-    let optimizer_bytes = optimizer.to_bytes().map_err(|e| Error::Serialize {
-        what: "optimizer state",
-        reason: e.to_string(),
-    })?;
     let model = FileDigest::of(format!("{MODEL_PREFIX}{epoch}{BPK}"), &model_bytes);
-    let optimizer = FileDigest::of(format!("{OPTIMIZER_PREFIX}{epoch}{BPK}"), &optimizer_bytes);
+    let optimizer = FileDigest::of(format!("{OPTIMIZER_PREFIX}{epoch}{BPK}"), optimizer_state);
     write_atomically(&dir.join(&model.file), &model_bytes)?;
     crash_point();
-    write_atomically(&dir.join(&optimizer.file), &optimizer_bytes)?;
+    write_atomically(&dir.join(&optimizer.file), optimizer_state)?;
     crash_point();
     run.checkpoint = Some(CheckpointFiles {
         epoch,
@@ -182,17 +182,15 @@ pub fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
 pub struct Resumed {
     pub run: RunInfo,
     pub network: Network,
-    pub optimizer: Adam,
+    /// The optimizer's state as committed (checked against the manifest): the bytes of its
+    /// record, for `train::Adam::load_bytes`.
+    pub optimizer_state: Vec<u8>,
+    /// The file `optimizer_state` was read from, to name in an error.
+    pub optimizer_path: PathBuf,
 }
 
-/// The last committed checkpoint in `dir`, for a run that `fresh` describes; `optimizer` is
-/// a newly configured optimizer to load the saved state into.
-pub fn load_for_resume(
-    dir: &Path,
-    fresh: &RunInfo,
-    optimizer: Adam,
-    device: &Device,
-) -> Result<Resumed> {
+/// The last committed checkpoint in `dir`, for a run that `fresh` describes.
+pub fn load_for_resume(dir: &Path, fresh: &RunInfo, device: &Device) -> Result<Resumed> {
     let saved = RunInfo::load(dir)?;
     let differences = saved.resume_differences(fresh);
     if !differences.is_empty() {
@@ -209,14 +207,12 @@ pub fn load_for_resume(
     };
     let network = saved.load_network(dir, device)?;
     let optimizer_path = dir.join(&files.optimizer.file);
-    let optimizer_bytes = files.optimizer.read_verified(&optimizer_path)?;
-    let optimizer = optimizer
-        .load_bytes(Bytes::from_bytes_vec(optimizer_bytes))
-        .map_err(|e| Error::corrupt(&optimizer_path, format!("not an optimizer state ({e})")))?;
+    let optimizer_state = files.optimizer.read_verified(&optimizer_path)?;
     Ok(Resumed {
         run: saved,
         network,
-        optimizer,
+        optimizer_state,
+        optimizer_path,
     })
 }
 

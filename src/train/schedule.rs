@@ -1,20 +1,7 @@
 //! The learning rate of each step: a function of the epoch and step alone, so a resumed run
 //! uses exactly the rates an uninterrupted one would.
 
-use serde::{Deserialize, Serialize};
-
-/// How the learning rate changes over a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LrSchedule {
-    /// The same rate throughout (the tutorial's)
-    #[default]
-    Constant,
-    /// Half a cosine from the rate down to 0 over all the run's steps
-    Cosine,
-    /// The rate, a tenth of it from half of the epochs on, a hundredth from three quarters on
-    Step,
-}
+pub use crate::run::LrSchedule;
 
 /// The rate of step `step` (0-based) of epoch `epoch` (0-based) in a run of `epochs` epochs of
 /// `steps` steps each, starting from `base`.

@@ -22,8 +22,20 @@ use crate::kernels::{has_fused_kernel, on_this_thread};
 use crate::model::{Network, argmax, categorical_cross_entropy};
 use crate::train::Adam;
 
-/// One gradient step on `batch`: returns the updated network, the batch's mean loss and how
-/// many of its images were classified correctly before the update.
+/// What a training step did: the updated network, and how the batch fared before the update.
+pub struct Step<R = ()> {
+    /// The network after the update.
+    pub network: Network,
+    /// The batch's mean loss (before the update).
+    pub loss: f32,
+    /// How many of the batch's images the network classified correctly (before the update).
+    pub correct: usize,
+    /// What ran alongside the update returned ([`train_step_alongside`]).
+    pub alongside: R,
+}
+
+/// One gradient step on `batch`: the updated network, the batch's mean loss and how many of
+/// its images were classified correctly before the update.
 ///
 /// On the CPU backends the batch is cut into shards (two halves; a batch under 64 images stays
 /// whole), whose forward and backward passes run side by side on the thread pool, each on its
@@ -34,14 +46,12 @@ pub fn train_step(
     optimizer: &mut Adam,
     learning_rate: f64,
     batch: Batch,
-) -> (Network, f32, usize) {
-    let (network, loss, correct, ()) =
-        train_step_alongside(network, optimizer, learning_rate, batch, || ());
-    (network, loss, correct)
+) -> Step {
+    train_step_alongside(network, optimizer, learning_rate, batch, || ())
 }
 
 /// [`train_step`], running `alongside` while the optimizer updates the weights, on another
-/// thread where one is free, and returning its result too. The optimizer's update is the part
+/// thread where one is free, and returning its result too (in [`Step::alongside`]). The optimizer's update is the part
 /// of a step that keeps the threads least busy: the training loop assembles its next batch
 /// there.
 pub fn train_step_alongside<R: Send>(
@@ -50,14 +60,19 @@ pub fn train_step_alongside<R: Send>(
     learning_rate: f64,
     batch: Batch,
     alongside: impl FnOnce() -> R + Send,
-) -> (Network, f32, usize, R) {
+) -> Step<R> {
     let shards = shard_ranges(batch.labels.len(), &batch.images.device());
     let (gradients, loss, correct) = batch_gradients(&network, batch, &shards);
-    let (network, result) = rayon::join(
+    let (network, alongside) = rayon::join(
         || optimizer.step(learning_rate, network, gradients),
         alongside,
     );
-    (network, loss, correct, result)
+    Step {
+        network,
+        loss,
+        correct,
+        alongside,
+    }
 }
 
 /// Images per shard of a training batch at the least; a smaller batch stays whole.
@@ -257,9 +272,8 @@ mod tests {
         let step = |threads: usize| {
             on_threads(threads, || {
                 let mut optimizer = Adam::new(&device);
-                let (network, loss, _) =
-                    train_step(network.clone(), &mut optimizer, 1e-3, batch(128, &device));
-                (weights(&network), loss)
+                let step = train_step(network.clone(), &mut optimizer, 1e-3, batch(128, &device));
+                (weights(&step.network), step.loss)
             })
         };
         let (one, one_loss) = step(1);

@@ -11,21 +11,9 @@ use std::collections::BTreeSet;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Where the validation images come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ValidationFrom {
-    /// The last fraction (Keras) when it holds the same classes as the rest, as on data in
-    /// random order; a seeded stratified pick when it does not, as on data sorted by class
-    #[default]
-    Auto,
-    /// The last fraction of the training data, as Keras's validation_split
-    Last,
-    /// A seeded pick of the fraction from every class (stratified)
-    Random,
-}
+pub use crate::run::ValidationFrom;
 
 /// What a warning is about, so a front end can add how to change it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,10 +1,11 @@
 //! The block's backward pass (see [`backward_f32`]).
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
-use super::{BlockShape, image_of, single_channel, with_thread_buffers};
+use super::pixel_major::{
+    PixelScratch, add_from_padded_pixel_major, to_padded_pixel_major, with_pixel_scratch,
+};
+use super::{BlockShape, image_of, single_channel};
 use crate::kernels::im2col::add_assign;
 use crate::kernels::min_tasks_per_thread;
 use crate::kernels::simd::simd_versions;
@@ -132,31 +133,6 @@ struct ImageGrads<'a> {
     weight: &'a [f32],
 }
 
-/// Per-thread buffers of the backward pass: one image and its gradient, pixel-major
-/// (`[pixel, channel]`, so that the channels under one kernel tap are contiguous) with a border
-/// of zeros one pixel wide, so that no tap needs a bounds check.
-pub(super) struct PixelScratch<'a> {
-    pub pixels: &'a mut [f32],
-    pub pixels_grad: &'a mut [f32],
-}
-
-thread_local! {
-    static PIXEL_BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-pub(super) fn with_pixel_scratch<R>(
-    shape: BlockShape,
-    work: impl FnOnce(&mut PixelScratch<'_>) -> R,
-) -> R {
-    let len = (shape.height + 2) * (shape.width + 2) * shape.channels;
-    with_thread_buffers(&PIXEL_BUFFERS, [len; 2], |[pixels, pixels_grad]| {
-        work(&mut PixelScratch {
-            pixels,
-            pixels_grad,
-        })
-    })
-}
-
 fn image_backward(
     image: ImageGrads<'_>,
     shape: BlockShape,
@@ -258,34 +234,6 @@ fn image_backward_with<const CHANNELS: usize>(
     }
     if let Some(input_grad) = input_grad {
         add_from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
-    }
-}
-
-/// `[channels, height, width]` reordered to `[height + 2, width + 2, channels]` with a zero
-/// border.
-pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
-    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
-    padded.fill(0.0);
-    for (channel, values) in image.chunks(plane).enumerate() {
-        for (y, row) in values.chunks(width).enumerate() {
-            let start = ((y + 1) * (width + 2) + 1) * channels + channel;
-            for (x, &value) in row.iter().enumerate() {
-                padded[start + x * channels] = value;
-            }
-        }
-    }
-}
-
-/// Adds the inside of a [`to_padded_pixel_major`] layout back into `[channels, height, width]`.
-fn add_from_padded_pixel_major(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
-    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
-    for (channel, values) in image.chunks_mut(plane).enumerate() {
-        for (y, row) in values.chunks_mut(width).enumerate() {
-            let start = ((y + 1) * (width + 2) + 1) * channels + channel;
-            for (x, value) in row.iter_mut().enumerate() {
-                *value += padded[start + x * channels];
-            }
-        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! The two round differently (within float error of each other); each is deterministic for a
 //! given shape, whatever the thread count.
 
-use super::backward::{to_padded_pixel_major, with_pixel_scratch};
+use super::pixel_major::{to_padded_pixel_major, with_pixel_scratch};
 use super::{BlockShape, image_of};
 use crate::kernels::simd::{self, SimdLevel, simd_versions};
 use crate::kernels::window::CLAMPED;
