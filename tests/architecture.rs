@@ -18,12 +18,6 @@ use syn::visit::Visit;
 /// A module, as its path from the crate root (`["kernels", "block", "backward"]`).
 type ModPath = Vec<String>;
 
-/// Circles known and owned by someone else, each as the set of modules that form it.
-const ALLOWED_CIRCLES: &[&[&str]] = &[
-    // lead removes this: the picture path is being rewritten.
-    &["data::image", "data::pipeline"],
-];
-
 #[test]
 fn the_library_has_no_import_circles() {
     let crate_ = Crate::parse(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"));
@@ -39,18 +33,10 @@ fn the_library_has_no_import_circles() {
         "the training loop writes runs: the walk must see that edge"
     );
     let circles = graph.circles();
-    let allowed: Vec<BTreeSet<String>> = ALLOWED_CIRCLES
-        .iter()
-        .map(|c| c.iter().map(|s| s.to_string()).collect())
-        .collect();
-    let unexpected: Vec<&Circle> = circles
-        .iter()
-        .filter(|c| !allowed.contains(&c.members()))
-        .collect();
     assert!(
-        unexpected.is_empty(),
+        circles.is_empty(),
         "import circles (every import must point down a floor):\n{}",
-        unexpected
+        circles
             .iter()
             .map(|c| c.to_string())
             .collect::<Vec<_>>()
