@@ -2,6 +2,10 @@
 //! size on real MNIST, and a per-layer profile of one training step. [`run`] carries out a
 //! whole [`Plan`]; the functions below it measure one configuration each.
 
+mod floor;
+
+pub use floor::{Floor, Flops, flops_per_image};
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,6 +66,9 @@ pub struct Report {
     pub training: Vec<Throughput>,
     pub evaluation: Vec<Throughput>,
     pub profile: Vec<LayerProfile>,
+    /// How far the CPU's training is above what the machine could do (none without a CPU
+    /// backend).
+    pub floor: Option<Floor>,
 }
 
 /// The per-layer timings of one backend.
@@ -83,6 +90,8 @@ pub enum Event<'a> {
         backends: &'a [BackendKind],
     },
     Training(&'a Throughput),
+    /// The machine's floor for an epoch, after the CPU's training was measured.
+    Floor(&'a Floor),
     EvaluationStarted,
     Evaluation(&'a Throughput),
     Profile(&'a LayerProfile),
@@ -132,6 +141,10 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
             training.push(result);
         }
     }
+    let floor = floor_of(plan, &train_split, &training);
+    if let Some(floor) = &floor {
+        observer(Event::Floor(floor));
+    }
     observer(Event::EvaluationStarted);
     let mut evaluation = Vec::new();
     for &backend in &backends {
@@ -171,7 +184,26 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
         training,
         evaluation,
         profile,
+        floor,
     })
+}
+
+/// The floor of the CPU's training: batch 128 if it was measured, else the first batch size.
+fn floor_of(plan: &Plan, data: &Split, training: &[Throughput]) -> Option<Floor> {
+    let cpu = || training.iter().filter(|t| t.backend.is_cpu());
+    let measured = cpu()
+        .find(|t| t.batch_size == 128)
+        .or_else(|| cpu().next())?;
+    let shape = InputShape::of(data);
+    let network = Network::new(plan.architecture, shape, &measured.backend.device());
+    let flops = flops_per_image(&network, shape);
+    let gemm = crate::kernels::gemm_peak_gflops(5);
+    Some(Floor::new(
+        flops,
+        gemm,
+        backend::current_threads(),
+        measured,
+    ))
 }
 
 /// Steps run before timing starts, so one-off allocations and thread start-up are excluded.
@@ -419,6 +451,7 @@ mod tests {
             )],
             evaluation: vec![throughput(BackendKind::Flex, "2 threads", 500, 55_555.6)],
             profile: Vec::new(),
+            floor: None,
         };
         let rows = markdown_rows(&report);
         assert_eq!(

@@ -255,6 +255,20 @@ fn train_evaluate_predict_end_to_end() {
             > 0.0
     );
     assert_eq!(bench["training"][0]["batch_size"], 16);
+    // The floor: the CNN's arithmetic per image, the machine's matrix-product speed, and the
+    // measured epoch as a multiple of the time they imply.
+    let floor = &bench["floor"];
+    assert_eq!(floor["flops"]["forward"], 2_468_864.0);
+    assert_eq!(floor["batch_size"], 16);
+    let (epoch, least) = (
+        floor["epoch_seconds"].as_f64().unwrap(),
+        floor["floor_epoch_seconds"].as_f64().unwrap(),
+    );
+    assert!(floor["gemm_gflops"].as_f64().unwrap() > 0.0);
+    assert!(
+        (floor["times_floor"].as_f64().unwrap() - epoch / least).abs() < 1e-9,
+        "{floor}"
+    );
     mnist_cnn(dir.path())
         .args(["bench", "--model-dir", "no-such-run"])
         .assert()

@@ -301,6 +301,26 @@ pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
             result.images_per_second,
             bench::EPOCH_IMAGES / result.images_per_second
         )),
+        bench::Event::Floor(floor) => {
+            say(format!(
+                "\nfloor: training does {:.2} MFLOP per image (forward {:.2}, backward {:.2})",
+                floor.flops.total() / 1e6,
+                floor.flops.forward / 1e6,
+                floor.flops.backward / 1e6,
+            ));
+            say(format!(
+                "       f32 matrix product: {:.0} GFLOP/s on {}, so at least {:.2} s per epoch \
+                 of {:.0}k images",
+                floor.gemm_gflops,
+                counted(floor.threads, "thread"),
+                floor.floor_epoch_seconds,
+                bench::EPOCH_IMAGES / 1000.0,
+            ));
+            say(format!(
+                "       measured at batch {}: {:.2} s per epoch, {:.2}x the floor",
+                floor.batch_size, floor.epoch_seconds, floor.times_floor
+            ));
+        }
         bench::Event::EvaluationStarted => say(format!(
             "\n{:<8} {:>6} {:>12}",
             "backend", "batch", "eval img/s"

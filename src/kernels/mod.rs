@@ -232,3 +232,44 @@ mod tests {
         assert_eq!(min_tasks_per_thread(), 1);
     }
 }
+
+/// The machine's f32 matrix-product speed on the pool's threads, in GFLOP/s: each thread of
+/// the pool multiplies its own 512x512 matrices with gemm's kernels, as the im2col path does,
+/// and the best of `rounds` timed rounds counts. The reference for what the hand-written
+/// kernels could reach (`bench` reports it).
+pub fn gemm_peak_gflops(rounds: usize) -> f64 {
+    const SIDE: usize = 512;
+    const PRODUCTS: usize = 4;
+    let threads = rayon::current_num_threads();
+    let buffers: Vec<std::sync::Mutex<[Vec<f32>; 3]>> = (0..threads)
+        .map(|_| {
+            let matrix = |value: f32| vec![value; SIDE * SIDE];
+            std::sync::Mutex::new([matrix(0.5), matrix(0.25), matrix(0.0)])
+        })
+        .collect();
+    let strides = im2col::row_major(SIDE);
+    let mut best = f64::INFINITY;
+    // Round 0 warms up (pages, caches, the threads themselves) and is not counted.
+    for round in 0..=rounds.max(1) {
+        let started = std::time::Instant::now();
+        rayon::broadcast(|context| {
+            let mut guard = buffers[context.index()]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let [lhs, rhs, dst] = &mut *guard;
+            for _ in 0..PRODUCTS {
+                im2col::matmul(
+                    [SIDE, SIDE, SIDE],
+                    (dst, strides),
+                    (lhs, strides),
+                    (rhs, strides),
+                );
+            }
+        });
+        if round > 0 {
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+    }
+    let flop = 2.0 * (SIDE * SIDE * SIDE * PRODUCTS * threads) as f64;
+    flop / best / 1e9
+}
