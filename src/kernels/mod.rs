@@ -193,46 +193,6 @@ fn already_ready<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use rayon::prelude::*;
-
-    use super::*;
-    use crate::kernels::test_util::on_threads;
-
-    /// Inside `on_this_thread` a kernel's parallel loop runs on the calling thread alone; outside
-    /// it, on the pool. The setting ends with the call, also when the work panics.
-    #[test]
-    fn on_this_thread_keeps_a_loop_here_until_it_returns() {
-        let threads_used = || {
-            (0..256)
-                .into_par_iter()
-                .with_min_len(min_tasks_per_thread())
-                .map(|_| {
-                    // Long enough for idle threads to steal a share.
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                    rayon::current_thread_index()
-                })
-                .collect::<HashSet<_>>()
-                .len()
-        };
-        let (inside, nested, outside) = on_threads(4, || {
-            let (inside, nested) = on_this_thread(|| {
-                on_this_thread(|| ());
-                (threads_used(), threads_used())
-            });
-            (inside, nested, threads_used())
-        });
-        assert_eq!((inside, nested), (1, 1));
-        assert!(outside > 1, "outside, the loop ran on {outside} thread(s)");
-        let panicked = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
-        assert!(panicked.is_err());
-        assert_eq!(min_tasks_per_thread(), 1);
-    }
-}
-
 /// The machine's f32 matrix-product speed on the pool's threads, in GFLOP/s: each thread of
 /// the pool multiplies its own 512x512 matrices with gemm's kernels, as the im2col path does,
 /// and the best of `rounds` timed rounds counts. The reference for what the hand-written
@@ -272,4 +232,44 @@ pub fn gemm_peak_gflops(rounds: usize) -> f64 {
     }
     let flop = 2.0 * (SIDE * SIDE * SIDE * PRODUCTS * threads) as f64;
     flop / best / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rayon::prelude::*;
+
+    use super::*;
+    use crate::kernels::test_util::on_threads;
+
+    /// Inside `on_this_thread` a kernel's parallel loop runs on the calling thread alone; outside
+    /// it, on the pool. The setting ends with the call, also when the work panics.
+    #[test]
+    fn on_this_thread_keeps_a_loop_here_until_it_returns() {
+        let threads_used = || {
+            (0..256)
+                .into_par_iter()
+                .with_min_len(min_tasks_per_thread())
+                .map(|_| {
+                    // Long enough for idle threads to steal a share.
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    rayon::current_thread_index()
+                })
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        let (inside, nested, outside) = on_threads(4, || {
+            let (inside, nested) = on_this_thread(|| {
+                on_this_thread(|| ());
+                (threads_used(), threads_used())
+            });
+            (inside, nested, threads_used())
+        });
+        assert_eq!((inside, nested), (1, 1));
+        assert!(outside > 1, "outside, the loop ran on {outside} thread(s)");
+        let panicked = std::panic::catch_unwind(|| on_this_thread(|| panic!("inside")));
+        assert!(panicked.is_err());
+        assert_eq!(min_tasks_per_thread(), 1);
+    }
 }
