@@ -104,6 +104,99 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
     }
 }
 
+/// A run that stops early and ends with an earlier epoch's weights: 2 epochs (the first the
+/// best), then the restore commit.
+const EARLY_STOPPING: [&str; 17] = [
+    "--threads",
+    "1",
+    "train",
+    "--limit",
+    "600",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "32",
+    "--validation-split",
+    "0.2",
+    "--early-stopping",
+    "1",
+    "--lr",
+    "0.02",
+    "--epochs",
+    "6",
+];
+
+/// Kills the run after each of its writes in turn, the restore of the best weights included:
+/// every kill leaves a run that `evaluate` and `predict` open, and that `--resume` finishes
+/// exactly as the uninterrupted run did.
+#[test]
+fn a_kill_after_any_write_of_an_early_stopping_run_and_its_restore_leaves_a_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(EARLY_STOPPING)
+        .args(["--out", "straight", "-q"])
+        .assert()
+        .success();
+    let straight = dir.path().join("straight");
+    let expected = fingerprint(&straight);
+    let info = mnist_cnn::run::RunInfo::load(&straight).unwrap();
+    let (epochs, best) = (info.completed_epochs, info.restored_best_epoch);
+    // The scenario must restore an earlier epoch, or the restore commit has nothing to do.
+    assert!(
+        best.is_some_and(|best| best < epochs),
+        "best epoch {best:?} of {epochs}: the restore rewrites nothing"
+    );
+    let mut kills = 0;
+    for write in 1.. {
+        let name = format!("killed-{write}");
+        let run = dir.path().join(&name);
+        let killed = mnist_cnn(dir.path())
+            .env("MNIST_CNN_CRASH_AFTER_WRITE", write.to_string())
+            .args(EARLY_STOPPING)
+            .args(["--out", &name, "-q"])
+            .output()
+            .unwrap();
+        if killed.status.success() {
+            break;
+        }
+        kills += 1;
+        assert!(write < 100, "the run never finished");
+        let at = format!("killed after write {write}");
+        // The manifest names a whole checkpoint: the readers open it. Before the first commit
+        // there is none, and the run starts afresh.
+        let committed = run.join("run.json").is_file();
+        if committed {
+            let info = mnist_cnn::run::RunInfo::load(&run).unwrap_or_else(|e| panic!("{at}: {e}"));
+            TrainedRun::open(&run, &BackendKind::Flex.device())
+                .unwrap_or_else(|e| panic!("{at}: {e}"));
+            if info.completed_epochs == epochs {
+                for args in [
+                    vec!["evaluate", "--model-dir", &name],
+                    vec!["predict", "--model-dir", &name, "--index", "0"],
+                ] {
+                    mnist_cnn(dir.path())
+                        .args(["-q"])
+                        .args(&args)
+                        .assert()
+                        .success();
+                }
+            }
+        }
+        mnist_cnn(dir.path())
+            .args(EARLY_STOPPING)
+            .args(["--out", &name, "-q"])
+            .args(committed.then_some("--resume"))
+            .assert()
+            .success();
+        assert_eq!(fingerprint(&run), expected, "{at}, then resumed");
+        let resumed = mnist_cnn::run::RunInfo::load(&run).unwrap();
+        assert_eq!(resumed.restored_best_epoch, best, "{at}, then resumed");
+        assert_eq!(common::temp_leftovers(&run), Vec::<String>::new(), "{at}");
+    }
+    // Two epochs of 5 writes, the best weights once, the restore's manifest, history and link.
+    assert!(kills >= 14, "only {kills} writes were interrupted");
+}
+
 #[test]
 fn a_second_run_into_the_same_directory_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();

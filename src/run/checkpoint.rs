@@ -8,6 +8,12 @@
 //! previous one are removed. The previous epoch's files stay one more epoch, so a reader that
 //! read the old manifest can still open the weights it names.
 //!
+//! With early stopping, an epoch with the lowest validation loss so far first keeps its weights
+//! as `best-model-epoch-N.bpk` ([`keep_best`]), named in the manifest it commits with. A run that
+//! ends with those weights commits them as its checkpoint's weights ([`commit_kept_weights`]):
+//! no file is rewritten, only a new manifest naming them is renamed into place. No commit ever
+//! writes over a file that the committed manifest names.
+//!
 //! One training run at a time writes a directory: [`RunLock`] holds an advisory lock on
 //! `.lock` there for the whole run.
 
@@ -27,6 +33,10 @@ use crate::model::Network;
 pub const LOCK_FILE: &str = ".lock";
 const MODEL_PREFIX: &str = "model-epoch-";
 const OPTIMIZER_PREFIX: &str = "optimizer-epoch-";
+/// With early stopping: the weights of an epoch with the lowest validation loss so far.
+const BEST_PREFIX: &str = "best-model-epoch-";
+/// Where runs written before the best weights had an epoch in their name kept them.
+const LEGACY_BEST: &str = "best-model.bpk";
 const BPK: &str = ".bpk";
 
 /// A file of a checkpoint, as the manifest records it.
@@ -98,14 +108,7 @@ pub fn commit(
 ) -> Result<()> {
     let epoch = run.completed_epochs;
     let previous = run.checkpoint.take();
-    let model_bytes = network
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| Error::Serialize {
-            what: "model",
-            reason: e.to_string(),
-        })?;
+    let model_bytes = model_bytes(network)?;
     let model = FileDigest::of(format!("{MODEL_PREFIX}{epoch}{BPK}"), &model_bytes);
     let optimizer = FileDigest::of(format!("{OPTIMIZER_PREFIX}{epoch}{BPK}"), optimizer_state);
     write_atomically(&dir.join(&model.file), &model_bytes)?;
@@ -124,6 +127,56 @@ pub fn commit(
     write_derived(dir, run, &keep)
 }
 
+/// Keeps `network`'s weights as the best of `epoch` (1-based) so far, in a file of their own;
+/// the manifest committed with the epoch names it (as [`BestEpoch`](super::BestEpoch)'s model).
+pub fn keep_best(dir: &Path, network: &Network, epoch: usize) -> Result<FileDigest> {
+    let bytes = model_bytes(network)?;
+    let best = FileDigest::of(format!("{BEST_PREFIX}{epoch}{BPK}"), &bytes);
+    write_atomically(&dir.join(&best.file), &bytes)?;
+    crash_point();
+    Ok(best)
+}
+
+/// Commits the weights already kept in `model` (the best epoch's, see [`keep_best`]) as the
+/// weights of `run`'s checkpoint, beside the optimizer state it has: the manifest is the only
+/// file written, so a kill leaves the previous manifest, whose files are untouched, or this one.
+pub fn commit_kept_weights(dir: &Path, model: FileDigest, run: &mut RunInfo) -> Result<()> {
+    let Some(previous) = run.checkpoint.take() else {
+        return Err(Error::corrupt(
+            dir.join(RUN_FILE),
+            "names no checkpoint to commit the kept weights beside",
+        ));
+    };
+    run.checkpoint = Some(CheckpointFiles {
+        epoch: run.completed_epochs,
+        model,
+        optimizer: previous.optimizer.clone(),
+    });
+    write_json_atomically(&dir.join(RUN_FILE), run)?;
+    crash_point();
+    write_derived(dir, run, &previous.names())
+}
+
+/// The weights of `network` as a `.bpk` file holds them.
+fn model_bytes(network: &Network) -> Result<Vec<u8>> {
+    network
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map(|bytes| bytes.to_vec())
+        .map_err(|e| Error::Serialize {
+            what: "model",
+            reason: e.to_string(),
+        })
+}
+
+/// The files of this tool's naming that the manifest `run` names: its checkpoint's and its
+/// best epoch's.
+fn named_by(run: &RunInfo) -> impl Iterator<Item = &str> {
+    let checkpoint = run.checkpoint.iter().flat_map(CheckpointFiles::names);
+    checkpoint.chain(run.best.iter().map(|best| best.model.file.as_str()))
+}
+
 /// The files derived from the committed manifest `run`: `history.json` and the `model.bpk`
 /// link; then the removal of checkpoint files that neither `run` nor `keep` names. A resumed
 /// run calls it too, to finish what a killed commit left undone.
@@ -133,7 +186,15 @@ pub fn write_derived(dir: &Path, run: &RunInfo, keep: &[&str]) -> Result<()> {
     link_stable_model(dir, run)?;
     crash_point();
     let mut keep = keep.to_vec();
-    keep.extend(run.checkpoint.iter().flat_map(CheckpointFiles::names));
+    keep.extend(named_by(run));
+    remove_unreferenced(dir, &keep)
+}
+
+/// Removes the checkpoint files a killed run wrote without committing them. The run committed
+/// in `dir`, if any, stays readable (until a new run commits its first epoch there).
+pub fn remove_uncommitted(dir: &Path) -> Result<()> {
+    let committed = RunInfo::load(dir).ok();
+    let keep: Vec<&str> = committed.iter().flat_map(named_by).collect();
     remove_unreferenced(dir, &keep)
 }
 
@@ -152,7 +213,13 @@ fn link_stable_model(dir: &Path, run: &RunInfo) -> Result<()> {
     let _registration = crate::fsutil::temp::Registration::new(&temp);
     let _ = std::fs::remove_file(&temp);
     if std::fs::hard_link(&source, &temp).is_ok() {
-        return std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e));
+        std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+        // Renaming a link onto another link of the same file does nothing at all (POSIX), as
+        // when a finished run is resumed: the temporary link is still there.
+        if temp.symlink_metadata().is_ok() {
+            std::fs::remove_file(&temp).map_err(|e| Error::io(&temp, e))?;
+        }
+        return Ok(());
     }
     let bytes = std::fs::read(&source).map_err(|e| Error::io(&source, e))?;
     write_atomically(&target, &bytes)
@@ -160,16 +227,19 @@ fn link_stable_model(dir: &Path, run: &RunInfo) -> Result<()> {
 
 /// Removes checkpoint files of this tool's naming that `keep` does not name: those of older
 /// epochs, and those a killed run wrote without committing.
-pub fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
+fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = [MODEL_PREFIX, OPTIMIZER_PREFIX].iter().any(|prefix| {
-            name.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix(BPK))
-                .is_some_and(|epoch| epoch.parse::<usize>().is_ok())
-        });
+        let ours = name == LEGACY_BEST
+            || [MODEL_PREFIX, OPTIMIZER_PREFIX, BEST_PREFIX]
+                .iter()
+                .any(|prefix| {
+                    name.strip_prefix(prefix)
+                        .and_then(|rest| rest.strip_suffix(BPK))
+                        .is_some_and(|epoch| epoch.parse::<usize>().is_ok())
+                });
         if ours && !keep.contains(&name) {
             let path = entry.path();
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;

@@ -25,7 +25,7 @@ use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::{Network, argmax, log_probabilities};
 use crate::plot::{Series, line_chart};
-use crate::run::checkpoint::RunLock;
+use crate::run::checkpoint::{self, RunLock};
 use crate::run::{ACCURACY_PLOT, LOSS_PLOT, RunInfo};
 
 pub use adam::Adam;
@@ -37,8 +37,6 @@ pub use crate::run::{EpochStats, TrainConfig};
 
 /// Validation runs without gradients, so larger batches are cheaper and change nothing.
 const VALIDATION_BATCH: usize = 500;
-/// With early stopping: the weights of the epoch with the lowest validation loss so far.
-pub const BEST_MODEL_FILE: &str = "best-model.bpk";
 
 /// What the loop reports while it runs, for progress display.
 #[derive(Debug, Clone)]
@@ -116,7 +114,7 @@ pub fn train(
             completed_epochs: state.run.completed_epochs,
         });
     } else {
-        phases::remove_uncommitted(out_dir)?;
+        checkpoint::remove_uncommitted(out_dir)?;
     }
     // Once the run has started: a run refused above needs no advice on its data.
     for warning in trainer.warnings() {

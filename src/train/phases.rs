@@ -17,16 +17,15 @@ use super::adam::Adam;
 use super::step::train_step_alongside;
 use super::validation::{self, Selection};
 use super::{
-    BEST_MODEL_FILE, EpochStats, TrainConfig, TrainEvent, VALIDATION_BATCH, augment,
-    check_training_data, loss_and_accuracy, plot_history, schedule,
+    EpochStats, TrainConfig, TrainEvent, VALIDATION_BATCH, augment, check_training_data,
+    loss_and_accuracy, plot_history, schedule,
 };
 use crate::backend::{self, BackendKind};
 use crate::data::batch::{batch_with_images, make_batch};
 use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomically;
 use crate::model::{InputShape, Network};
-use crate::run::checkpoint::{self, CheckpointFiles, FileDigest};
+use crate::run::checkpoint;
 use crate::run::{BestEpoch, DataInfo, RunInfo, burn_version};
 
 /// What a run trains and validates on, checked before anything is written.
@@ -346,8 +345,8 @@ impl<'a> Trainer<'a> {
         ))
     }
 
-    /// With early stopping: keeps `network`'s weights in [`BEST_MODEL_FILE`] if `stats` has
-    /// the lowest validation loss so far, and records them in `run` (committed with the epoch).
+    /// With early stopping: keeps `network`'s weights if `stats` has the lowest validation loss
+    /// so far, and records them in `run` (committed with the epoch).
     fn keep_if_best(&self, network: &Network, run: &mut RunInfo, stats: &EpochStats) -> Result<()> {
         if self.config.early_stopping.is_some()
             && let Some(val_loss) = stats.val_loss
@@ -357,12 +356,11 @@ impl<'a> Trainer<'a> {
                 .is_none_or(|best| val_loss < best.val_loss)
         {
             // Written before the manifest that names it, like the checkpoint's files.
-            let bytes = network_bytes(network)?;
-            write_atomically(&self.out_dir.join(BEST_MODEL_FILE), &bytes)?;
+            let model = checkpoint::keep_best(self.out_dir, network, stats.epoch)?;
             run.best = Some(BestEpoch {
                 epoch: stats.epoch,
                 val_loss,
-                model: FileDigest::of(BEST_MODEL_FILE.to_string(), &bytes),
+                model,
             });
         }
         Ok(())
@@ -382,8 +380,8 @@ impl<'a> Trainer<'a> {
         )
     }
 
-    /// Early stopping ends with the best epoch's weights, as Keras's `restore_best_weights`,
-    /// committed once the loop is over.
+    /// Early stopping ends with the best epoch's weights, as Keras's `restore_best_weights`:
+    /// the file they were kept in becomes the checkpoint's weights, in a commit of its own.
     pub(super) fn restore_best(
         &self,
         state: &mut State,
@@ -414,18 +412,8 @@ impl<'a> Trainer<'a> {
             )?;
         }
         state.run.restored_best_epoch = Some(best.epoch);
-        self.commit(state)
+        checkpoint::commit_kept_weights(self.out_dir, best.model, &mut state.run)
     }
-}
-
-/// Removes the checkpoint files a killed run wrote without committing them; the committed run
-/// stays readable until a new one commits its first epoch.
-pub(super) fn remove_uncommitted(out_dir: &Path) -> Result<()> {
-    let committed = RunInfo::load(out_dir)
-        .ok()
-        .and_then(|saved| saved.checkpoint);
-    let keep: Vec<&str> = committed.iter().flat_map(CheckpointFiles::names).collect();
-    checkpoint::remove_unreferenced(out_dir, &keep)
 }
 
 /// Whether early stopping has ended the run: the validation loss has not improved for
@@ -435,19 +423,6 @@ pub(super) fn should_stop(config: &TrainConfig, run: &RunInfo) -> bool {
         (Some(patience), Some(best)) => run.completed_epochs >= best.epoch + patience,
         _ => false,
     }
-}
-
-fn network_bytes(network: &Network) -> Result<Vec<u8>> {
-    use burn::module::Module;
-    network
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map(|bytes| bytes.to_vec())
-        .map_err(|e| Error::Serialize {
-            what: "model",
-            reason: e.to_string(),
-        })
 }
 
 #[derive(Default)]
