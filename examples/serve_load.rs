@@ -57,6 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         port: 0,
         collect: None,
         backend: BackendKind::Flex,
+        allowed_hosts: Vec::new(),
+        limits: Default::default(),
     })?;
     if !server.has_model() {
         return Err(format!("no trained model in {}", model_dir.display()).into());

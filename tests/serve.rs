@@ -48,6 +48,8 @@ fn local_options(model_dir: &Path, collect: Option<PathBuf>) -> ServeOptions {
         port: 0,
         collect,
         backend: BackendKind::Flex,
+        allowed_hosts: Vec::new(),
+        limits: Default::default(),
     }
 }
 
