@@ -527,8 +527,9 @@ fn bad_requests_are_refused_and_the_server_stays_up() {
             .unwrap();
         write!(
             stream,
-            "POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n\
+            "POST /api/predict HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: image/png\r\n\
              Content-Length: {}\r\n\r\n",
+            fixture.server.address().port(),
             64 << 20
         )
         .unwrap();

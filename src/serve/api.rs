@@ -23,6 +23,7 @@ use super::state::{AppState, Gone, Model, UploadSlot, compute, compute_for_reque
 pub(super) type Shared = State<Arc<AppState>>;
 
 /// A failed request: its status and a one-line reason.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,

@@ -243,7 +243,7 @@ impl Drop for Server {
 /// cross-origin writes, and answering every error as `{"error": ...}`.
 pub fn router(state: Arc<AppState>, guard: HostGuard) -> Router {
     let limits = state.limits.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/style.css", get(assets::style))
@@ -262,14 +262,18 @@ pub fn router(state: Arc<AppState>, guard: HostGuard) -> Router {
             RequestBodyLimitLayer::new(limits.max_body_bytes),
             TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout),
         ))
-        // Each `layer` wraps the ones before: the host check comes first, the JSON errors last.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(guard),
-            guard::check_host,
-        ))
+        .with_state(state);
+    // Around the whole router rather than each route (`Router::layer`), so that the host check
+    // comes first for every path and the JSON errors see axum's finished 405 (with `Allow`).
+    let guarded = tower::ServiceBuilder::new()
         .layer(axum::middleware::map_response_with_state(
             limits,
             guard::json_errors,
         ))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guard::check_host,
+        ))
+        .service(routes);
+    Router::new().fallback_service(guarded)
 }
