@@ -25,10 +25,14 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    // A server left running returns the memory of a burst of uploads instead (RELIABILITY.md).
-    if cli.command.name() != "serve" {
-        // SAFETY: no other thread exists yet: parsing the command line starts none.
-        unsafe { mnist_cnn::backend::keep_freed_pages() };
+    // SAFETY: no other thread exists yet: parsing the command line starts none.
+    unsafe {
+        // A server left running gives the memory of a burst of uploads back (RELIABILITY.md).
+        if cli.command.name() == "serve" {
+            mnist_cnn::backend::return_freed_pages_at_once();
+        } else {
+            mnist_cnn::backend::keep_freed_pages();
+        }
     }
     #[cfg(unix)]
     remove_temporaries_on_signals();

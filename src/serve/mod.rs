@@ -85,9 +85,9 @@ impl Default for Limits {
             max_body_bytes: MAX_BODY_BYTES,
             request_timeout: REQUEST_TIMEOUT,
             header_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            max_connections: 512,
             max_uploads: 4,
-            max_waiting_uploads: 64,
+            max_waiting_uploads: 256,
             collect_max_files: 10_000,
             collect_max_bytes: 100_000_000,
         }
