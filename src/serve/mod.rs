@@ -1,13 +1,19 @@
 //! `mnist-cnn serve`: a local web page to draw digits and see the network's answer and layers,
 //! browse the test set and watch a training run, with the JSON API the page uses.
 //!
-//! The server is axum on a small tokio runtime; the network runs on the rayon pool that the
-//! CPU kernels use ([`state::compute`]), so requests run concurrently without oversubscribing
-//! the cores. The trained model is loaded once, shared behind an `Arc`, and replaced when a
+//! The server is axum on a small tokio runtime, behind its own accept loop ([`listen`]: a
+//! header-read timeout, a connection cap); the network runs on the rayon pool that the CPU
+//! kernels use ([`state::compute`]), so requests run concurrently without oversubscribing the
+//! cores. Requests with a body take one of a few places before their body is read and keep it
+//! through their computation, which stops once the request has timed out ([`Limits`]). Every
+//! request must name this server in its `Host` header, and writes from other origins are
+//! refused ([`guard`]). The trained model is loaded once, shared behind an `Arc`, and replaced when a
 //! `train --out` into the same directory commits a new epoch ([`state::AppState::refresh`]).
 //! The page's assets are compiled into the binary.
 //!
-//! API (every error is `{"error": "..."}` with a 4xx/5xx status):
+//! API (every error is `{"error": "..."}` with a 4xx/5xx status: among them 403 for another
+//! host or origin, 408 past the request timeout, 413 past the body limit, 503 when too many
+//! pictures wait, 507 when the collect folder is full):
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
@@ -19,7 +25,7 @@
 //! | `GET /api/test?label=L&predicted=P&mistakes=true&limit=N` | | test images of a confusion-matrix cell, or the most confident mistakes |
 //! | `GET /api/metrics` | | test-set loss, accuracy, per-class metrics, confusion matrix, mistakes |
 //! | `GET /api/history` | | the run's history, epochs done and planned, model version |
-//! | `POST /api/collect` | JSON `{"class": N, "image": base64}` | saves the drawing in `--collect DIR/<class>/` |
+//! | `POST /api/collect` | JSON `{"class": N, "image": base64}` | saves the drawing in `--collect DIR/<class>/` (the class name percent-encoded where no folder name can hold it) |
 
 mod api;
 mod assets;
