@@ -134,10 +134,7 @@ fn post_all(url: &str, body: &Bytes, n: usize) -> Vec<u16> {
                 })
             })
             .collect();
-        clients
-            .into_iter()
-            .map(|c| c.join().unwrap_or(0))
-            .collect()
+        clients.into_iter().map(|c| c.join().unwrap_or(0)).collect()
     })
 }
 
@@ -158,7 +155,10 @@ fn tally(statuses: &[u16]) -> String {
 
 fn uploads(url: String, n: usize, pid: u64) -> Outcome {
     let body = Bytes::from(noise(2800, 1));
-    println!("{n} concurrent uploads of a {:.2} MB noise PNG", body.len() as f64 / 1e6);
+    println!(
+        "{n} concurrent uploads of a {:.2} MB noise PNG",
+        body.len() as f64 / 1e6
+    );
     if let Some((rss, peak)) = memory(pid) {
         println!("server before: RSS {rss:.0} MB (peak so far {peak:.0} MB)");
     }
@@ -180,7 +180,11 @@ fn uploads(url: String, n: usize, pid: u64) -> Outcome {
         done.store(true, Ordering::SeqCst);
         statuses
     });
-    println!("answers in {:.1} s: {}", started.elapsed().as_secs_f64(), tally(&statuses));
+    println!(
+        "answers in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        tally(&statuses)
+    );
     if let Some((_, peak)) = memory(pid) {
         let sampled = highest.lock().map_or(0.0, |h| *h);
         println!("server during: RSS up to {sampled:.0} MB sampled, peak {peak:.0} MB");
@@ -273,10 +277,17 @@ fn timeouts(url: String, n: usize) -> Outcome {
         Luma([if inside { 0 } else { 255 }])
     });
     let body = Bytes::from(png(&picture));
-    println!("{n} concurrent 4096x4096 PNGs of {:.0} kB", body.len() as f64 / 1e3);
+    println!(
+        "{n} concurrent 4096x4096 PNGs of {:.0} kB",
+        body.len() as f64 / 1e3
+    );
     let started = Instant::now();
     let statuses = post_all(&url, &body, n);
-    println!("answers in {:.1} s: {}", started.elapsed().as_secs_f64(), tally(&statuses));
+    println!(
+        "answers in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        tally(&statuses)
+    );
     let asked = Instant::now();
     let answer = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(300))

@@ -28,7 +28,14 @@ fn trained_run() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         mnist_cnn(dir.path())
             .args(["--threads", "2", "--quiet", "train", "--out", "run"])
-            .args(["--epochs", "1", "--limit", "2000", "--validation-split", "0"])
+            .args([
+                "--epochs",
+                "1",
+                "--limit",
+                "2000",
+                "--validation-split",
+                "0",
+            ])
             .assert()
             .success();
         dir
@@ -84,7 +91,10 @@ fn get(url: &str) -> (u16, Value) {
 fn png(image: &GrayImage) -> Vec<u8> {
     let mut bytes = Vec::new();
     image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .unwrap();
     bytes
 }
@@ -200,7 +210,10 @@ fn slow_headers_are_cut_off_and_a_normal_client_is_answered_meanwhile() {
         most_connections = most_connections.max(answer["load"]["connections"].as_u64().unwrap());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(most_connections <= 16, "{most_connections} connections open");
+    assert!(
+        most_connections <= 16,
+        "{most_connections} connections open"
+    );
     // Past the header timeout, every slow connection is closed.
     std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -359,9 +372,7 @@ fn a_flood_of_large_uploads_keeps_memory_bounded_and_gives_it_back() {
     assert_eq!(post(&client()), 422);
     let (_, baseline) = memory_mb(pid);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
-        let senders: Vec<_> = (0..100)
-            .map(|_| scope.spawn(|| post(&client())))
-            .collect();
+        let senders: Vec<_> = (0..100).map(|_| scope.spawn(|| post(&client()))).collect();
         senders.into_iter().map(|s| s.join().unwrap()).collect()
     });
     let (peak, _) = memory_mb(pid);
@@ -436,7 +447,10 @@ fn other_hosts_and_cross_origin_writes_are_refused() {
     for (origin, host) in [
         ("http://attacker.example", format!("localhost:{port}")),
         ("null", format!("127.0.0.1:{port}")),
-        (&format!("http://localhost:{port}"), format!("127.0.0.1:{port}")),
+        (
+            &format!("http://localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+        ),
     ] {
         let (status, answer) = save(&host, Some(origin));
         assert_eq!(status, 403, "{origin} to {host}: {answer}");
@@ -496,7 +510,10 @@ fn the_collect_folder_has_a_quota_and_write_failures_say_why() {
     }
     let (status, answer) = collect_request(&server, 1, &one());
     assert_eq!(status, 507, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("full"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("full"),
+        "{answer}"
+    );
     assert_eq!(std::fs::read_dir(collect.join("1")).unwrap().count(), 2);
     server.stop().unwrap();
 
@@ -621,7 +638,14 @@ fn class_names_survive_collect_and_import() {
     let names = std::fs::read_to_string(dir.path().join("imported/classes.txt")).unwrap();
     assert_eq!(names.lines().collect::<Vec<_>>(), ["plain", "x\\y"]);
     mnist_cnn(dir.path())
-        .args(["--threads", "2", "--quiet", "--data-dir", "imported", "train"])
+        .args([
+            "--threads",
+            "2",
+            "--quiet",
+            "--data-dir",
+            "imported",
+            "train",
+        ])
         .args(["--out", "run", "--epochs", "1", "--validation-split", "0"])
         .assert()
         .success();

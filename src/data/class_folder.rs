@@ -45,8 +45,20 @@ mod tests {
     #[test]
     fn every_class_name_makes_one_plain_folder_and_comes_back() {
         let names = [
-            "7", "T-shirt/top", "x\\y", "a/b", ".", "..", ".hidden", "100%", "a%2Fb", "a:b*?",
-            "é ü", "tab\there", "<|>", "%",
+            "7",
+            "T-shirt/top",
+            "x\\y",
+            "a/b",
+            ".",
+            "..",
+            ".hidden",
+            "100%",
+            "a%2Fb",
+            "a:b*?",
+            "é ü",
+            "tab\there",
+            "<|>",
+            "%",
         ];
         let mut folders = Vec::new();
         for name in names {

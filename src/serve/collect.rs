@@ -18,8 +18,7 @@ use crate::inspect::decode_picture;
 
 use super::Limits;
 use super::api::{
-    ApiError, ApiResult, Shared, base64_picture, content_type, internal, model, parse_json,
-    receive,
+    ApiError, ApiResult, Shared, base64_picture, content_type, internal, model, parse_json, receive,
 };
 use super::state::compute_for_request;
 
@@ -262,6 +261,9 @@ mod tests {
         assert!(folder.save("2", &[0u8; 1]).is_err(), "three files at most");
         assert_eq!(usage(dir.path()).files, 3);
         assert_eq!(usage(dir.path()).bytes, 250);
-        assert_eq!(std::fs::read_dir(dir.path().join("x%5Cy")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("x%5Cy")).unwrap().count(),
+            1
+        );
     }
 }

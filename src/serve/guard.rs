@@ -71,7 +71,11 @@ fn refused(message: String) -> Response {
 /// Refuses requests whose `Host` is not this server (a page that reached it through DNS
 /// rebinding), and writes (any method but GET and HEAD) whose `Origin` is another site.
 /// Clients that send no `Origin` (scripts, curl) may write.
-pub async fn check_host(State(guard): State<Arc<HostGuard>>, request: Request, next: Next) -> Response {
+pub async fn check_host(
+    State(guard): State<Arc<HostGuard>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -157,7 +161,12 @@ mod tests {
     #[test]
     fn only_the_served_names_with_the_port_are_hosts() {
         let guard = HostGuard::new("127.0.0.1:8080".parse().unwrap(), &[]);
-        for good in ["localhost:8080", "LOCALHOST:8080", "127.0.0.1:8080", "[::1]:8080"] {
+        for good in [
+            "localhost:8080",
+            "LOCALHOST:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+        ] {
             assert!(guard.allows(good), "{good}");
         }
         for bad in [

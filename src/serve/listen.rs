@@ -235,7 +235,9 @@ fn is_about_one_connection(error: &std::io::Error) -> bool {
 
 /// `wanted`, or fewer if the process may not open that many more files.
 fn connection_cap(wanted: usize) -> usize {
-    wanted.min(open_files_limit().saturating_sub(FILES_KEPT_FREE)).max(1)
+    wanted
+        .min(open_files_limit().saturating_sub(FILES_KEPT_FREE))
+        .max(1)
 }
 
 #[cfg(unix)]
