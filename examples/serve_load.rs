@@ -221,7 +221,8 @@ fn slow_headers(url: String, n: usize, seconds: u64) -> Outcome {
                     let mut byte = [0u8; 1];
                     let waited = Instant::now();
                     match stream.read(&mut byte) {
-                        Ok(_) => break,
+                        // The end of the stream, or an answer before it.
+                        Ok(0..) => break,
                         Err(_) if waited.elapsed() < Duration::from_secs(4) => break,
                         Err(_) => {}
                     }

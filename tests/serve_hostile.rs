@@ -159,7 +159,8 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
         .unwrap();
     let mut buffer = [0u8; 256];
     match stream.read(&mut buffer) {
-        Ok(_) => true,
+        // The end of the stream, or an answer (after which the server closes it).
+        Ok(read) => read == 0 || buffer[..read].starts_with(b"HTTP/"),
         Err(e) => !matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -255,8 +256,10 @@ fn uploads_that_time_out_stop_their_work_and_others_are_answered() {
                         .post(format!("{base}/api/predict"))
                         .header("Content-Type", "image/png")
                         .body(picture.clone())
-                        .send()
-                        .unwrap();
+                        .send();
+                    // A request refused while its body was still unread may see its connection
+                    // closed instead of the 408 (0).
+                    let Ok(response) = response else { return 0 };
                     let (status, answer) = json_of(response);
                     assert!(answer["error"].is_string() || status == 200, "{answer}");
                     status
@@ -266,9 +269,9 @@ fn uploads_that_time_out_stop_their_work_and_others_are_answered() {
         senders.into_iter().map(|s| s.join().unwrap()).collect()
     });
     let answered = started.elapsed();
-    assert!(statuses.contains(&408), "{statuses:?}");
+    assert!(statuses.iter().any(|&s| s == 408 || s == 0), "{statuses:?}");
     assert!(
-        statuses.iter().all(|s| [200, 408, 422].contains(s)),
+        statuses.iter().all(|s| [0, 200, 408, 422].contains(s)),
         "{statuses:?}"
     );
     // The work of the timed-out requests does not go on: the server is idle again within
