@@ -15,8 +15,6 @@ use cli::{Cli, hint, run};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // SAFETY: this runs first thing in `main`, before any other thread exists.
-    unsafe { mnist_cnn::backend::keep_freed_pages() };
     // Like other Unix tools, end quietly when the reader of stdout goes away (`| head`),
     // instead of Rust's default of panicking on the next print.
     #[cfg(unix)]
@@ -26,9 +24,18 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    let cli = Cli::parse();
+    // SAFETY: no other thread exists yet: parsing the command line starts none.
+    unsafe {
+        // A server left running gives the memory of a burst of uploads back (RELIABILITY.md).
+        if cli.command.name() == "serve" {
+            mnist_cnn::backend::return_freed_pages_at_once();
+        } else {
+            mnist_cnn::backend::keep_freed_pages();
+        }
+    }
     #[cfg(unix)]
     remove_temporaries_on_signals();
-    let cli = Cli::parse();
     let command = cli.command.name();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,6 +126,8 @@ fn check_one_path(dir: &Path, run: &str, data: &Path, classes: usize) -> Vec<f32
         port: 0,
         collect: None,
         backend: BackendKind::Flex,
+        allowed_hosts: Vec::new(),
+        limits: Default::default(),
     })
     .unwrap();
     let client = reqwest::blocking::Client::new();

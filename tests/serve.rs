@@ -48,6 +48,8 @@ fn local_options(model_dir: &Path, collect: Option<PathBuf>) -> ServeOptions {
         port: 0,
         collect,
         backend: BackendKind::Flex,
+        allowed_hosts: Vec::new(),
+        limits: Default::default(),
     }
 }
 
@@ -525,8 +527,9 @@ fn bad_requests_are_refused_and_the_server_stays_up() {
             .unwrap();
         write!(
             stream,
-            "POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n\
+            "POST /api/predict HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: image/png\r\n\
              Content-Length: {}\r\n\r\n",
+            fixture.server.address().port(),
             64 << 20
         )
         .unwrap();

@@ -217,6 +217,8 @@ fn serve_predicts_on_wgpu_as_on_flex() {
             port: 0,
             collect: None,
             backend,
+            allowed_hosts: Vec::new(),
+            limits: Default::default(),
         })
         .unwrap();
         let client = reqwest::blocking::Client::new();

@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::Args;
 
 use mnist_cnn::backend::BackendKind;
-use mnist_cnn::serve::{ServeOptions, Server, exposure_warning};
+use mnist_cnn::serve::{Limits, ServeOptions, Server, exposure_warning};
 
-use super::Session;
+use super::{Session, values};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -24,6 +24,19 @@ pub struct ServeArgs {
     /// Let the page save drawings as DIR/<class>/*.png, the layout `import` reads
     #[arg(long, value_name = "DIR")]
     pub collect: Option<PathBuf>,
+    /// Most files the --collect folder may hold, counting those already there (then saving
+    /// answers 507)
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub collect_max_files: u64,
+    /// Most megabytes (10^6 bytes) the --collect folder's pictures may take, counting those
+    /// already there (then saving answers 507)
+    #[arg(long, default_value_t = 100, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub collect_max_mb: u64,
+    /// Another host name the page may be opened by (repeatable), e.g. this machine's name on
+    /// the local network with --host 0.0.0.0; requests naming other hosts are refused, as a
+    /// defence against DNS rebinding (localhost and the listening address always work)
+    #[arg(long, value_name = "NAME", value_parser = values::host_name)]
+    pub allow_host: Vec<String>,
     /// Backend of burn to predict on
     #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
     pub backend: BackendKind,
@@ -39,6 +52,12 @@ pub(crate) fn run_serve(session: &Session, args: ServeArgs) -> Result<()> {
         port: args.port,
         collect: args.collect.clone(),
         backend: args.backend,
+        allowed_hosts: args.allow_host.clone(),
+        limits: Limits {
+            collect_max_files: args.collect_max_files,
+            collect_max_bytes: args.collect_max_mb.saturating_mul(1_000_000),
+            ..Limits::default()
+        },
     })?;
     if let Some(warning) = exposure_warning(server.address(), args.collect.is_some()) {
         eprintln!("{warning}");

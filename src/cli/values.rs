@@ -48,6 +48,23 @@ pub fn timeout_seconds(text: &str) -> Result<u64, String> {
     }
 }
 
+/// A host name as a `Host` header gives it, without a port: letters, digits, `-` and `.`.
+pub fn host_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !text.starts_with(['-', '.']);
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{text}` is not a host name (letters, digits, `-` and `.`, without a port)"
+        ))
+    }
+}
+
 /// A path for a PNG picture: its name must end in `.png`, so that a `.jpg` or `.svg` name never
 /// holds PNG bytes.
 pub fn png_path(text: &str) -> Result<std::path::PathBuf, String> {
@@ -93,5 +110,9 @@ mod tests {
         assert!(png_path("x.PNG").is_ok());
         assert!(png_path("x.jpg").unwrap_err().contains(".jpg"));
         assert!(png_path("x").is_err());
+        assert_eq!(host_name("Box.Local"), Ok("box.local".into()));
+        for bad in ["", "box:8080", "a/b", "-x", "é"] {
+            assert!(host_name(bad).is_err(), "{bad}");
+        }
     }
 }

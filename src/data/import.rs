@@ -2,7 +2,8 @@
 //! gzipped IDX files plus `classes.txt` (class names in label order).
 //!
 //! Two layouts are accepted: `SRC/train/<class>/*` with `SRC/test/<class>/*`, or `SRC/<class>/*`
-//! split per class by a seeded shuffle. Everything is read, decoded and checked before the first
+//! split per class by a seeded shuffle. A folder's name is its class's name, with `%XX`
+//! sequences decoded ([`super::class_folder`]). Everything is read, decoded and checked before the first
 //! byte is written, and the data set is then swapped in whole (see [`super::dataset`]), so a
 //! failed or killed import leaves `out` as it was.
 //!
@@ -19,6 +20,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::class_folder::class_of_folder;
 use super::dataset::write_dataset;
 use super::idx::{self, IdxImages};
 use super::image::Invert;
@@ -397,12 +399,16 @@ fn subfolders(dir: &Path, exclude: Option<&Path>) -> Result<Vec<(String, PathBuf
         if exclude.is_some() && std::fs::canonicalize(&path).ok().as_deref() == exclude {
             continue;
         }
-        let Some(name) = name.to_str() else {
+        let Some(folder) = name.to_str() else {
             return Err(invalid(format!(
                 "class folder name {} is not valid UTF-8",
                 path.display()
             )));
         };
+        // `%XX` in a folder name stands for a character a folder name cannot hold (as
+        // `serve --collect` writes a class named `a/b`).
+        let name = class_of_folder(folder);
+        let name = name.as_str();
         // classes.txt holds one trimmed name a line.
         if name.contains(['\n', '\r']) || name.trim() != name {
             return Err(invalid(format!(
@@ -413,6 +419,14 @@ fn subfolders(dir: &Path, exclude: Option<&Path>) -> Result<Vec<(String, PathBuf
         found.push((name.to_string(), path));
     }
     found.sort();
+    if let Some(pair) = found.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(invalid(format!(
+            "folders {} and {} both name the class \"{}\" (%XX in a folder name stands for one character)",
+            pair[0].1.display(),
+            pair[1].1.display(),
+            pair[0].0
+        )));
+    }
     Ok(found)
 }
 

@@ -2,6 +2,7 @@
 //! pictures (`pipeline`), and batching for training.
 
 pub mod batch;
+pub mod class_folder;
 pub mod dataset;
 pub mod download;
 pub mod idx;

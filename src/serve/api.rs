@@ -6,63 +6,26 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::data::class_folder::folder_of_class;
 use crate::data::image::decode_bytes;
 use crate::evaluate::MISTAKES_SHOWN;
 use crate::inspect;
 use crate::predict::top_classes;
 
-use super::state::{AppState, Model, compute};
+use super::error::{ApiError, ApiResult, internal};
+use super::state::{AppState, Model, UploadSlot, compute, compute_for_request};
 
-type Shared = State<Arc<AppState>>;
-
-/// A failed request: its status and a one-line reason.
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-fn internal(message: String) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-}
+pub(super) type Shared = State<Arc<AppState>>;
 
 /// The model, or 503 while none has been trained yet.
-fn model(state: &AppState) -> ApiResult<Arc<Model>> {
+pub(super) fn model(state: &AppState) -> ApiResult<Arc<Model>> {
     state.current().ok_or_else(|| {
         ApiError::unavailable(format!(
             "no trained model in {} yet; run `mnist-cnn train --out {}` (the page picks it up after its first epoch)",
@@ -78,12 +41,12 @@ fn query<T: serde::de::DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
 /// Decodes base64, with or without a `data:image/png;base64,` prefix.
-fn base64_picture(text: &str) -> ApiResult<Vec<u8>> {
+pub(super) fn base64_picture(text: &str) -> ApiResult<Vec<u8>> {
     let payload = match text.strip_prefix("data:") {
         Some(rest) => rest.split_once(',').map_or("", |(_, data)| data),
         None => text,
@@ -93,7 +56,7 @@ fn base64_picture(text: &str) -> ApiResult<Vec<u8>> {
         .map_err(|e| ApiError::bad_request(format!("the image is not valid base64 ({e})")))
 }
 
-fn content_type(headers: &HeaderMap) -> String {
+pub(super) fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -101,6 +64,43 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
+}
+
+/// A request's body, read while it holds one of the upload places; the place moves into its
+/// computation.
+pub(super) struct Upload {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub slot: UploadSlot,
+}
+
+/// Waits for an upload place (503 when too many requests wait already), then reads the body
+/// (413 beyond the limit). Until then the body stays unread, in the connection.
+pub(super) async fn receive(state: &AppState, request: Request) -> ApiResult<Upload> {
+    let Some(slot) = state.upload_slot().await else {
+        return Err(ApiError::unavailable(format!(
+            "the server is busy: {} pictures are being read and {} more wait; try again shortly",
+            state.limits.max_uploads, state.limits.max_waiting_uploads
+        )));
+    };
+    let headers = request.headers().clone();
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    state.limits.max_body_bytes
+                ),
+            ),
+            status => ApiError::new(status, rejection.body_text()),
+        })?;
+    Ok(Upload {
+        headers,
+        body,
+        slot,
+    })
 }
 
 /// What a request asks the network to look at.
@@ -221,7 +221,12 @@ pub async fn info(State(state): Shared) -> Json<Value> {
         "model_dir": state.model_dir,
         "test_images": state.test.as_ref().ok().map(|split| split.len()),
         "collect": state.collect.is_some(),
-        "max_body_bytes": super::MAX_BODY_BYTES,
+        "max_body_bytes": state.limits.max_body_bytes,
+        "load": {
+            "connections": state.load.connections.load(Ordering::Relaxed),
+            "uploads": state.load.uploads.load(Ordering::Relaxed),
+            "waiting": state.load.waiting.load(Ordering::Relaxed),
+        },
         "backend": { "name": state.backend.name(), "device": state.device_name },
     }))
 }
@@ -233,13 +238,8 @@ struct PredictQuery {
 }
 
 /// `predict --json` for one picture: `{"predictions": [{"image": ..., "top": [...]}]}`.
-pub async fn predict(
-    State(state): Shared,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let options: PredictQuery = query(&uri)?;
+pub async fn predict(State(state): Shared, request: Request) -> ApiResult<Json<Value>> {
+    let options: PredictQuery = query(request.uri())?;
     let top = options.top.unwrap_or(3);
     let model = model(&state)?;
     let classes = model.run.shape.classes;
@@ -248,11 +248,16 @@ pub async fn predict(
             "top must be between 1 and {classes}, got {top}"
         )));
     }
-    let input = input(&headers, body, false)?;
+    let upload = receive(&state, request).await?;
+    let input = input(&upload.headers, upload.body, false)?;
+    let slot = upload.slot;
     let with_input = options.input.unwrap_or(false);
     let pool_state = state.clone();
-    compute(move || {
+    compute_for_request(move |requester| {
+        let _slot = slot;
+        requester.check()?;
         let pixels = pixels(&pool_state, &model, &input)?;
+        requester.check()?;
         let shape = model.run.shape;
         let top = top_classes(
             &model.network,
@@ -274,8 +279,7 @@ pub async fn predict(
 
 async fn inspection(
     state: Arc<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
     picture: Option<String>,
 ) -> ApiResult<Response> {
     let model = model(&state)?;
@@ -289,10 +293,15 @@ async fn inspection(
             pictures.join(", ")
         )));
     }
-    let input = input(&headers, body, true)?;
+    let upload = receive(&state, request).await?;
+    let input = input(&upload.headers, upload.body, true)?;
+    let slot = upload.slot;
     let pool_state = state.clone();
-    compute(move || {
+    compute_for_request(move |requester| {
+        let _slot = slot;
+        requester.check()?;
         let pixels = pixels(&pool_state, &model, &input)?;
+        requester.check()?;
         let inspection = inspect::inspect(
             &model.network,
             &model.run.class_names,
@@ -322,19 +331,18 @@ async fn inspection(
 }
 
 /// Every layer's values for a picture or a test image, as `inspect --json` prints them.
-pub async fn inspect(State(state): Shared, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
-    inspection(state, headers, body, None).await
+pub async fn inspect(State(state): Shared, request: Request) -> ApiResult<Response> {
+    inspection(state, request, None).await
 }
 
 /// One of `inspect`'s pictures, as PNG.
 pub async fn inspect_picture(
     State(state): Shared,
     Path(picture): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> ApiResult<Response> {
     let name = picture.strip_suffix(".png").unwrap_or(&picture).to_string();
-    inspection(state, headers, body, Some(name)).await
+    inspection(state, request, Some(name)).await
 }
 
 fn parse_index(text: &str) -> ApiResult<usize> {
@@ -476,35 +484,22 @@ struct CollectRequest {
     image: String,
 }
 
-/// A class name usable as one folder name, or `None` for names that are not.
-fn folder_name(name: &str) -> Option<&str> {
-    let plain = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
-        && !name.starts_with('.');
-    plain.then_some(name)
-}
-
-/// Saves a drawing as `DIR/<class>/drawing-<time>-<n>.png`, the layout `import` reads.
-pub async fn collect(
-    State(state): Shared,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let Some(dir) = state.collect.clone() else {
+/// Saves a drawing in the collect folder, under its class's folder.
+pub async fn collect(State(state): Shared, request: Request) -> ApiResult<Json<Value>> {
+    if state.collect.is_none() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "collecting is off; start the server with --collect DIR",
         ));
-    };
-    if content_type(&headers) != "application/json" {
+    }
+    if content_type(request.headers()) != "application/json" {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send JSON {\"class\": N, \"image\": \"<base64 PNG>\"} with Content-Type: application/json",
         ));
     }
-    let request: CollectRequest = parse_json(&body)?;
+    let upload = receive(&state, request).await?;
+    let request: CollectRequest = parse_json(&upload.body)?;
     let model = model(&state)?;
     let names = &model.run.class_names;
     let Some(name) = names.get(request.class) else {
@@ -514,12 +509,12 @@ pub async fn collect(
             names.len().saturating_sub(1)
         )));
     };
-    let folder = folder_name(name)
-        .map(str::to_string)
-        .unwrap_or_else(|| request.class.to_string());
+    let folder = folder_of_class(name);
     let bytes = base64_picture(&request.image)?;
-    let count = state.collected.fetch_add(1, Ordering::SeqCst);
-    compute(move || {
+    let (slot, pool_state) = (upload.slot, state.clone());
+    compute_for_request(move |requester| {
+        let _slot = slot;
+        requester.check()?;
         let decoded = decode_bytes(&bytes, 1)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
         let mut png = Vec::new();
@@ -528,14 +523,14 @@ pub async fn collect(
             .to_luma8()
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .map_err(|e| internal(format!("cannot encode the drawing: {e}")))?;
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let file = format!("drawing-{millis}-{count}.png");
-        let path = dir.join(&folder).join(&file);
-        crate::fsutil::write_atomically(&path, &png).map_err(|e| internal(e.to_string()))?;
+        requester.check()?;
+        let collect = pool_state
+            .collect
+            .as_ref()
+            .ok_or_else(|| internal("collecting is off".into()))?;
+        let saved = collect.save(&folder, &png)?;
         Ok(Json(json!({
-            "saved": format!("{folder}/{file}"),
+            "saved": saved,
             "class": request.class,
             "folder": folder,
         })))
@@ -547,15 +542,6 @@ pub async fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn class_names_that_are_not_one_plain_folder_are_refused() {
-        for bad in ["", ".", "..", "../x", "a/b", "a\\b", ".hidden"] {
-            assert_eq!(folder_name(bad), None, "{bad}");
-        }
-        assert_eq!(folder_name("7"), Some("7"));
-        assert_eq!(folder_name("T-shirt"), Some("T-shirt"));
-    }
 
     #[test]
     fn base64_with_and_without_data_url() {

@@ -3,9 +3,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use burn::prelude::Device;
 
@@ -16,7 +18,8 @@ use crate::evaluate::{self, Evaluation};
 use crate::model::Network;
 use crate::run::{RUN_FILE, RunInfo, TrainedRun};
 
-use super::ServeOptions;
+use super::collect::CollectFolder;
+use super::{Limits, ServeOptions};
 
 /// A trained model as loaded from the model directory.
 pub struct Model {
@@ -59,7 +62,12 @@ pub struct AppState {
     pub backend: BackendKind,
     pub device: Device,
     pub device_name: String,
-    pub collect: Option<PathBuf>,
+    pub(crate) collect: Option<CollectFolder>,
+    pub limits: Limits,
+    /// What the server is doing now.
+    pub load: Arc<Load>,
+    /// The places of [`Limits::max_uploads`].
+    uploads: Arc<Semaphore>,
     /// The test split, or why it could not be loaded.
     pub test: std::result::Result<Arc<Split>, String>,
     model: RwLock<Option<Arc<Model>>>,
@@ -68,7 +76,18 @@ pub struct AppState {
     /// Last load failure, reported once per change.
     last_problem: Mutex<Option<String>>,
     cache: tokio::sync::Mutex<Option<Arc<TestResults>>>,
-    pub collected: AtomicU64,
+}
+
+/// What the server is doing now, as `/api/info` reports it.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Open connections.
+    pub connections: AtomicUsize,
+    /// Requests with a body being read or computed (or computations going on for a request
+    /// that timed out, until their current step ends).
+    pub uploads: AtomicUsize,
+    /// Requests with a body waiting for a place among those.
+    pub waiting: AtomicUsize,
 }
 
 impl AppState {
@@ -85,14 +104,19 @@ impl AppState {
             backend,
             device: backend.device(),
             device_name: backend.describe(),
-            collect: options.collect.clone(),
+            collect: options
+                .collect
+                .as_ref()
+                .map(|dir| CollectFolder::open(dir, &options.limits)),
+            limits: options.limits.clone(),
+            load: Arc::default(),
+            uploads: Arc::new(Semaphore::new(options.limits.max_uploads.max(1))),
             test,
             model: RwLock::new(None),
             loaded_stamp: Mutex::new(None),
             versions: AtomicU64::new(0),
             last_problem: Mutex::new(None),
             cache: tokio::sync::Mutex::new(None),
-            collected: AtomicU64::new(0),
         };
         if options.model_dir.join(RUN_FILE).is_file() {
             state.load()?;
@@ -198,6 +222,26 @@ impl AppState {
         Ok(results)
     }
 
+    /// A place among the requests whose body is read and computed at once, waited for; `None`
+    /// when [`Limits::max_waiting_uploads`] requests are waiting already. A request that times
+    /// out while waiting gives up its turn.
+    pub async fn upload_slot(&self) -> Option<UploadSlot> {
+        let permit = match self.uploads.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let waiting = Counted::new(&self.load, |load| &load.waiting);
+                if waiting.before >= self.limits.max_waiting_uploads {
+                    return None;
+                }
+                self.uploads.clone().acquire_owned().await.ok()?
+            }
+        };
+        Some(UploadSlot {
+            _permit: permit,
+            _counted: Counted::new(&self.load, |load| &load.uploads),
+        })
+    }
+
     fn report_problem(&self, problem: Option<String>) {
         if let Ok(mut last) = self.last_problem.lock()
             && *last != problem
@@ -236,16 +280,107 @@ pub async fn watch(state: Arc<AppState>) {
 }
 
 /// Runs `work` on the rayon pool that the tensor kernels use and awaits its result; a panic in
-/// `work` becomes an error instead of taking the server down.
+/// `work` becomes an error instead of taking the server down. Work whose request is gone (timed
+/// out) before it starts is skipped.
 pub async fn compute<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> std::result::Result<T, String> {
+    compute_for_request(|_| work()).await
+}
+
+/// One of [`Limits::max_uploads`] places: a request holds it while its body is read and moves it
+/// into its computation, so that a computation going on after its request timed out still
+/// holds it.
+pub struct UploadSlot {
+    _permit: OwnedSemaphorePermit,
+    _counted: Counted,
+}
+
+/// One in a [`Load`] counter, for as long as it lives.
+struct Counted {
+    load: Arc<Load>,
+    counter: fn(&Load) -> &AtomicUsize,
+    /// The count before this one.
+    before: usize,
+}
+
+impl Counted {
+    fn new(load: &Arc<Load>, counter: fn(&Load) -> &AtomicUsize) -> Counted {
+        let before = counter(load).fetch_add(1, Ordering::SeqCst);
+        Counted {
+            load: load.clone(),
+            counter,
+            before,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.counter)(&self.load).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether the request a computation is for still awaits its answer: one answered 408, or
+/// whose client went away, does not, and its computation stops before its next step.
+#[derive(Clone, Default)]
+pub struct Requester {
+    gone: Arc<AtomicBool>,
+}
+
+/// The requester of a computation went away.
+#[derive(Debug)]
+pub struct Gone;
+
+impl Requester {
+    /// `Err(Gone)` once nobody awaits the answer.
+    pub fn check(&self) -> std::result::Result<(), Gone> {
+        if self.gone.load(Ordering::SeqCst) {
+            Err(Gone)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Marks the requester gone when the future awaiting the computation is dropped (a timeout)
+/// or done.
+struct MarkGoneOnDrop(Requester);
+
+impl Drop for MarkGoneOnDrop {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::SeqCst);
+    }
+}
+
+/// [`compute`] for work that checks [`Requester::check`] before its expensive steps. Work
+/// whose requester is gone before it starts does not start.
+pub async fn compute_for_request<T: Send + 'static>(
+    work: impl FnOnce(&Requester) -> T + Send + 'static,
+) -> std::result::Result<T, String> {
+    let requester = Requester::default();
+    let _mark = MarkGoneOnDrop(requester.clone());
     let (done, result) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
+        if requester.check().is_err() {
+            return;
+        }
+        let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(|| {
+            work(&requester)
+        })));
     });
     match result.await {
         Ok(Ok(value)) => Ok(value),
         _ => Err("the computation failed".into()),
+    }
+}
+
+/// The answer no one reads: the computation's request timed out or its client went away.
+impl From<Gone> for super::error::ApiError {
+    fn from(_: Gone) -> Self {
+        Self::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "the request is gone",
+        )
     }
 }
