@@ -343,17 +343,7 @@ fn corrupt_model_is_a_clear_error() {
 #[test]
 fn resume_continues_exactly_where_an_interrupted_run_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let common_args = [
-        "--threads",
-        "1",
-        "train",
-        "--limit",
-        "600",
-        "--steps-per-epoch",
-        "3",
-        "--batch-size",
-        "32",
-    ];
+    let common_args = common::QUICK_TRAIN;
     mnist_cnn(dir.path())
         .args(common_args)
         .args(["--epochs", "3", "--out", "straight"])

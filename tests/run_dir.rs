@@ -11,20 +11,10 @@ use mnist_cnn::backend::BackendKind;
 use mnist_cnn::run::TrainedRun;
 use predicates::prelude::*;
 
-/// A small run: 2 epochs of 3 steps on one thread, no validation.
-const TRAIN: [&str; 11] = [
-    "--threads",
-    "1",
-    "train",
-    "--limit",
-    "600",
-    "--steps-per-epoch",
-    "3",
-    "--batch-size",
-    "32",
-    "--validation-split",
-    "0",
-];
+/// A quick run on one thread without validation (add `--epochs` and `--out`).
+fn train_args() -> Vec<&'static str> {
+    [&common::QUICK_TRAIN[..], &["--validation-split", "0"]].concat()
+}
 
 /// Files (in write order) that one checkpoint commit puts in place: the epoch's weights, its
 /// optimizer state, the manifest, history.json and the model.bpk link.
@@ -58,7 +48,7 @@ fn fingerprint(run: &Path) -> (Vec<serde_json::Value>, Vec<f32>) {
 fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "2", "--out", "straight"])
         .assert()
         .success();
@@ -70,7 +60,7 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
         let crash_after = WRITES_PER_COMMIT + write;
         mnist_cnn(dir.path())
             .env("MNIST_CNN_CRASH_AFTER_WRITE", crash_after.to_string())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "2", "--out", &name])
             .assert()
             .failure();
@@ -86,7 +76,7 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
             .unwrap_or_else(|e| panic!("killed after write {write}: {e}"));
         // Resuming ends exactly where the uninterrupted run did.
         mnist_cnn(dir.path())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "2", "--out", &name, "--resume"])
             .assert()
             .success();
@@ -111,7 +101,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
     let mut first = std::process::Command::new(&binary)
         .current_dir(dir.path())
         .env("MNIST_DATA_DIR", common::data_dir())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "100000", "--out", "busy", "-q"])
         .spawn()
         .unwrap();
@@ -124,7 +114,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let second = mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "busy"])
         .timeout(Duration::from_secs(30))
         .assert()
@@ -139,7 +129,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
     drop(second);
     // Once the first run is gone its lock is too.
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "busy", "-q"])
         .assert()
         .success();
@@ -149,7 +139,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
 fn a_diverging_run_stops_and_commits_nothing_broken() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--lr", "1e308", "--out", "diverged"])
         .assert()
         .code(1)
@@ -163,7 +153,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
     // A diverging resumed run keeps the good checkpoint it started from (its manifest is
     // edited to the diverging learning rate, so that resuming is allowed).
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "good", "-q"])
         .assert()
         .success();
@@ -171,7 +161,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
     info["config"]["learning_rate"] = 1e308.into();
     std::fs::write(dir.path().join("good/run.json"), info.to_string()).unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args([
             "--epochs", "2", "--lr", "1e308", "--out", "good", "--resume",
         ])
@@ -189,7 +179,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
 fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "run", "-q"])
         .assert()
         .success();
@@ -214,7 +204,7 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     // A manifest that is not JSON is called corrupt, not missing.
     std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "2", "--out", "run", "--resume"])
         .assert()
         .code(1)
@@ -225,7 +215,7 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     std::fs::write(dir.path().join("a-file"), b"").unwrap();
     for out in ["a-file", "a-file/below"] {
         mnist_cnn(dir.path())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "1", "--out", out])
             .timeout(Duration::from_secs(20))
             .assert()

@@ -1,4 +1,10 @@
+//! Helpers shared by the integration tests: the binary and its data, data files (`data`),
+//! HTTP mirrors on 127.0.0.1 (`http`), and the small training runs the tests start from.
+// Each test file uses a part of them.
 #![allow(dead_code)]
+
+pub mod data;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +23,48 @@ pub fn mnist_cnn(dir: &Path) -> Command {
         .env_remove("MNIST_MIRROR")
         .env("MNIST_DATA_DIR", data_dir());
     command
+}
+
+/// Global flags and `train` arguments of a run of about a second: one thread, the first 600
+/// images, 3 steps of 32 images per epoch. Add `--epochs` and `--out`.
+pub const QUICK_TRAIN: [&str; 9] = [
+    "--threads",
+    "1",
+    "train",
+    "--limit",
+    "600",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "32",
+];
+
+/// The arguments that train a small model into `out` on one thread (one epoch of 2 steps
+/// over 256 images): a model to evaluate, predict with, or damage.
+pub fn small_model_args(out: &str) -> [&str; 11] {
+    [
+        "--threads",
+        "1",
+        "train",
+        "--limit",
+        "256",
+        "--steps-per-epoch",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ]
+}
+
+/// The names in `dir`, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
