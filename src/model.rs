@@ -15,9 +15,19 @@ use crate::kernels::{conv3x3_pool_relu, linear};
 /// Which network to build. Adding one means a variant here, its module below and its arm in
 /// [`Network`]; the command line's `--model` values and help come from this enum.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Architecture {
     /// The seed's CNN: two 3x3 convolutions with max pooling, then three dense layers
     Cnn,

@@ -79,7 +79,6 @@ fn options(mirrors: &[String]) -> DownloadOptions {
     DownloadOptions {
         mirrors: mirrors.to_vec(),
         force: false,
-        show_progress: false,
         timeout: CLIENT_TIMEOUT,
         retries: 1,
         backoff: Duration::from_millis(10),

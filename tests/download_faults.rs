@@ -51,7 +51,6 @@ fn real(name: &str) -> Option<Vec<u8>> {
 fn options(mirrors: &[String]) -> DownloadOptions {
     DownloadOptions {
         mirrors: mirrors.to_vec(),
-        show_progress: false,
         timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(20),
         min_rate: 1000,
@@ -147,6 +146,45 @@ fn a_transfer_past_its_deadline_is_given_up_for_the_next_mirror() {
         "leftovers: {:?}",
         names_in(dir.path())
     );
+}
+
+/// A first mirror too slow (below the minimum rate, or past the deadline) for the first file
+/// is tried last for the three that remain: one request, not four, and no minute lost per file.
+#[test]
+fn a_mirror_too_slow_for_one_file_is_tried_last_for_the_rest() {
+    for (pace, options_of) in [
+        (
+            (1, Duration::from_millis(20)),
+            options as fn(&[String]) -> DownloadOptions,
+        ),
+        ((1000, Duration::from_millis(100)), |mirrors| {
+            DownloadOptions {
+                deadline: Duration::from_secs(1),
+                ..options(mirrors)
+            }
+        }),
+    ] {
+        let slow = paced(real, move |reply| Reply {
+            chunk: pace.0,
+            tick: pace.1,
+            ..reply
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let good = common::data_dir().display().to_string();
+        let start = Instant::now();
+        let reports = download(dir.path(), &options_of(&[slow.mirror("m"), good.clone()])).unwrap();
+        let elapsed = start.elapsed();
+        assert!(
+            reports.iter().all(|r| r.outcome
+                == FileOutcome::Fetched {
+                    mirror: good.clone()
+                }),
+            "{reports:?}"
+        );
+        assert_eq!(slow.urls(), [format!("/m/{}", MNIST_FILES[0].gz_name())]);
+        assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+        assert_eq!(names_in(dir.path()), all_gz_names(), "leftovers");
+    }
 }
 
 #[test]

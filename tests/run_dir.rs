@@ -224,3 +224,45 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
             .stderr(predicate::str::contains("Epoch 1/").not());
     }
 }
+
+/// A run directory that cannot be written (read-only; and, since root writes anyway, with a
+/// folder where `metrics.json` goes): `evaluate` still prints its metrics, human and JSON,
+/// warns that the reports were not written, and succeeds.
+#[test]
+fn evaluate_on_a_run_it_cannot_write_prints_the_metrics_and_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(train_args())
+        .args(["--epochs", "1", "--out", "run", "-q"])
+        .assert()
+        .success();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("metrics.json/in-the-way")).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let json = mnist_cnn(dir.path())
+        .args(["--json", "evaluate", "--model-dir", "run"])
+        .output()
+        .unwrap();
+    let human = mnist_cnn(dir.path())
+        .args(["evaluate", "--model-dir", "run"])
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for output in [&json, &human] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.starts_with("warning: the evaluation reports were not written into run: "),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let metrics: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let accuracy = metrics["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{metrics}");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("(loss, accuracy)"), "{human}");
+    assert!(!human.contains("wrote "), "{human}");
+    assert!(!run.join("confusion_matrix.png").exists());
+}

@@ -8,7 +8,7 @@ use clap::Args;
 use mnist_cnn::backend::BackendKind;
 use mnist_cnn::serve::{ServeOptions, Server, exposure_warning};
 
-use super::Session;
+use super::{Session, values};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -25,7 +25,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub collect: Option<PathBuf>,
     /// Backend of burn to predict on
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 

@@ -153,7 +153,10 @@ fn answer(request: tiny_http::Request, reply: Reply, stop: Arc<AtomicBool>) {
         started: false,
         stop,
     };
-    let response = tiny_http::Response::new(reply.status.into(), headers, body, length, None);
+    // tiny_http would send a body over 32 KiB in chunks of 8 KiB, which a paced body fills only
+    // slowly: a body of known length is sent as it is read.
+    let response = tiny_http::Response::new(reply.status.into(), headers, body, length, None)
+        .with_chunked_threshold(usize::MAX);
     let version = request.http_version().clone();
     let request_headers = request.headers().to_vec();
     // The client may have given up already: send errors are its business.
