@@ -425,10 +425,13 @@ fn subfolders(dir: &Path, exclude: Option<&Path>) -> Result<Vec<(String, PathBuf
     Ok(found)
 }
 
+/// A file not read, and why.
+type Skipped = (PathBuf, String);
+
 /// Non-hidden files (or links to files) in `dir`, sorted by name, and the other entries that
 /// are not folders (FIFOs, devices, sockets, dangling links) with why they are not read;
 /// subfolders are ignored.
-fn list_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>)> {
+fn list_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Skipped>)> {
     let mut entries = visible_entries(dir)?;
     entries.sort();
     let (mut files, mut others) = (Vec::new(), Vec::new());

@@ -33,11 +33,7 @@ pub fn zeros_member() -> Vec<u8> {
 /// `{prefix}-images-idx3-ubyte` and `{prefix}-labels-idx1-ubyte`, with `.gz` when `gzipped`.
 pub fn write_idx_pair(dir: &Path, prefix: &str, images: &IdxImages, labels: &[u8], gzipped: bool) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let (suffix, pack): (&str, fn(&[u8]) -> Vec<u8>) = if gzipped {
-        (".gz", gzip)
-    } else {
-        ("", <[u8]>::to_vec)
-    };
+    let suffix = if gzipped { ".gz" } else { "" };
     for (name, bytes) in [
         (
             format!("{prefix}-images-idx3-ubyte{suffix}"),
@@ -49,6 +45,7 @@ pub fn write_idx_pair(dir: &Path, prefix: &str, images: &IdxImages, labels: &[u8
         ),
     ] {
         let path = dir.join(name);
-        std::fs::write(&path, pack(&bytes)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let bytes = if gzipped { gzip(&bytes) } else { bytes };
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
