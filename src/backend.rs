@@ -20,11 +20,14 @@ use crate::error::{Error, Result};
     PartialEq,
     Eq,
     Default,
-    clap::ValueEnum,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
     serde::Serialize,
     serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum BackendKind {
     /// burn-flex: burn's maintained pure-Rust CPU backend (fast).
     #[default]
@@ -32,10 +35,10 @@ pub enum BackendKind {
     /// burn-ndarray: deprecated upstream and about 10% slower, kept because users ask for it by name.
     Ndarray,
     /// burn's wgpu backend: the best GPU that Vulkan, Metal or DirectX 12 offers.
-    #[cfg_attr(not(feature = "wgpu"), value(hide = true))]
+    #[cfg_attr(not(feature = "wgpu"), strum(props(hidden = "true")))]
     Wgpu,
     /// burn's CUDA backend: the first NVIDIA GPU.
-    #[cfg_attr(not(feature = "cuda"), value(hide = true))]
+    #[cfg_attr(not(feature = "cuda"), strum(props(hidden = "true")))]
     Cuda,
     /// The fastest backend compiled in that can start: CUDA, then wgpu on a real GPU, then flex.
     Auto,

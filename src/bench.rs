@@ -37,6 +37,12 @@ pub struct Plan {
     pub model_dir: Option<PathBuf>,
 }
 
+/// The largest batch a plan may measure.
+pub const MAX_BATCH_SIZE: usize = 65_536;
+/// The most training or evaluation images a plan may time per configuration (MNIST's training
+/// set 166 times; IDX files hold at most as many).
+pub const MAX_IMAGES: usize = 10_000_000;
+
 impl Plan {
     fn validate(&self) -> Result<()> {
         let sizes = self.train_batch_sizes.iter().chain(&self.eval_batch_sizes);
@@ -45,10 +51,20 @@ impl Plan {
                 "batch sizes must be at least 1".into(),
             ));
         }
+        if let Some(size) = sizes.clone().find(|&&size| size > MAX_BATCH_SIZE) {
+            return Err(Error::InvalidArgument(format!(
+                "batch size {size} is above the largest measured, {MAX_BATCH_SIZE}"
+            )));
+        }
         if self.train_images == 0 || self.eval_images == 0 {
             return Err(Error::InvalidArgument(
                 "the numbers of training and evaluation images must be at least 1".into(),
             ));
+        }
+        if self.train_images.max(self.eval_images) > MAX_IMAGES {
+            return Err(Error::InvalidArgument(format!(
+                "at most {MAX_IMAGES} training or evaluation images are timed per configuration"
+            )));
         }
         Ok(())
     }
@@ -105,6 +121,16 @@ pub fn run(plan: &Plan, data_dir: &Path, observer: &mut dyn FnMut(Event)) -> Res
     let test_split = load_split(data_dir, SplitKind::Test)?;
     let load_seconds = loading.elapsed().as_secs_f64();
     let loaded_images = train_split.len() + test_split.len();
+    if let Some(size) = plan
+        .train_batch_sizes
+        .iter()
+        .find(|&&size| size > train_split.len())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "a training batch of {size} images is larger than the {} training images",
+            train_split.len()
+        )));
+    }
     observer(Event::Loaded {
         seconds: load_seconds,
         images: loaded_images,
@@ -235,20 +261,22 @@ pub fn train_throughput(
     let mut network = Network::new(architecture, shape, &device);
     let mut optimizer = Adam::new(&device);
     let steps = images.div_ceil(batch_size).max(1);
-    let batches: Vec<Vec<usize>> = (0..WARMUP_STEPS + steps)
-        .map(|step| {
-            let start = (step * batch_size) % data.len().saturating_sub(batch_size).max(1);
-            (start..start + batch_size).collect()
-        })
-        .collect();
+    let total_steps = WARMUP_STEPS + steps;
+    // Each step's images are listed when it is assembled, so memory holds one batch's list
+    // whatever `images` is. A batch larger than the data takes images from its start again.
     let assemble = |step: usize| {
-        let indices = batches.get(step)?;
-        Some(make_batch(data, indices, shape.classes, &device))
+        (step < total_steps).then(|| {
+            let start = (step * batch_size) % data.len().saturating_sub(batch_size).max(1);
+            let indices: Vec<usize> = (start..start + batch_size)
+                .map(|index| index % data.len().max(1))
+                .collect();
+            make_batch(data, &indices, shape.classes, &device)
+        })
     };
     // As in training: each step assembles the next batch while the optimizer updates.
     let mut next = assemble(0);
     let mut started = Instant::now();
-    for step in 0..batches.len() {
+    for step in 0..total_steps {
         if step == WARMUP_STEPS {
             started = Instant::now();
         }

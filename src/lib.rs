@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod error;
 pub mod evaluate;

@@ -1,14 +1,17 @@
 //! The downloader against real HTTP servers on 127.0.0.1 serving the real MNIST files, each
 //! route prefix simulating one kind of broken mirror.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::data::{all_gz_names, gzip};
+use common::data_dir;
+use common::http::{Reply, Server, TruncatingServer};
+use common::names_in;
 
 use mnist_cnn::data::download::{DownloadOptions, FileOutcome, FileReport, download};
 use mnist_cnn::data::idx::read_maybe_gzipped;
@@ -18,10 +21,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `/slow/` waits before answering: well past the client timeout.
 const SLOW_DELAY: Duration = Duration::from_millis(2500);
 
-fn mnist_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
-}
-
 /// The real `.gz` files, by name.
 fn real_files() -> &'static HashMap<String, Vec<u8>> {
     static FILES: std::sync::OnceLock<HashMap<String, Vec<u8>>> = std::sync::OnceLock::new();
@@ -29,7 +28,7 @@ fn real_files() -> &'static HashMap<String, Vec<u8>> {
         MNIST_FILES
             .iter()
             .map(|file| {
-                let path = mnist_dir().join(file.gz_name());
+                let path = data_dir().join(file.gz_name());
                 let bytes =
                     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 (file.gz_name(), bytes)
@@ -38,219 +37,48 @@ fn real_files() -> &'static HashMap<String, Vec<u8>> {
     })
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
+/// A mirror with one route prefix per behaviour: `/good/`, `/404/`, `/500/`, `/wrong/` (valid
+/// gzip of wrong bytes), `/html/` (200 with an HTML page), `/slow/` (answers after
+/// [`SLOW_DELAY`]).
+fn mirror_server() -> Server {
+    Server::start(respond)
 }
 
-type Counts = Arc<Mutex<HashMap<String, usize>>>;
-
-fn count(counts: &Counts, prefix: &str) -> usize {
-    counts
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(path, _)| path.starts_with(prefix))
-        .map(|(_, n)| n)
-        .sum()
-}
-
-/// A tiny_http server with one route prefix per behaviour:
-/// `/good/`, `/404/`, `/500/`, `/wrong/` (valid gzip of wrong bytes), `/html/` (200 with an HTML
-/// page), `/slow/` (answers after [`SLOW_DELAY`]). Stopped and joined on drop.
-struct MirrorServer {
-    port: u16,
-    counts: Counts,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl MirrorServer {
-    fn start() -> Self {
-        let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-        let port = server.server_addr().to_ip().unwrap().port();
-        let counts = Counts::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (counts, stop) = (counts.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut handlers = Vec::new();
-                while !stop.load(Ordering::SeqCst) {
-                    if let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(20)) {
-                        *counts
-                            .lock()
-                            .unwrap()
-                            .entry(request.url().to_string())
-                            .or_insert(0) += 1;
-                        let stop = stop.clone();
-                        handlers.push(std::thread::spawn(move || respond(request, &stop)));
-                    }
-                }
-                for handler in handlers {
-                    handler.join().unwrap();
-                }
-            })
-        };
-        MirrorServer {
-            port,
-            counts,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn mirror(&self, route: &str) -> String {
-        format!("http://127.0.0.1:{}/{route}/", self.port)
-    }
-
-    /// Requests to `/<route>/...`.
-    fn count(&self, route: &str) -> usize {
-        count(&self.counts, &format!("/{route}/"))
-    }
-
-    /// Requests whose path starts with `prefix`.
-    fn count_prefix(&self, prefix: &str) -> usize {
-        count(&self.counts, prefix)
-    }
-}
-
-impl Drop for MirrorServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let result = thread.join();
-            if !std::thread::panicking() {
-                result.unwrap();
-            }
-        }
-    }
-}
-
-fn respond(request: tiny_http::Request, stop: &AtomicBool) {
-    let url = request.url().to_string();
+fn respond(url: &str) -> Reply {
     let mut parts = url.trim_start_matches('/').splitn(2, '/');
     let (route, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let Some(real) = real_files().get(name) else {
-        let _ = request.respond(tiny_http::Response::empty(404));
-        return;
+        return Reply::status(404, "");
     };
-    let response = match route {
-        "good" => tiny_http::Response::from_data(real.clone()),
-        "404" => tiny_http::Response::from_string("no such file").with_status_code(404),
-        "500" => tiny_http::Response::from_string("oops").with_status_code(500),
-        "wrong" => tiny_http::Response::from_data(gzip(b"these are not the bytes")),
-        "html" => tiny_http::Response::from_string(
-            "<!DOCTYPE html><html><body>Please log in</body></html>",
-        )
-        .with_header(
-            tiny_http::Header::from_bytes("Content-Type", "text/html; charset=utf-8").unwrap(),
-        ),
-        "slow" => {
-            let start = Instant::now();
-            while start.elapsed() < SLOW_DELAY && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            tiny_http::Response::from_data(real.clone())
-        }
-        _ => tiny_http::Response::from_string("unknown route").with_status_code(404),
-    };
-    // The client may have given up already (slow route): ignore send errors.
-    let _ = request.respond(response);
-}
-
-/// A raw TCP server whose every answer announces the full Content-Length of the requested file
-/// but sends only half of it, then closes the connection. (tiny_http keeps connections alive
-/// and would turn this into a timeout rather than an early EOF.)
-struct TruncatingServer {
-    port: u16,
-    counts: Counts,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TruncatingServer {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let counts = Counts::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (counts, stop) = (counts.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        serve_truncated(stream, &counts);
-                    }
-                }
-            })
-        };
-        TruncatingServer {
-            port,
-            counts,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn mirror(&self) -> String {
-        format!("http://127.0.0.1:{}/truncated/", self.port)
-    }
-
-    fn count(&self) -> usize {
-        count(&self.counts, "/truncated/")
+    match route {
+        "good" => Reply::ok(real.clone()),
+        "404" => Reply::status(404, "no such file"),
+        "500" => Reply::status(500, "oops"),
+        "wrong" => Reply::ok(gzip(b"these are not the bytes")),
+        "html" => Reply {
+            content_type: Some("text/html; charset=utf-8"),
+            ..Reply::status(
+                200,
+                "<!DOCTYPE html><html><body>Please log in</body></html>",
+            )
+        },
+        "slow" => Reply {
+            delay: SLOW_DELAY,
+            ..Reply::ok(real.clone())
+        },
+        _ => Reply::status(404, "unknown route"),
     }
 }
 
-impl Drop for TruncatingServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn serve_truncated(mut stream: TcpStream, counts: &Counts) {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    *counts.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
-    let name = path.rsplit('/').next().unwrap_or("");
-    let Some(real) = real_files().get(name) else {
-        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-        return;
-    };
-    let header = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/gzip\r\n\r\n",
-        real.len()
-    );
-    let _ = stream.write_all(header.as_bytes());
-    let _ = stream.write_all(&real[..real.len() / 2]);
-    let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Both);
+/// A mirror whose every answer announces the whole file but sends half of it.
+fn truncating_server() -> TruncatingServer {
+    TruncatingServer::start(|name| real_files().get(name).cloned())
 }
 
 fn options(mirrors: &[String]) -> DownloadOptions {
     DownloadOptions {
         mirrors: mirrors.to_vec(),
         force: false,
-        show_progress: false,
         timeout: CLIENT_TIMEOUT,
         retries: 1,
         backoff: Duration::from_millis(10),
@@ -258,26 +86,10 @@ fn options(mirrors: &[String]) -> DownloadOptions {
     }
 }
 
-/// Names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn all_gz_names() -> Vec<String> {
-    let mut names: Vec<String> = MNIST_FILES.iter().map(MnistFile::gz_name).collect();
-    names.sort();
-    names
-}
-
 /// Copies the real files of `files` into `dir`, so the downloader finds them verified.
 fn seed(dir: &Path, files: &[MnistFile]) {
     for file in files {
-        std::fs::copy(mnist_dir().join(file.gz_name()), dir.join(file.gz_name())).unwrap();
+        std::fs::copy(data_dir().join(file.gz_name()), dir.join(file.gz_name())).unwrap();
     }
 }
 
@@ -304,7 +116,7 @@ fn assert_reports(dir: &Path, reports: &[FileReport], expect: impl Fn(&MnistFile
             file.name
         );
     }
-    assert_eq!(entries(dir), all_gz_names(), "leftover files");
+    assert_eq!(names_in(dir), all_gz_names(), "leftover files");
 }
 
 fn fetched(mirror: &str) -> FileOutcome {
@@ -315,7 +127,7 @@ fn fetched(mirror: &str) -> FileOutcome {
 
 #[test]
 fn fetches_all_four_files_from_a_good_mirror_into_a_new_dir() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("nested/mnist");
     // Without the trailing slash: the downloader must add it.
@@ -339,7 +151,7 @@ fn fetches_all_four_files_from_a_good_mirror_into_a_new_dir() {
 
 #[test]
 fn verified_files_are_skipped_without_any_request() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     seed(dir.path(), &MNIST_FILES);
     let reports = download(dir.path(), &options(&[server.mirror("good")])).unwrap();
@@ -351,12 +163,12 @@ fn verified_files_are_skipped_without_any_request() {
 
 #[test]
 fn raw_verified_files_are_accepted_and_corrupt_ones_replaced() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES;
     seed(dir.path(), &[train_images, test_images]);
     // A raw (gunzipped) labels file is as good as the .gz one.
-    let raw = read_maybe_gzipped(&mnist_dir().join(test_labels.gz_name())).unwrap();
+    let raw = read_maybe_gzipped(&data_dir().join(test_labels.gz_name())).unwrap();
     std::fs::write(dir.path().join(test_labels.name), &raw).unwrap();
     // A corrupt one must be fetched again.
     std::fs::write(dir.path().join(train_labels.gz_name()), gzip(b"corrupt")).unwrap();
@@ -380,7 +192,7 @@ fn raw_verified_files_are_accepted_and_corrupt_ones_replaced() {
 
 #[test]
 fn force_fetches_verified_files_again() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     seed(dir.path(), &MNIST_FILES);
     let mirror = server.mirror("good");
@@ -397,7 +209,7 @@ fn force_fetches_verified_files_again() {
 /// seeded, so the fault hits the two label files; each costs `attempts` requests on the faulty
 /// mirror (1 for permanent failures, 1 + retries for transient ones).
 fn check_fallback(first: String, count_first: impl Fn() -> usize, attempts: usize) {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES;
     seed(dir.path(), &[train_images, test_images]);
@@ -416,7 +228,7 @@ fn check_fallback(first: String, count_first: impl Fn() -> usize, attempts: usiz
 }
 
 fn check_fallback_on_route(route: &str, attempts: usize) {
-    let faulty = MirrorServer::start();
+    let faulty = mirror_server();
     check_fallback(faulty.mirror(route), || faulty.count(route), attempts);
 }
 
@@ -451,13 +263,13 @@ fn falls_back_after_timeout_with_retries() {
 
 #[test]
 fn falls_back_after_truncated_body_with_retries() {
-    let truncating = TruncatingServer::start();
+    let truncating = truncating_server();
     check_fallback(truncating.mirror(), || truncating.count(), 2);
 }
 
 #[test]
 fn transient_failures_are_retried_with_backoff() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     let mirror = server.mirror("500");
     let options = DownloadOptions {
@@ -485,8 +297,8 @@ fn transient_failures_are_retried_with_backoff() {
 
 #[test]
 fn every_mirror_failing_names_each_reason_and_leaves_nothing_behind() {
-    let server = MirrorServer::start();
-    let truncating = TruncatingServer::start();
+    let server = mirror_server();
+    let truncating = truncating_server();
     let refused = {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         format!(
@@ -536,7 +348,7 @@ fn every_mirror_failing_names_each_reason_and_leaves_nothing_behind() {
         )),
         "{message}"
     );
-    assert!(entries(&dir).is_empty(), "leftovers: {:?}", entries(&dir));
+    assert!(names_in(&dir).is_empty(), "leftovers: {:?}", names_in(&dir));
     // The truncated mirror was retried once, and the partial bodies were discarded.
     assert_eq!(truncating.count(), 2);
 }
@@ -544,18 +356,18 @@ fn every_mirror_failing_names_each_reason_and_leaves_nothing_behind() {
 #[test]
 fn a_local_directory_mirror_works() {
     let dir = tempfile::tempdir().unwrap();
-    let mirror = mnist_dir().display().to_string();
+    let mirror = data_dir().display().to_string();
     let reports = download(dir.path(), &options(std::slice::from_ref(&mirror))).unwrap();
     assert_reports(dir.path(), &reports, |_| fetched(&mirror));
 }
 
 #[test]
 fn a_file_url_mirror_works_after_a_failing_one() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES;
     seed(dir.path(), &[train_images, train_labels, test_images]);
-    let mirror = format!("file://{}/", mnist_dir().display());
+    let mirror = format!("file://{}/", data_dir().display());
     let reports = download(
         dir.path(),
         &options(&[server.mirror("404"), mirror.clone()]),
@@ -563,14 +375,14 @@ fn a_file_url_mirror_works_after_a_failing_one() {
     .unwrap();
     assert_eq!(report_of(&reports, &test_labels).outcome, fetched(&mirror));
     assert_eq!(server.count("404"), 1);
-    assert_eq!(entries(dir.path()), all_gz_names());
+    assert_eq!(names_in(dir.path()), all_gz_names());
 }
 
 /// The real binary against the loopback server: the summary on success, one clean error line
 /// naming every mirror when all fail, and the exit codes.
 #[test]
 fn command_line_download_reports_each_file_and_fails_cleanly() {
-    let server = MirrorServer::start();
+    let server = mirror_server();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -600,7 +412,7 @@ fn command_line_download_reports_each_file_and_fails_cleanly() {
         stdout.contains(&format!("fetched from {}, verified", server.mirror("good"))),
         "{stdout}"
     );
-    assert_eq!(entries(&data), all_gz_names());
+    assert_eq!(names_in(&data), all_gz_names());
 
     let empty = dir.path().join("empty");
     let output = assert_cmd::Command::cargo_bin("mnist-cnn")
@@ -623,5 +435,5 @@ fn command_line_download_reports_each_file_and_fails_cleanly() {
     assert!(stderr.contains(&server.mirror("404")), "{stderr}");
     assert!(stderr.contains(&server.mirror("html")), "{stderr}");
     assert!(stderr.contains("--mirror"), "{stderr}");
-    assert!(entries(&empty).is_empty(), "{:?}", entries(&empty));
+    assert!(names_in(&empty).is_empty(), "{:?}", names_in(&empty));
 }

@@ -9,11 +9,13 @@
 //! MNIST_CNN_FUZZ_CASES=1000000 MNIST_CNN_FUZZ_SEED=7 cargo test --release --test fuzz
 //! ```
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::io::Write;
 use std::path::Path;
 
+use common::data::gzip;
 use mnist_cnn::data::idx::{self, IdxImages};
 use mnist_cnn::data::image::decode_file;
 use mnist_cnn::data::pipeline::Pipeline;
@@ -76,12 +78,6 @@ fn seed() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_261_130)
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
 }
 
 /// Interesting values for length and dimension fields.

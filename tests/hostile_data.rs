@@ -8,46 +8,18 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
+use common::data::{gzip, write_idx_pair, zeros_member};
 use common::run_measured;
-use mnist_cnn::data::idx::{IdxImages, encode_images, encode_labels};
+use mnist_cnn::data::idx::{IdxImages, encode_images};
 
 /// What the binary itself takes to start, load a small split and draw: well under this.
 const BASELINE_MB: f64 = 120.0;
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-/// 64 MiB of zeros as one gzip member of about 64 KiB.
-fn zeros_member() -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&vec![0u8; 64 << 20]).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// A split of `count` 28x28 images and labels in `dir`, as raw IDX files.
 fn write_small_split(dir: &Path, prefix: &str, count: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let images = IdxImages {
-        count,
-        rows: 28,
-        cols: 28,
-        channels: 1,
-        pixels: vec![9; count * 784],
-    };
+    let images = IdxImages::gray(count, 28, 28, vec![9; count * 784]);
     let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();
-    std::fs::write(
-        dir.join(format!("{prefix}-images-idx3-ubyte")),
-        encode_images(&images),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(format!("{prefix}-labels-idx1-ubyte")),
-        encode_labels(&labels),
-    )
-    .unwrap();
+    write_idx_pair(dir, prefix, &images, &labels, false);
 }
 
 /// A gzip bomb of about `members` x 64 KiB: the header of 60,000 28x28 images (47 MB of

@@ -338,6 +338,44 @@ fn non_images_are_skipped_or_fatal_when_strict() {
     assert!(message.contains("x.png"), "{message}");
 }
 
+/// A FIFO, a link to a device and a link to nothing among the pictures: none is opened (a
+/// FIFO would block), each is listed as skipped with what it is, and `--strict` fails on them.
+#[test]
+fn fifos_devices_and_dangling_links_are_listed_as_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    populate(&src, &[3, 3, 3]);
+    let fifo = src.join("circle").join("a-fifo.png");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let device = src.join("bar").join("a-device.png");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    let dangling = src.join("cross").join("a-dangling-link.png");
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), &dangling).unwrap();
+
+    let report = import_folder(&src, &dir.path().join("out"), &ImportOptions::default()).unwrap();
+    let mut skipped = report.skipped.clone();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            (device, "not a regular file (a device)".to_string()),
+            (fifo, "not a regular file (a FIFO)".to_string()),
+            (dangling, "a link to nothing".to_string()),
+        ]
+    );
+    assert_eq!(report.train_images + report.test_images, 9);
+
+    let options = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let message = import_error(&src, &dir.path().join("strict"), &options);
+    assert!(message.contains("a-"), "{message}");
+    assert!(message.contains("not a regular file") || message.contains("link to nothing"));
+}
+
 #[test]
 fn bad_sources_are_clear_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();

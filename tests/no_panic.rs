@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::data::gzip;
 use mnist_cnn::data::idx::{IdxImages, encode_images, encode_labels};
 
 fn images(count: usize, side: usize) -> Vec<u8> {
@@ -19,13 +20,6 @@ fn images(count: usize, side: usize) -> Vec<u8> {
         channels: 1,
         pixels: vec![128; count * side * side],
     })
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
 }
 
 /// A data directory: (file name, contents) for each file; a `None` content makes a folder.
@@ -261,23 +255,7 @@ const TRAIN: [&str; 9] = [
 fn bad_data_directories_are_clean_errors_in_every_command() {
     let dir = tempfile::tempdir().unwrap();
     // A small trained model, to evaluate and predict the bad data with.
-    check(
-        dir.path(),
-        "setup",
-        &[
-            "--threads",
-            "1",
-            "train",
-            "--limit",
-            "256",
-            "--steps-per-epoch",
-            "2",
-            "--epochs",
-            "1",
-            "--out",
-            "model",
-        ],
-    );
+    check(dir.path(), "setup", &common::small_model_args("model"));
     let mut failures = 0;
     for (case, set) in corpus() {
         let data = dir.path().join("data").join(case.replace(' ', "-"));
@@ -334,23 +312,7 @@ fn the_empty_and_the_stray_cases_say_what_is_wrong() {
 #[test]
 fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
     let dir = tempfile::tempdir().unwrap();
-    check(
-        dir.path(),
-        "setup",
-        &[
-            "--threads",
-            "1",
-            "train",
-            "--limit",
-            "256",
-            "--steps-per-epoch",
-            "2",
-            "--epochs",
-            "1",
-            "--out",
-            "model",
-        ],
-    );
+    check(dir.path(), "setup", &common::small_model_args("model"));
     let manifest = std::fs::read(dir.path().join("model/run.json")).unwrap();
     let edit = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
         let run = dir.path().join(name);
@@ -507,23 +469,7 @@ fn damaged_runs_pictures_and_absurd_flags_are_clean_errors() {
 #[test]
 fn a_label_without_a_class_name_is_refused_by_every_command() {
     let dir = tempfile::tempdir().unwrap();
-    check(
-        dir.path(),
-        "setup",
-        &[
-            "--threads",
-            "1",
-            "train",
-            "--limit",
-            "256",
-            "--steps-per-epoch",
-            "2",
-            "--epochs",
-            "1",
-            "--out",
-            "model",
-        ],
-    );
+    check(dir.path(), "setup", &common::small_model_args("model"));
     let set = corpus()
         .into_iter()
         .find(|(name, _)| *name == "label above classes.txt")

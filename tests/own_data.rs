@@ -4,8 +4,9 @@ mod common;
 
 use std::path::Path;
 
+use common::data::write_idx_pair;
 use common::{evaluate_json, mnist_cnn, read_json};
-use mnist_cnn::data::idx::{IdxImages, encode_images, encode_labels};
+use mnist_cnn::data::idx::IdxImages;
 use predicates::prelude::*;
 
 const SIDE: usize = 12;
@@ -31,15 +32,7 @@ fn stroke(label: u8, seed: usize) -> Vec<u8> {
     pixels
 }
 
-fn write_gz(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    std::fs::write(path, encoder.finish().unwrap()).unwrap();
-}
-
 fn write_idx_data_set(dir: &Path, train: usize, test: usize) {
-    std::fs::create_dir_all(dir).unwrap();
     for (prefix, count, salt) in [("train", train, 0), ("t10k", test, 100_000)] {
         let labels: Vec<u8> = (0..count).map(|i| (i % 3) as u8).collect();
         let pixels: Vec<u8> = labels
@@ -48,14 +41,7 @@ fn write_idx_data_set(dir: &Path, train: usize, test: usize) {
             .flat_map(|(i, &label)| stroke(label, i + salt))
             .collect();
         let images = IdxImages::gray(count, SIDE, SIDE, pixels);
-        write_gz(
-            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
-            &encode_images(&images),
-        );
-        write_gz(
-            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
-            &encode_labels(&labels),
-        );
+        write_idx_pair(dir, prefix, &images, &labels, true);
     }
     std::fs::write(dir.join("classes.txt"), CLASSES.join("\n") + "\n").unwrap();
 }

@@ -6,10 +6,11 @@ mod common;
 
 use std::path::Path;
 
+use common::data::write_idx_pair;
 use common::{evaluate_json, mnist_cnn, read_json};
 use image::{DynamicImage, Rgb, RgbImage, Rgba, RgbaImage};
 use mnist_cnn::data::batch::{images_tensor, single_image_tensor};
-use mnist_cnn::data::idx::{IdxImages, encode_images, encode_labels};
+use mnist_cnn::data::idx::IdxImages;
 use mnist_cnn::data::{SplitKind, load_split};
 use mnist_cnn::run::RunInfo;
 use predicates::prelude::*;
@@ -115,7 +116,6 @@ fn ten_class_folder_trained_with_the_defaults_validates_and_tests_well() {
 
 /// Ten classes of 12x12 strokes stored class by class, as an older import wrote them.
 fn sorted_idx_data_set(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
     for (prefix, per_class) in [("train", 30), ("t10k", 5)] {
         let labels: Vec<u8> = (0..10u8)
             .flat_map(|c| std::iter::repeat_n(c, per_class))
@@ -134,16 +134,7 @@ fn sorted_idx_data_set(dir: &Path) {
             })
             .collect();
         let images = IdxImages::gray(labels.len(), 12, 12, pixels);
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            encode_images(&images),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            encode_labels(&labels),
-        )
-        .unwrap();
+        write_idx_pair(dir, prefix, &images, &labels, false);
     }
 }
 

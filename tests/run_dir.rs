@@ -11,20 +11,10 @@ use mnist_cnn::backend::BackendKind;
 use mnist_cnn::run::TrainedRun;
 use predicates::prelude::*;
 
-/// A small run: 2 epochs of 3 steps on one thread, no validation.
-const TRAIN: [&str; 11] = [
-    "--threads",
-    "1",
-    "train",
-    "--limit",
-    "600",
-    "--steps-per-epoch",
-    "3",
-    "--batch-size",
-    "32",
-    "--validation-split",
-    "0",
-];
+/// A quick run on one thread without validation (add `--epochs` and `--out`).
+fn train_args() -> Vec<&'static str> {
+    [&common::QUICK_TRAIN[..], &["--validation-split", "0"]].concat()
+}
 
 /// Files (in write order) that one checkpoint commit puts in place: the epoch's weights, its
 /// optimizer state, the manifest, history.json and the model.bpk link.
@@ -58,7 +48,7 @@ fn fingerprint(run: &Path) -> (Vec<serde_json::Value>, Vec<f32>) {
 fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "2", "--out", "straight"])
         .assert()
         .success();
@@ -70,7 +60,7 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
         let crash_after = WRITES_PER_COMMIT + write;
         mnist_cnn(dir.path())
             .env("MNIST_CNN_CRASH_AFTER_WRITE", crash_after.to_string())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "2", "--out", &name])
             .assert()
             .failure();
@@ -86,7 +76,7 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
             .unwrap_or_else(|e| panic!("killed after write {write}: {e}"));
         // Resuming ends exactly where the uninterrupted run did.
         mnist_cnn(dir.path())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "2", "--out", &name, "--resume"])
             .assert()
             .success();
@@ -204,7 +194,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
     let mut first = std::process::Command::new(&binary)
         .current_dir(dir.path())
         .env("MNIST_DATA_DIR", common::data_dir())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "100000", "--out", "busy", "-q"])
         .spawn()
         .unwrap();
@@ -217,7 +207,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let second = mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "busy"])
         .timeout(Duration::from_secs(30))
         .assert()
@@ -232,7 +222,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
     drop(second);
     // Once the first run is gone its lock is too.
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "busy", "-q"])
         .assert()
         .success();
@@ -242,7 +232,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
 fn a_diverging_run_stops_and_commits_nothing_broken() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--lr", "1e308", "--out", "diverged"])
         .assert()
         .code(1)
@@ -256,7 +246,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
     // A diverging resumed run keeps the good checkpoint it started from (its manifest is
     // edited to the diverging learning rate, so that resuming is allowed).
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "good", "-q"])
         .assert()
         .success();
@@ -264,7 +254,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
     info["config"]["learning_rate"] = 1e308.into();
     std::fs::write(dir.path().join("good/run.json"), info.to_string()).unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args([
             "--epochs", "2", "--lr", "1e308", "--out", "good", "--resume",
         ])
@@ -282,7 +272,7 @@ fn a_diverging_run_stops_and_commits_nothing_broken() {
 fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "1", "--out", "run", "-q"])
         .assert()
         .success();
@@ -307,7 +297,7 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     // A manifest that is not JSON is called corrupt, not missing.
     std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
     mnist_cnn(dir.path())
-        .args(TRAIN)
+        .args(train_args())
         .args(["--epochs", "2", "--out", "run", "--resume"])
         .assert()
         .code(1)
@@ -318,7 +308,7 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
     std::fs::write(dir.path().join("a-file"), b"").unwrap();
     for out in ["a-file", "a-file/below"] {
         mnist_cnn(dir.path())
-            .args(TRAIN)
+            .args(train_args())
             .args(["--epochs", "1", "--out", out])
             .timeout(Duration::from_secs(20))
             .assert()
@@ -326,4 +316,46 @@ fn damaged_manifests_and_bad_output_paths_are_clear_errors() {
             .stderr(predicate::str::starts_with("error: a-file"))
             .stderr(predicate::str::contains("Epoch 1/").not());
     }
+}
+
+/// A run directory that cannot be written (read-only; and, since root writes anyway, with a
+/// folder where `metrics.json` goes): `evaluate` still prints its metrics, human and JSON,
+/// warns that the reports were not written, and succeeds.
+#[test]
+fn evaluate_on_a_run_it_cannot_write_prints_the_metrics_and_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(train_args())
+        .args(["--epochs", "1", "--out", "run", "-q"])
+        .assert()
+        .success();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("metrics.json/in-the-way")).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let json = mnist_cnn(dir.path())
+        .args(["--json", "evaluate", "--model-dir", "run"])
+        .output()
+        .unwrap();
+    let human = mnist_cnn(dir.path())
+        .args(["evaluate", "--model-dir", "run"])
+        .output()
+        .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for output in [&json, &human] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.starts_with("warning: the evaluation reports were not written into run: "),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let metrics: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let accuracy = metrics["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{metrics}");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("(loss, accuracy)"), "{human}");
+    assert!(!human.contains("wrote "), "{human}");
+    assert!(!run.join("confusion_matrix.png").exists());
 }

@@ -7,7 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use mnist_cnn::data::download::{self, DownloadOptions, FileOutcome};
+use indicatif::{ProgressBar, ProgressStyle};
+use mnist_cnn::choice::Choice;
+use mnist_cnn::data::download::{self, DownloadEvent, DownloadOptions, FileOutcome};
 use mnist_cnn::data::image::Invert;
 use mnist_cnn::data::import::{ImportOptions, import_folder};
 use mnist_cnn::data::pipeline::Fit;
@@ -47,7 +49,7 @@ pub struct HeatmapArgs {
     #[arg(long, default_value_t = 1210)]
     pub index: usize,
     /// Which split the index refers to
-    #[arg(long, value_enum, default_value_t = SplitKind::Train)]
+    #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Train.name())]
     pub split: SplitKind,
     /// Where to write the PNG (the name must end in .png) [default: heatmap-<split>-<index>.png]
     #[arg(long, short, value_name = "PATH", value_parser = values::png_path)]
@@ -66,13 +68,13 @@ pub struct ImportArgs {
     #[arg(long, default_value = "28x28", value_parser = values::image_size)]
     pub size: (u32, u32),
     /// Invert pictures so the subject is light on dark, as in MNIST
-    #[arg(long, value_enum, default_value_t = Invert::Auto)]
+    #[arg(long, value_parser = values::choice::<Invert>(), default_value = Invert::Auto.name())]
     pub invert: Invert,
     /// Keep the pictures' colour (red, green, blue) instead of making them grayscale
     #[arg(long)]
     pub color: bool,
     /// How each picture is brought to --size
-    #[arg(long, value_enum, default_value_t = Fit::Stretch)]
+    #[arg(long, value_parser = values::choice::<Fit>(), default_value = Fit::Stretch.name())]
     pub fit: Fit,
     /// Fraction of each class held out as the test split, for a single <class>/* tree
     #[arg(long, default_value_t = 0.2, value_parser = values::fraction)]
@@ -89,7 +91,6 @@ pub struct ImportArgs {
 pub(crate) fn run_download(session: &Session, args: DownloadArgs) -> Result<()> {
     let mut options = DownloadOptions {
         force: args.force,
-        show_progress: session.show_progress(),
         timeout: Duration::from_secs(args.timeout),
         deadline: Duration::from_secs(args.deadline),
         min_rate: args.min_rate,
@@ -98,7 +99,13 @@ pub(crate) fn run_download(session: &Session, args: DownloadArgs) -> Result<()> 
     if !args.mirrors.is_empty() {
         options.mirrors = args.mirrors;
     }
-    let reports = download::download(&session.data_dir, &options)?;
+    let mut progress = DownloadProgress { bar: None };
+    let show = session.show_progress();
+    let reports = download::download_observed(&session.data_dir, &options, &mut |event| {
+        if show {
+            progress.handle(event);
+        }
+    })?;
     if session.human() {
         println!("MNIST files in {}:", session.data_dir.display());
         for report in &reports {
@@ -110,6 +117,59 @@ pub(crate) fn run_download(session: &Session, args: DownloadArgs) -> Result<()> 
         }
     }
     session.print_json(&json!({ "data_dir": session.data_dir, "files": reports }))
+}
+
+/// The download's progress on stderr: a byte bar per file, and a note per retry and per
+/// failed mirror.
+struct DownloadProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl DownloadProgress {
+    fn handle(&mut self, event: DownloadEvent) {
+        match event {
+            DownloadEvent::Started { file, total } => {
+                let (bar, template) = match total {
+                    Some(total) => (
+                        ProgressBar::new(total),
+                        "{msg:>26} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    ),
+                    None => (
+                        ProgressBar::new_spinner(),
+                        "{msg:>26} {spinner} {bytes} {bytes_per_sec}",
+                    ),
+                };
+                bar.set_style(
+                    ProgressStyle::with_template(template)
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(file.to_string());
+                self.bar = Some(bar);
+            }
+            DownloadEvent::Received { bytes, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(bytes);
+                }
+            }
+            DownloadEvent::Finished { .. } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            DownloadEvent::Retrying {
+                file,
+                mirror,
+                reason,
+                wait,
+            } => eprintln!("{file}: {mirror}: {reason}; retrying in {wait:?}"),
+            DownloadEvent::MirrorFailed {
+                file,
+                mirror,
+                reason,
+            } => eprintln!("{file}: {mirror} failed: {reason}"),
+        }
+    }
 }
 
 pub(crate) fn run_heatmap(session: &Session, args: HeatmapArgs) -> Result<()> {

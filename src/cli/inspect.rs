@@ -12,7 +12,7 @@ use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::inspect;
 use mnist_cnn::run::TrainedRun;
 
-use super::Session;
+use super::{Session, values};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -24,7 +24,7 @@ pub struct InspectArgs {
     #[arg(long)]
     pub index: Option<usize>,
     /// Split for --index
-    #[arg(long, value_enum, default_value_t = SplitKind::Train)]
+    #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Train.name())]
     pub split: SplitKind,
     /// Directory of a trained model (as written by `train --out`)
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
@@ -34,10 +34,10 @@ pub struct InspectArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Invert the picture so the subject is light on dark [default: as the model's pipeline does]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::choice::<Invert>())]
     pub invert: Option<Invert>,
     /// Backend of burn to run the layers on (wgpu and cuda need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 

@@ -1,5 +1,6 @@
 //! Commands that use a network: `evaluate`, `predict` and `bench`.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +14,7 @@ use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::evaluate::{self, MISTAKES_SHOWN};
 use mnist_cnn::fsutil::write_json_atomically;
 use mnist_cnn::model::{Architecture, InputShape};
-use mnist_cnn::plot::picture::{brightness, input_picture};
+use mnist_cnn::plot::picture::{brightness, input_picture, is_input_picture};
 use mnist_cnn::plot::terminal_preview;
 use mnist_cnn::predict::{ClassProbability, top_classes};
 use mnist_cnn::run::TrainedRun;
@@ -26,13 +27,13 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Which split to evaluate on
-    #[arg(long, value_enum, default_value_t = SplitKind::Test)]
+    #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Test.name())]
     pub split: SplitKind,
     /// Images per inference batch
     #[arg(long, default_value_t = 500, value_parser = values::positive)]
     pub batch_size: usize,
     /// Backend of burn to evaluate on (wgpu and cuda need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 
@@ -50,49 +51,50 @@ pub struct PredictArgs {
     #[arg(long)]
     pub index: Option<usize>,
     /// Split for --index
-    #[arg(long, value_enum, default_value_t = SplitKind::Test)]
+    #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Test.name())]
     pub split: SplitKind,
     /// Directory of a trained model (as written by `train --out`)
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Invert pictures so the subject is light on dark [default: as the model's pipeline does]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = values::choice::<Invert>())]
     pub invert: Option<Invert>,
     /// Show the input the model actually sees: a preview in the terminal and a PNG in the
-    /// current directory (STEM-input.png for a picture STEM.jpg; input-SPLIT-INDEX.png for --index)
+    /// current directory (STEM-input.png for a picture STEM.jpg; input-SPLIT-INDEX.png for
+    /// --index; STEM-input-2.png and on where a file of yours or another picture has the name)
     #[arg(long)]
     pub show: bool,
     /// How many classes to list per image
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=10))]
     pub top: u8,
     /// Backend of burn to predict on (wgpu and cuda need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Backends to measure, comma-separated (wgpu and cuda need the cargo feature of that name)
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendKind::Flex])]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), value_delimiter = ',', default_value = BackendKind::Flex.name())]
     pub backends: Vec<BackendKind>,
-    /// Training batch sizes to measure, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256], value_parser = values::positive)]
+    /// Training batch sizes to measure, comma-separated (at most 65536)
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256], value_parser = values::bench_batch_size)]
     pub batch_sizes: Vec<usize>,
-    /// Evaluation batch sizes to measure, comma-separated
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000], value_parser = values::positive)]
+    /// Evaluation batch sizes to measure, comma-separated (at most 65536)
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 500, 1000], value_parser = values::bench_batch_size)]
     pub eval_batch_sizes: Vec<usize>,
-    /// Training images timed per configuration, after two warm-up steps
-    #[arg(long, default_value_t = 6400, value_parser = values::positive)]
+    /// Training images timed per configuration, after two warm-up steps (at most 10 million)
+    #[arg(long, default_value_t = 6400, value_parser = values::bench_images)]
     pub train_images: usize,
-    /// Test images classified per evaluation configuration
-    #[arg(long, default_value_t = 10_000, value_parser = values::positive)]
+    /// Test images classified per evaluation configuration (at most 10 million)
+    #[arg(long, default_value_t = 10_000, value_parser = values::bench_images)]
     pub eval_images: usize,
     /// Also time the forward and backward pass of each layer of the network (at the first
     /// batch size)
     #[arg(long)]
     pub profile: bool,
     /// The network to measure
-    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
+    #[arg(long, value_parser = values::choice::<Architecture>(), default_value = Architecture::Cnn.name())]
     pub model: Architecture,
     /// Measure evaluation with the trained model in this directory (from `train`) instead of a
     /// freshly initialized one
@@ -119,9 +121,19 @@ pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> 
         args.batch_size,
         &device,
     );
-    let written = evaluation
-        .write_reports(&args.model_dir, &split)
-        .context("writing the evaluation reports")?;
+    // The metrics are printed even when the reports cannot be written (a read-only run).
+    let written = match evaluation.write_reports(&args.model_dir, &split) {
+        Ok(written) => written,
+        Err(error) => {
+            // `{:#}` adds the cause (e.g. "Permission denied") to the path the error names.
+            eprintln!(
+                "warning: the evaluation reports were not written into {}: {:#}",
+                args.model_dir.display(),
+                anyhow::Error::from(error)
+            );
+            Vec::new()
+        }
+    };
     if session.human() {
         println!(
             "{} images of the {} split, {:.0} images/s",
@@ -154,6 +166,8 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     let shape = info.shape;
     let top = usize::from(args.top);
     let mut results = Vec::new();
+    // The input PNGs of --show written so far: two pictures named alike get two files.
+    let mut written = HashSet::new();
     if let Some(index) = args.index {
         let split = data::load_split(&session.data_dir, args.split)?;
         info.check_data(&split, &session.data_dir)?;
@@ -169,7 +183,7 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
             );
         }
         let shown = if args.show {
-            let path = PathBuf::from(format!("input-{}-{index}.png", args.split));
+            let path = png_name(&format!("input-{}-{index}", args.split), &mut written);
             Some(show_input(session, &path, pixels, shape)?)
         } else {
             None
@@ -198,7 +212,8 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
                     println!("{}: {}", path.display(), describe(&ranked));
                 }
                 let shown = if args.show {
-                    Some(show_input(session, &input_png_name(path), &pixels, shape)?)
+                    let name = png_name(&input_png_stem(path), &mut written);
+                    Some(show_input(session, &name, &pixels, shape)?)
                 } else {
                     None
                 };
@@ -228,13 +243,35 @@ pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// `some/folder/photo.jpg` -> `photo-input.png` in the current directory, not beside the
-/// picture, where a later import would take it for a training picture.
-fn input_png_name(picture: &std::path::Path) -> PathBuf {
+/// `some/folder/photo.jpg` -> `photo-input`, for a PNG in the current directory, not beside
+/// the picture, where a later import would take it for a training picture.
+fn input_png_stem(picture: &std::path::Path) -> String {
     let stem = picture
         .file_stem()
         .map_or_else(|| "picture".into(), |s| s.to_string_lossy().into_owned());
-    PathBuf::from(format!("{stem}-input.png"))
+    format!("{stem}-input")
+}
+
+/// `stem.png`, else `stem-2.png`, `stem-3.png`, ...: the first name this run has not written
+/// (`written`) that is free or holds an input picture an earlier `--show` wrote. A file of the
+/// user's is never overwritten.
+fn png_name(stem: &str, written: &mut HashSet<PathBuf>) -> PathBuf {
+    let free = |path: &PathBuf| {
+        !written.contains(path)
+            && match std::fs::symlink_metadata(path) {
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+                Ok(metadata) => metadata.is_file() && is_input_picture(path),
+            }
+    };
+    let path = (1u64..)
+        .map(|n| match n {
+            1 => PathBuf::from(format!("{stem}.png")),
+            n => PathBuf::from(format!("{stem}-{n}.png")),
+        })
+        .find(free)
+        .expect("some name is free");
+    written.insert(path.clone());
+    path
 }
 
 /// Writes the network's input as a PNG and previews it in the terminal; returns the PNG's path.

@@ -38,7 +38,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", value_parser = values::host_name)]
     pub allow_host: Vec<String>,
     /// Backend of burn to predict on
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use mnist_cnn::backend::BackendKind;
+use mnist_cnn::choice::Choice;
 use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::model::{Architecture, InputShape, Network};
 use mnist_cnn::run::{ACCURACY_PLOT, HISTORY_FILE, LOSS_PLOT, MODEL_FILE, RUN_FILE};
@@ -37,7 +38,7 @@ pub struct TrainArgs {
     pub validation_split: f64,
     /// Which images validate: auto takes the last fraction as Keras does when it holds the
     /// same classes as the rest (data in random order, as MNIST), else a seeded stratified pick
-    #[arg(long, value_enum, default_value_t = ValidationFrom::Auto)]
+    #[arg(long, value_parser = values::choice::<ValidationFrom>(), default_value = ValidationFrom::Auto.name())]
     pub validation_from: ValidationFrom,
     /// Stop each epoch after this many batches, like Keras's steps_per_epoch
     #[arg(long, value_name = "N", value_parser = values::positive)]
@@ -50,7 +51,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub augment: bool,
     /// How the learning rate changes over the run
-    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    #[arg(long, value_parser = values::choice::<LrSchedule>(), default_value = LrSchedule::Constant.name())]
     pub lr_schedule: LrSchedule,
     /// Stop when the validation loss has not improved for PATIENCE epochs, ending with the
     /// weights of the best epoch
@@ -63,10 +64,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// The network to train
-    #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
+    #[arg(long, value_parser = values::choice::<Architecture>(), default_value = Architecture::Cnn.name())]
     pub model: Architecture,
     /// Backend of burn to train on (wgpu and cuda need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
+    #[arg(long, value_parser = values::choice::<BackendKind>(), default_value = BackendKind::Flex.name())]
     pub backend: BackendKind,
 }
 

@@ -1,5 +1,69 @@
-//! Value parsers for flags whose range the type alone does not say; clap reports a value they
-//! refuse as a usage error (exit status 2), naming the flag.
+//! Value parsers for flags whose range the type alone does not say, and for the library's
+//! enums ([`choice`]); clap reports a value they refuse as a usage error (exit status 2),
+//! naming the flag.
+
+use std::marker::PhantomData;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use mnist_cnn::choice::Choice;
+
+/// The values of one of the library's enums (`--model`, `--split`, `--backend`, ...), listed
+/// and documented in `--help` from the enum's names and doc comments, as clap's `ValueEnum`
+/// would: `value_parser = values::choice::<Architecture>()`.
+pub fn choice<T: Choice>() -> ChoiceParser<T> {
+    ChoiceParser(PhantomData)
+}
+
+#[derive(Clone, Copy)]
+pub struct ChoiceParser<T>(PhantomData<T>);
+
+impl<T: Choice> TypedValueParser for ChoiceParser<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        // clap's own parser of possible values checks the text and words the error (the
+        // values it lists, the flag it names) exactly as for clap's `ValueEnum`.
+        let values: Vec<PossibleValue> = T::all().iter().map(|&value| possible(value)).collect();
+        let text = PossibleValuesParser::new(values.clone()).parse_ref(cmd, arg, value)?;
+        let ignore_case = arg.is_some_and(clap::Arg::is_ignore_case_set);
+        let found = values
+            .iter()
+            .position(|value| value.matches(&text, ignore_case))
+            .and_then(|index| T::all().get(index));
+        Ok(*found.expect("the possible values are the enum's, in its order"))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(T::all().iter().map(|&value| possible(value))))
+    }
+}
+
+/// A value as clap lists it: its name, its doc comment as clap's derive shapes a doc comment
+/// into help (the first paragraph on one line, without a final period), hidden or not.
+fn possible<T: Choice>(value: T) -> PossibleValue {
+    let help = value.doc().map(|doc| {
+        let paragraph: Vec<&str> = doc
+            .lines()
+            .map(str::trim)
+            .take_while(|line| !line.is_empty())
+            .collect();
+        let mut help = paragraph.join(" ");
+        if help.ends_with('.') && !help.ends_with("..") {
+            help.pop();
+        }
+        help
+    });
+    let possible = PossibleValue::new(value.name()).hide(value.hidden());
+    match help {
+        Some(help) => possible.help(help),
+        None => possible,
+    }
+}
 
 /// A count of at least 1.
 pub fn positive(text: &str) -> Result<usize, String> {
@@ -8,6 +72,26 @@ pub fn positive(text: &str) -> Result<usize, String> {
         Ok(value) => Ok(value),
         Err(_) => Err(format!("`{text}` is not a whole number")),
     }
+}
+
+/// A count from 1 to `max`.
+fn count_up_to(text: &str, max: usize) -> Result<usize, String> {
+    match text.trim().parse::<u128>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(value) if value > max as u128 => Err(format!("at most {max}")),
+        Ok(value) => Ok(value as usize),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// A batch size `bench` measures: 1 to 65,536.
+pub fn bench_batch_size(text: &str) -> Result<usize, String> {
+    count_up_to(text, mnist_cnn::bench::MAX_BATCH_SIZE)
+}
+
+/// Images `bench` times per configuration: 1 to 10 million.
+pub fn bench_images(text: &str) -> Result<usize, String> {
+    count_up_to(text, mnist_cnn::bench::MAX_IMAGES)
 }
 
 /// Threads for tensor work: 1 to 1024.
@@ -100,6 +184,11 @@ mod tests {
         assert!(positive("0").is_err());
         assert_eq!(positive("3"), Ok(3));
         assert!(threads("1025").is_err());
+        assert!(bench_batch_size("18446744073709551615").is_err());
+        assert!(bench_batch_size("99999999999999999999999").is_err());
+        assert_eq!(bench_batch_size("65536"), Ok(65_536));
+        assert!(bench_images("1000000000").is_err());
+        assert_eq!(bench_images("10000000"), Ok(10_000_000));
         assert!(positive_number("inf").is_err());
         assert!(positive_number("-1").is_err());
         assert!(fraction("1").is_err());
@@ -114,5 +203,51 @@ mod tests {
         for bad in ["", "box:8080", "a/b", "-x", "é"] {
             assert!(host_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_choice_parses_its_names_and_lists_its_shown_values_with_their_help() {
+        use mnist_cnn::backend::BackendKind;
+        use mnist_cnn::train::ValidationFrom;
+        let command = clap::Command::new("t");
+        let parser = choice::<BackendKind>();
+        assert_eq!(
+            parser
+                .parse_ref(&command, None, "ndarray".as_ref())
+                .unwrap(),
+            BackendKind::Ndarray
+        );
+        // A backend not compiled in is accepted (the library then says which feature to
+        // build with) but not listed.
+        assert_eq!(
+            parser.parse_ref(&command, None, "wgpu".as_ref()).unwrap(),
+            BackendKind::Wgpu
+        );
+        let error = parser
+            .parse_ref(&command, None, "gpu".as_ref())
+            .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        let shown: Vec<String> = parser
+            .possible_values()
+            .unwrap()
+            .filter(|value| !value.is_hide_set())
+            .map(|value| value.get_name().to_string())
+            .collect();
+        let mut expected = vec!["flex", "ndarray"];
+        expected.extend(cfg!(feature = "wgpu").then_some("wgpu"));
+        expected.extend(cfg!(feature = "cuda").then_some("cuda"));
+        expected.push("auto");
+        assert_eq!(shown, expected);
+        // Two lines of doc comment become one line of help, as clap's derive makes them.
+        let auto = choice::<ValidationFrom>()
+            .possible_values()
+            .unwrap()
+            .next()
+            .unwrap();
+        assert_eq!(
+            auto.get_help().unwrap().to_string(),
+            "The last fraction (Keras) when it holds the same classes as the rest, as on data in \
+             random order; a seeded stratified pick when it does not, as on data sorted by class"
+        );
     }
 }

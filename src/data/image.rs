@@ -24,11 +24,14 @@ use crate::error::Error;
     PartialEq,
     Eq,
     Default,
-    clap::ValueEnum,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
     serde::Serialize,
     serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Invert {
     /// Invert when the border of the picture is light (a dark digit on paper).
     #[default]

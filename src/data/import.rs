@@ -152,12 +152,22 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
     // Every file to decode, as (class index, is it from the test folder, path).
     let mut jobs: Vec<(usize, bool, PathBuf)> = Vec::new();
     let mut files_per_dir: Vec<usize> = Vec::new();
+    // Entries that are neither folders nor files (FIFOs, devices, dangling links): never
+    // opened, and listed as skipped.
+    let mut skipped = Vec::new();
     for (class, dirs) in layout.dirs.iter().enumerate() {
         for (is_test, dir) in dirs {
-            let files = list_files(dir)?;
+            let (files, others) = list_files(dir)?;
             if !is_test {
-                files_per_dir.push(files.len());
+                files_per_dir.push(files.len() + others.len());
             }
+            if let Some((path, reason)) = others.first().filter(|_| options.strict) {
+                return Err(Error::Image {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            skipped.extend(others);
             jobs.extend(files.into_iter().map(|path| (class, *is_test, path)));
         }
     }
@@ -168,7 +178,6 @@ pub fn import_folder(src: &Path, out: &Path, options: &ImportOptions) -> Result<
         .map(|(_, _, path)| load_picture(path, &pipeline))
         .collect();
 
-    let mut skipped = Vec::new();
     let mut train_sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); classes.len()];
     let mut test_sets: Vec<Vec<Vec<u8>>> = vec![Vec::new(); classes.len()];
     for ((class, is_test, path), result) in jobs.into_iter().zip(decoded) {
@@ -430,14 +439,50 @@ fn subfolders(dir: &Path, exclude: Option<&Path>) -> Result<Vec<(String, PathBuf
     Ok(found)
 }
 
-/// Non-hidden files (or links to files) in `dir`, sorted by name; subfolders are ignored.
-fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<_> = visible_entries(dir)?
-        .into_iter()
-        .filter(|(_, path)| path.is_file())
-        .collect();
-    files.sort();
-    Ok(files.into_iter().map(|(_, path)| path).collect())
+/// A file not read, and why.
+type Skipped = (PathBuf, String);
+
+/// Non-hidden files (or links to files) in `dir`, sorted by name, and the other entries that
+/// are not folders (FIFOs, devices, sockets, dangling links) with why they are not read;
+/// subfolders are ignored.
+fn list_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Skipped>)> {
+    let mut entries = visible_entries(dir)?;
+    entries.sort();
+    let (mut files, mut others) = (Vec::new(), Vec::new());
+    for (_, path) in entries {
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => files.push(path),
+            Ok(metadata) if metadata.is_dir() => {}
+            Ok(metadata) => {
+                let reason = format!("not a regular file ({})", kind_of(&metadata.file_type()));
+                others.push((path, reason));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                others.push((path, "a link to nothing".to_string()));
+            }
+            Err(e) => others.push((path, format!("cannot read ({e})"))),
+        }
+    }
+    Ok((files, others))
+}
+
+/// What a file that is neither a regular file nor a folder is, in a word or two.
+fn kind_of(file_type: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = file_type;
+    "not a file"
 }
 
 fn visible_entries(dir: &Path) -> Result<Vec<(std::ffi::OsString, PathBuf)>> {

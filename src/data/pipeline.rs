@@ -25,8 +25,21 @@ const DIGIT_BOX_FRACTION: f64 = 20.0 / 28.0;
 const INK_THRESHOLD: u8 = 40;
 
 /// How the picture is brought to the frame size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Fit {
     /// Resize the whole picture to the frame, as for photos of objects
     #[default]

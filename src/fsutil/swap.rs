@@ -31,12 +31,25 @@ impl DirFile {
 /// Makes `target` a directory holding `files`, atomically: a failure or a kill at any point
 /// leaves the old `target` (or none, if there was none) untouched. Entries of the old directory
 /// that `replaces` names are dropped; all other files are kept (hard-linked into the new
-/// directory). A subdirectory of the old one is refused before anything is written, since
-/// keeping it would need a copy that cannot be atomic.
+/// directory), and so are entries that appear in the old directory while the new one is
+/// staged (moved into the new one right after the swap; only a kill in that instant leaves
+/// them behind with the old directory). A subdirectory of the old one is refused before
+/// anything is written, since keeping it would need a copy that cannot be atomic.
 pub fn replace_dir_atomically(
     target: &Path,
     files: &[DirFile],
     replaces: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    replace_dir_with(target, files, replaces, &mut || {})
+}
+
+/// [`replace_dir_atomically`], calling `while_staging` after the old directory's entries are
+/// listed and before the swap (the tests create files there).
+fn replace_dir_with(
+    target: &Path,
+    files: &[DirFile],
+    replaces: &dyn Fn(&str) -> bool,
+    while_staging: &mut dyn FnMut(),
 ) -> Result<()> {
     for file in files {
         if file.name.is_empty()
@@ -74,11 +87,82 @@ pub fn replace_dir_atomically(
         .map_err(|e| Error::io(&parent, e))?
         .keep();
     let registration = Registration::new(&stage);
+    while_staging();
     let result = fill_and_swap(&stage, &target, files, &kept);
     // After a swap the staging path holds the old directory; on failure, the partial new one.
-    let _ = std::fs::remove_dir_all(&stage);
+    let carried = match result {
+        Ok(()) => carry_over(&stage, &target, files, replaces),
+        Err(_) => Ok(()),
+    };
+    match carried {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&stage);
+        }
+        // What could not be moved stays, with the old directory, under a name no sweep removes.
+        Err(_) => {
+            let _ = std::fs::rename(&stage, old_name(&target, &stage));
+        }
+    }
     drop(registration);
-    result
+    result.and(carried)
+}
+
+/// Moves into the new directory `new` the entries that the old one (`old`, after the swap)
+/// gained or changed after its entries were listed: files created, or replaced by rename,
+/// while the new one was staged. Entries the new data set writes or replaces stay behind.
+fn carry_over(
+    old: &Path,
+    new: &Path,
+    files: &[DirFile],
+    replaces: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let entries = match std::fs::read_dir(old) {
+        Ok(entries) => entries,
+        // There was no old directory: the new one was renamed into place.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(old, e)),
+    };
+    let mut moved = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(old, e))?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if replaces(&text)
+            || files.iter().any(|file| *file.name == *text)
+            || text.starts_with(temp::TEMP_PREFIX)
+        {
+            continue;
+        }
+        let (from, to) = (entry.path(), new.join(&name));
+        let same_file = match (
+            std::fs::symlink_metadata(&from),
+            std::fs::symlink_metadata(&to),
+        ) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        if !same_file {
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+            moved = true;
+        }
+    }
+    if moved {
+        sync_dir(new);
+    }
+    Ok(())
+}
+
+/// `.mnist-cnn-old-<pid>-<stage's name>` beside `target`: a name no sweep removes.
+fn old_name(target: &Path, stage: &Path) -> PathBuf {
+    parent_dir(target).join(format!(
+        ".mnist-cnn-old-{}-{}",
+        std::process::id(),
+        stage
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ))
 }
 
 /// Names of the entries of the old `target` to carry into the new one.
@@ -208,15 +292,7 @@ fn exchange_unsupported(e: &std::io::Error) -> bool {
 /// The fallback: the old target moves aside under a name no sweep removes, then the new one
 /// takes its place, then the old one moves to `stage` for removal.
 fn swap_by_two_renames(stage: &Path, target: &Path) -> Result<()> {
-    let parent = parent_dir(target);
-    let old: PathBuf = parent.join(format!(
-        ".mnist-cnn-old-{}-{}",
-        std::process::id(),
-        stage
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
+    let old = old_name(target, stage);
     std::fs::rename(target, &old).map_err(|e| Error::io(target, e))?;
     if let Err(e) = std::fs::rename(stage, target) {
         let _ = std::fs::rename(&old, target);
@@ -285,6 +361,34 @@ mod tests {
         assert_eq!(names(&target), ["a", "notes"]);
         assert_eq!(std::fs::read(target.join("a")).unwrap(), b"3");
         assert_eq!(std::fs::read(target.join("notes")).unwrap(), b"mine");
+        assert_eq!(names(root.path()), ["set"], "no staging directory left");
+    }
+
+    /// Files that appear in the old directory while the new one is staged (a new one, one
+    /// replaced by rename, one in the way of the new data set) are not lost with the old
+    /// directory: the first two are moved into the new one, the last is replaced as promised.
+    #[test]
+    fn files_created_while_staging_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("set");
+        replace_dir_atomically(&target, &[DirFile::new("a", b"1".to_vec())], &|_| false).unwrap();
+        std::fs::write(target.join("notes"), b"old notes").unwrap();
+        let second = [DirFile::new("a", b"2".to_vec())];
+        replace_dir_with(&target, &second, &|name| name == "dropped", &mut || {
+            std::fs::write(target.join("late"), b"made while staging").unwrap();
+            std::fs::write(target.join("notes.new"), b"new notes").unwrap();
+            std::fs::rename(target.join("notes.new"), target.join("notes")).unwrap();
+            std::fs::write(target.join("dropped"), b"replaced").unwrap();
+            std::fs::write(target.join("a"), b"in the way").unwrap();
+        })
+        .unwrap();
+        assert_eq!(names(&target), ["a", "late", "notes"]);
+        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"2");
+        assert_eq!(
+            std::fs::read(target.join("late")).unwrap(),
+            b"made while staging"
+        );
+        assert_eq!(std::fs::read(target.join("notes")).unwrap(), b"new notes");
         assert_eq!(names(root.path()), ["set"], "no staging directory left");
     }
 

@@ -26,9 +26,19 @@ pub use layers::{Activation, Layer, Op};
 /// [`Network::new`] and [`Network::layers`]; the command line's `--model` values and help come
 /// from this enum.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
 )]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Architecture {
     /// The seed's CNN: two 3x3 convolutions with max pooling, then three dense layers
     Cnn,

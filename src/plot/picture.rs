@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
-use image::{ExtendedColorType, ImageEncoder, RgbImage};
+use image::RgbImage;
 
 use crate::error::{Error, Result};
 
 /// Pixels of the written picture per image pixel, up to this many on the longer side.
 const TARGET_SIDE: usize = 280;
+/// The PNG text (keyword, text) that marks a picture [`input_picture`] wrote, so that a later
+/// run may replace it and nothing else ([`is_input_picture`]).
+const MARK: (&str, &str) = ("Software", "mnist-cnn input picture");
 /// Width of the gray frame around the picture, in output pixels.
 const FRAME: u32 = 2;
 
@@ -52,16 +55,37 @@ pub fn input_picture(
             _ => image::Rgb([pixels[at], pixels[at + 1], pixels[at + 2]]),
         }
     });
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(
-            picture.as_raw(),
-            picture.width(),
-            picture.height(),
-            ExtendedColorType::Rgb8,
-        )
-        .map_err(|e| fail(format!("PNG encoding failed: {e}")))?;
+    let png = marked_png(&picture).map_err(|e| fail(format!("PNG encoding failed: {e}")))?;
     crate::fsutil::write_atomically(path, &png)
+}
+
+fn marked_png(picture: &RgbImage) -> std::result::Result<Vec<u8>, png::EncodingError> {
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, picture.width(), picture.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.add_text_chunk(MARK.0.to_string(), MARK.1.to_string())?;
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(picture.as_raw())?;
+    writer.finish()?;
+    Ok(png)
+}
+
+/// Whether `path` is a PNG that [`input_picture`] wrote: a regular file whose header carries
+/// its mark. Only the header is read.
+pub fn is_input_picture(path: &Path) -> bool {
+    let Ok(file) = crate::fsutil::open_regular(path) else {
+        return false;
+    };
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_ignore_text_chunk(false);
+    decoder.read_info().is_ok_and(|reader| {
+        reader
+            .info()
+            .uncompressed_latin1_text
+            .iter()
+            .any(|chunk| (chunk.keyword.as_str(), chunk.text.as_str()) == MARK)
+    })
 }
 
 /// One byte a pixel for [`super::terminal_preview`]: the strongest channel of each pixel, so
@@ -93,6 +117,12 @@ mod tests {
         assert_eq!(written.get_pixel(200, 10).0, [0, 255, 0]);
         assert_eq!(written.get_pixel(10, 200).0, [0, 0, 255]);
         assert!(input_picture(&path, &pixels[..5], 2, 2, 3).is_err());
+        assert!(is_input_picture(&path));
+        let other = dir.path().join("other.png");
+        image::RgbImage::new(4, 4).save(&other).unwrap();
+        assert!(!is_input_picture(&other));
+        assert!(!is_input_picture(dir.path()));
+        assert!(!is_input_picture(&dir.path().join("missing.png")));
         assert_eq!(brightness(&[200, 10, 10, 5, 0, 0], 3), vec![200, 5]);
     }
 }

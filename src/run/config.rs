@@ -140,8 +140,21 @@ impl TrainConfig {
 }
 
 /// Where the validation images come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ValidationFrom {
     /// The last fraction (Keras) when it holds the same classes as the rest, as on data in
     /// random order; a seeded stratified pick when it does not, as on data sorted by class
@@ -154,8 +167,21 @@ pub enum ValidationFrom {
 }
 
 /// How the learning rate changes over a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::VariantArray,
+    strum::EnumMessage,
+    strum::EnumProperty,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LrSchedule {
     /// The same rate throughout (the tutorial's)
     #[default]

@@ -78,13 +78,16 @@ pub fn select(
                         sorted_note(labels)
                     ),
                 });
-                stratified(
-                    labels,
-                    &all,
-                    limit as f64 / labels.len() as f64,
+                exactly(
+                    stratified(
+                        labels,
+                        &all,
+                        limit as f64 / labels.len() as f64,
+                        seed ^ LIMIT_STREAM,
+                    ),
+                    limit,
                     seed ^ LIMIT_STREAM,
                 )
-                .0
             }
         }
         _ => all,
@@ -182,6 +185,26 @@ fn stratified(
         }
     }
     indices.iter().partition(|&&i| picked[i])
+}
+
+/// The `picked` part of a stratified pick made `count` long, in file order: rounding each
+/// class's share can give a few more or fewer (none at all when `count` is below the number of
+/// classes), so seeded picks of the rest are added, or of the picked removed.
+fn exactly((picked, rest): (Vec<usize>, Vec<usize>), count: usize, seed: u64) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(1));
+    let mut result = if picked.len() < count {
+        let mut rest = rest;
+        rest.shuffle(&mut rng);
+        rest.truncate(count - picked.len());
+        [picked, rest].concat()
+    } else {
+        let mut picked = picked;
+        picked.shuffle(&mut rng);
+        picked.truncate(count);
+        picked
+    };
+    result.sort_unstable();
+    result
 }
 
 /// Why `validation` is not a fair test of `train`, if it is not: the classes one has and the
@@ -401,6 +424,39 @@ mod tests {
         );
         assert_eq!(s.train, (0..100).collect::<Vec<_>>());
         assert!(s.warnings.is_empty());
+    }
+
+    /// A limit whose classes' shares round to more or fewer images (none at all below one an
+    /// image a class) still gives exactly that many: `train --limit 1` trains on one image.
+    #[test]
+    fn a_limit_gives_exactly_that_many_images() {
+        let labels = sorted_labels();
+        for limit in [1, 3, 9, 11, 14, 199] {
+            let s = select(
+                &labels,
+                &names10(),
+                Some(limit),
+                0.0,
+                ValidationFrom::Auto,
+                42,
+            );
+            assert_eq!(s.train.len(), limit);
+            assert!(
+                s.train.windows(2).all(|pair| pair[0] < pair[1]),
+                "file order"
+            );
+            let again = select(
+                &labels,
+                &names10(),
+                Some(limit),
+                0.0,
+                ValidationFrom::Auto,
+                42,
+            );
+            assert_eq!(again.train, s.train, "seeded");
+        }
+        let s = select(&labels, &names10(), Some(1), 0.1, ValidationFrom::Auto, 42);
+        assert_eq!((s.train.len(), s.validation.len()), (1, 0));
     }
 
     #[test]

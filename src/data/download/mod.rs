@@ -7,8 +7,12 @@
 //! with exponential backoff on the same mirror, permanent ones (4xx, wrong content, too large,
 //! too slow, past the deadline) move on to the next mirror. The temporary files are removed on
 //! SIGINT and SIGTERM (by the binary), and stale ones of killed runs at the start of the next.
+//! Progress, retries and failed mirrors are reported to an observer ([`DownloadEvent`]), which
+//! the binary draws as progress bars.
 
 mod transfer;
+
+use transfer::Job;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +36,6 @@ pub struct DownloadOptions {
     pub mirrors: Vec<String>,
     /// Fetch even the files already present and verified.
     pub force: bool,
-    /// Draw a byte progress bar (and retry notes) on stderr.
-    pub show_progress: bool,
     /// Connect timeout, and the longest wait for response headers or for any read of the body.
     pub timeout: Duration,
     /// The longest one attempt at one file may take, start to finish; past it the next mirror
@@ -55,7 +57,6 @@ impl Default for DownloadOptions {
         DownloadOptions {
             mirrors: DEFAULT_MIRRORS.iter().map(|m| m.to_string()).collect(),
             force: false,
-            show_progress: true,
             timeout: Duration::from_secs(60),
             deadline: Duration::from_secs(30 * 60),
             min_rate: 1024,
@@ -86,8 +87,42 @@ pub struct FileReport {
     pub outcome: FileOutcome,
 }
 
+/// What a download reports while it runs, for a front end to show (the binary draws a progress
+/// bar per file from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadEvent<'a> {
+    /// An attempt at `file` (its `.gz` name) begins; `total` is its announced size in bytes.
+    Started { file: &'a str, total: Option<u64> },
+    /// `bytes` more bytes of it arrived.
+    Received { file: &'a str, bytes: u64 },
+    /// The attempt ended, whether its file was good or not.
+    Finished { file: &'a str },
+    /// A transient failure: the same mirror is tried again after `wait`.
+    Retrying {
+        file: &'a str,
+        mirror: &'a str,
+        reason: &'a str,
+        wait: Duration,
+    },
+    /// The mirror failed for this file; the next one is tried.
+    MirrorFailed {
+        file: &'a str,
+        mirror: &'a str,
+        reason: &'a str,
+    },
+}
+
 /// Makes sure `dir` holds the four verified MNIST files, fetching those missing or wrong.
 pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>> {
+    download_observed(dir, options, &mut |_| {})
+}
+
+/// [`download`], reporting its progress to `observer`.
+pub fn download_observed(
+    dir: &Path,
+    options: &DownloadOptions,
+    observer: &mut dyn FnMut(DownloadEvent),
+) -> Result<Vec<FileReport>> {
     if options.mirrors.is_empty() {
         return Err(Error::Download(format!(
             "no mirror to download from; give one, or put the four files into {}",
@@ -97,6 +132,9 @@ pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::fsutil::sweep_stale_temporaries(dir);
     let mut client = None;
+    // The order mirrors are tried in: one that was too slow for a file goes last for the rest,
+    // so that a slow first mirror costs one file's minute, not four.
+    let mut mirrors = options.mirrors.clone();
     let mut reports = Vec::with_capacity(MNIST_FILES.len());
     for file in MNIST_FILES {
         let existing = if options.force {
@@ -116,7 +154,16 @@ pub fn download(dir: &Path, options: &DownloadOptions) -> Result<Vec<FileReport>
                     outcome: FileOutcome::AlreadyVerified,
                 }
             }
-            None => fetch_file(&file, dir, options, &mut client)?,
+            None => fetch_file(
+                &mut Job {
+                    file: &file,
+                    dir,
+                    options,
+                    observer: &mut *observer,
+                },
+                &mut client,
+                &mut mirrors,
+            )?,
         };
         reports.push(report);
     }
@@ -138,6 +185,9 @@ enum Failure {
     Transient(String),
     /// Retrying this mirror would give the same answer.
     Permanent(String),
+    /// Below the minimum rate or past the deadline: permanent, and the mirror is tried last
+    /// for the files that remain.
+    Slow(String),
     /// The body does not start like gzip (turned into a `Permanent` reason by the transfer).
     NotGzip { looks_html: bool },
 }
@@ -180,18 +230,19 @@ fn join_url(base: &str, file_name: &str) -> String {
     format!("{}/{file_name}", base.trim_end_matches('/'))
 }
 
-/// Tries every mirror in turn for one file; errors only when all fail or on local I/O trouble.
+/// Tries every mirror in turn for one file, in the order of `mirrors`, moving one that is too
+/// slow to its end; errors only when all fail or on local I/O trouble.
 fn fetch_file(
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
+    job: &mut Job,
     client: &mut Option<reqwest::blocking::Client>,
+    mirrors: &mut Vec<String>,
 ) -> Result<FileReport> {
     use transfer::{copy_local, fetch_http};
+    let (file, dir, options) = (job.file, job.dir, job.options);
     let gz_name = file.gz_name();
     let target = dir.join(&gz_name);
-    let mut failures = Vec::with_capacity(options.mirrors.len());
-    for mirror in &options.mirrors {
+    let mut failures = Vec::with_capacity(mirrors.len());
+    for mirror in &mirrors.clone() {
         let source = parse_mirror(mirror);
         let mut attempt = 0u32;
         let reason = loop {
@@ -201,13 +252,11 @@ fn fetch_file(
                         *client = Some(transfer::http_client(options)?);
                     }
                     match client {
-                        Some(client) => {
-                            fetch_http(client, &join_url(base, &gz_name), file, dir, options)?
-                        }
+                        Some(client) => fetch_http(client, &join_url(base, &gz_name), job)?,
                         None => Err(Failure::Permanent("no HTTP client".to_string())),
                     }
                 }
-                Source::Dir(path) => copy_local(&path.join(&gz_name), file, dir, options)?,
+                Source::Dir(path) => copy_local(&path.join(&gz_name), job)?,
                 Source::Unsupported(reason) => Err(Failure::Permanent(reason.clone())),
             };
             match result {
@@ -228,14 +277,24 @@ fn fetch_file(
                     });
                 }
                 Err(Failure::Permanent(reason)) => break reason,
+                Err(Failure::Slow(reason)) => {
+                    if let Some(at) = mirrors.iter().position(|m| m == mirror) {
+                        let slow = mirrors.remove(at);
+                        mirrors.push(slow);
+                    }
+                    break reason;
+                }
                 Err(Failure::NotGzip { .. }) => break "not a gzip file".to_string(),
                 Err(Failure::Transient(reason)) if attempt < options.retries => {
                     let wait = options
                         .backoff
                         .saturating_mul(1 << attempt.min(MAX_BACKOFF_EXPONENT));
-                    if options.show_progress {
-                        eprintln!("{gz_name}: {mirror}: {reason}; retrying in {wait:?}");
-                    }
+                    (job.observer)(DownloadEvent::Retrying {
+                        file: &gz_name,
+                        mirror,
+                        reason: &reason,
+                        wait,
+                    });
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
@@ -246,9 +305,11 @@ fn fetch_file(
             }
         };
         let reason = reason.replace(['\n', '\r'], " ");
-        if options.show_progress {
-            eprintln!("{gz_name}: {mirror} failed: {reason}");
-        }
+        (job.observer)(DownloadEvent::MirrorFailed {
+            file: &gz_name,
+            mirror,
+            reason: &reason,
+        });
         failures.push(format!("{mirror} ({reason})"));
     }
     Err(Error::Download(format!(
@@ -308,7 +369,6 @@ mod tests {
         assert_eq!(options.mirrors, DEFAULT_MIRRORS.map(String::from).to_vec());
         assert!(options.mirrors.iter().all(|m| !m.contains("lecun")));
         assert!(!options.force);
-        assert!(options.show_progress);
         assert_eq!(options.timeout, Duration::from_secs(60));
         assert_eq!(options.retries, 2);
         assert_eq!(options.backoff, Duration::from_millis(500));
@@ -326,7 +386,6 @@ mod tests {
     fn options(mirrors: Vec<String>) -> DownloadOptions {
         DownloadOptions {
             mirrors,
-            show_progress: false,
             retries: 0,
             backoff: Duration::ZERO,
             timeout: Duration::from_secs(1),

@@ -6,9 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
-
-use super::{DownloadOptions, Failure};
+use super::{DownloadEvent, DownloadOptions, Failure};
 use crate::data::idx;
 use crate::data::mnist::MnistFile;
 use crate::error::{Error, Result};
@@ -26,6 +24,14 @@ pub(super) fn max_download_bytes(file: &MnistFile) -> u64 {
 /// `Result` is local trouble (the target directory), which no mirror can fix.
 pub(super) type Attempt = Result<Result<TempFile, Failure>>;
 
+/// One file to fetch into `dir`, under `options`, reporting to `observer`.
+pub(super) struct Job<'a> {
+    pub file: &'a MnistFile,
+    pub dir: &'a Path,
+    pub options: &'a DownloadOptions,
+    pub observer: &'a mut dyn FnMut(DownloadEvent),
+}
+
 pub(super) fn http_client(options: &DownloadOptions) -> Result<reqwest::blocking::Client> {
     reqwest::blocking::Client::builder()
         .timeout(options.timeout)
@@ -41,17 +47,11 @@ pub(super) fn http_client(options: &DownloadOptions) -> Result<reqwest::blocking
 }
 
 /// One HTTP attempt.
-pub(super) fn fetch_http(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
-) -> Attempt {
+pub(super) fn fetch_http(client: &reqwest::blocking::Client, url: &str, job: &mut Job) -> Attempt {
     let started = Instant::now();
     let mut response = match client.get(url).send() {
         Ok(response) => response,
-        Err(e) => return Ok(Err(request_failure(&e, options.timeout))),
+        Err(e) => return Ok(Err(request_failure(&e, job.options.timeout))),
     };
     let status = response.status();
     if !status.is_success() {
@@ -66,32 +66,19 @@ pub(super) fn fetch_http(
         }));
     }
     let expected = response.content_length();
-    if let Some(length) = expected.filter(|&length| length > max_download_bytes(file)) {
-        return Ok(Err(too_large(length, file)));
+    if let Some(length) = expected.filter(|&length| length > max_download_bytes(job.file)) {
+        return Ok(Err(too_large(length, job.file)));
     }
     let is_html = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.to_ascii_lowercase().contains("html"));
-    transfer(
-        &mut response,
-        file,
-        dir,
-        options,
-        expected,
-        is_html,
-        started,
-    )
+    transfer(&mut response, job, expected, is_html, started)
 }
 
 /// Copies `<mirror dir>/<name>.gz`. Only a regular file is read: a FIFO would block forever.
-pub(super) fn copy_local(
-    source: &Path,
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
-) -> Attempt {
+pub(super) fn copy_local(source: &Path, job: &mut Job) -> Attempt {
     let started = Instant::now();
     let mut reader = match crate::fsutil::open_regular(source) {
         Ok(reader) => reader,
@@ -118,18 +105,10 @@ pub(super) fn copy_local(
             ))));
         }
     };
-    if length > max_download_bytes(file) {
-        return Ok(Err(too_large(length, file)));
+    if length > max_download_bytes(job.file) {
+        return Ok(Err(too_large(length, job.file)));
     }
-    transfer(
-        &mut reader,
-        file,
-        dir,
-        options,
-        Some(length),
-        false,
-        started,
-    )
+    transfer(&mut reader, job, Some(length), false, started)
 }
 
 fn too_large(length: u64, file: &MnistFile) -> Failure {
@@ -140,22 +119,22 @@ fn too_large(length: u64, file: &MnistFile) -> Failure {
     ))
 }
 
-/// Streams `reader` into a temporary file in `dir` and verifies it.
+/// Streams `reader` into a temporary file in the job's directory and verifies it.
 fn transfer(
     reader: &mut impl Read,
-    file: &MnistFile,
-    dir: &Path,
-    options: &DownloadOptions,
+    job: &mut Job,
     expected: Option<u64>,
     is_html: bool,
     started: Instant,
 ) -> Attempt {
-    let mut temp = TempFile::new_in(dir)?;
-    let progress = progress_bar(options.show_progress, &file.gz_name(), expected);
-    let streamed = stream(
-        reader, &mut temp, &progress, file, options, expected, started,
-    );
-    progress.finish_and_clear();
+    let mut temp = TempFile::new_in(job.dir)?;
+    let name = job.file.gz_name();
+    (job.observer)(DownloadEvent::Started {
+        file: &name,
+        total: expected,
+    });
+    let streamed = stream(reader, &mut temp, job, &name, expected, started);
+    (job.observer)(DownloadEvent::Finished { file: &name });
     if let Err(failure) = streamed? {
         let failure = match failure {
             Failure::NotGzip { looks_html } => not_gzip(looks_html || is_html),
@@ -163,7 +142,7 @@ fn transfer(
         };
         return Ok(Err(failure));
     }
-    Ok(verify(&temp, file).map(|()| temp))
+    Ok(verify(&temp, job.file).map(|()| temp))
 }
 
 fn not_gzip(html: bool) -> Failure {
@@ -195,17 +174,17 @@ impl Write for ContentGuard {
 }
 
 /// Copies `reader` into `temp`, within the options' deadline and minimum rate and the file's
-/// size limits. Read errors and short bodies are the mirror's (transient) failures; slowness
-/// and oversize are permanent, so the next mirror is tried; write errors are local (outer).
+/// size limits. Read errors and short bodies are the mirror's (transient) failures; oversize is
+/// permanent and slowness `Slow`, so the next mirror is tried; write errors are local (outer).
 fn stream(
     reader: &mut impl Read,
     temp: &mut TempFile,
-    progress: &ProgressBar,
-    file: &MnistFile,
-    options: &DownloadOptions,
+    job: &mut Job,
+    name: &str,
     expected: Option<u64>,
     started: Instant,
 ) -> Result<Result<(), Failure>> {
+    let (file, options) = (job.file, job.options);
     let mut buffer = vec![0u8; CHUNK_BYTES];
     let mut received = 0u64;
     let mut prefix: Vec<u8> = Vec::with_capacity(2);
@@ -270,11 +249,14 @@ fn stream(
         temp.as_file_mut()
             .write_all(chunk)
             .map_err(|e| Error::io(temp.path(), e))?;
-        progress.inc(count as u64);
+        (job.observer)(DownloadEvent::Received {
+            file: name,
+            bytes: count as u64,
+        });
 
         let now = Instant::now();
         if now.duration_since(started) > options.deadline {
-            return Ok(Err(Failure::Permanent(format!(
+            return Ok(Err(Failure::Slow(format!(
                 "not done within the deadline of {:?} ({})",
                 options.deadline,
                 got(received)
@@ -285,7 +267,7 @@ fn stream(
         if elapsed >= options.rate_window {
             let rate = window.1 as f64 / elapsed.as_secs_f64();
             if rate < options.min_rate as f64 {
-                return Ok(Err(Failure::Permanent(format!(
+                return Ok(Err(Failure::Slow(format!(
                     "too slow: {rate:.0} bytes/s over {elapsed:.1?}, below the minimum of {} bytes/s ({})",
                     options.min_rate,
                     got(received)
@@ -328,28 +310,6 @@ fn verify(temp: &TempFile, file: &MnistFile) -> Result<(), Failure> {
         )));
     }
     Ok(())
-}
-
-fn progress_bar(show: bool, name: &str, total: Option<u64>) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let (bar, template) = match total {
-        Some(total) => (
-            ProgressBar::new(total),
-            "{msg:>26} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{msg:>26} {spinner} {bytes} {bytes_per_sec}",
-        ),
-    };
-    let style = ProgressStyle::with_template(template)
-        .map(|style| style.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(name.to_string());
-    bar
 }
 
 fn request_failure(e: &reqwest::Error, timeout: Duration) -> Failure {
