@@ -510,7 +510,9 @@ fn training_options_change_what_they_should_and_are_reproducible() {
     let run = read_json(&path.join("early/run.json"));
     assert_eq!(run["restored_best_epoch"], best);
     let model = std::fs::read(path.join("early/model.bpk")).unwrap();
-    let kept = std::fs::read(path.join("early/best-model.bpk")).unwrap();
+    let best_file = run["best"]["model"]["file"].as_str().unwrap();
+    assert_eq!(best_file, format!("best-model-epoch-{best}.bpk"));
+    let kept = std::fs::read(path.join("early").join(best_file)).unwrap();
     assert!(model == kept, "the run ends with the best epoch's weights");
 
     mnist_cnn(path)
