@@ -20,9 +20,9 @@ fn train_args() -> Vec<&'static str> {
 /// optimizer state, the manifest, history.json and the model.bpk link.
 const WRITES_PER_COMMIT: usize = 5;
 
-/// The history without its timings, and what the weights compute for 20 test images.
-fn fingerprint(run: &Path) -> (Vec<serde_json::Value>, Vec<f32>) {
-    let history = read_json(&run.join("history.json"))
+/// The history without its timings, as written in `history.json`.
+fn fingerprint_history(run: &Path) -> Vec<serde_json::Value> {
+    read_json(&run.join("history.json"))
         .as_array()
         .unwrap()
         .iter()
@@ -33,7 +33,12 @@ fn fingerprint(run: &Path) -> (Vec<serde_json::Value>, Vec<f32>) {
             object.remove("images_per_second");
             epoch
         })
-        .collect();
+        .collect()
+}
+
+/// The history without its timings, and what the weights compute for 20 test images.
+fn fingerprint(run: &Path) -> (Vec<serde_json::Value>, Vec<f32>) {
+    let history = fingerprint_history(run);
     let device = BackendKind::Flex.device();
     let trained = TrainedRun::open(run, &device).unwrap();
     let test =
@@ -185,6 +190,124 @@ fn a_kill_after_any_write_of_an_early_stopping_run_and_its_restore_leaves_a_whol
     }
     // Two epochs of 5 writes, the best weights once, the restore's manifest, history and link.
     assert!(kills >= 14, "only {kills} writes were interrupted");
+}
+
+/// Any float given on the command line survives `run.json` exactly: resuming with the same
+/// flags is accepted, and a resumed run's history is the uninterrupted run's, bit for bit.
+/// With the values of the report that found it, and random ones.
+#[test]
+fn random_float_flags_resume_exactly() {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    // Full 53-bit mantissas: such values need 17 significant digits.
+    let random = (rng.random_range(1e-4..1e-3), rng.random_range(0.1..0.4));
+    for (lr, split) in [(0.00039753676807578003, 0.39753676807578003), random] {
+        float_flags_resume_exactly(lr, split);
+    }
+}
+
+fn float_flags_resume_exactly(lr: f64, split: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (lr_text, split_text) = (format!("{lr:?}"), format!("{split:?}"));
+    let flags = |epochs: &'static str| {
+        let mut args: Vec<String> = common::QUICK_TRAIN.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
+                "--validation-split",
+                &split_text,
+                "--lr",
+                &lr_text,
+                "--epochs",
+                epochs,
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    let values = format!("--lr {lr_text} --validation-split {split_text}");
+    mnist_cnn(dir.path())
+        .args(flags("2"))
+        .args(["--out", "straight", "-q"])
+        .assert()
+        .success();
+    let info = read_json(&dir.path().join("straight/run.json"));
+    assert_eq!(
+        info["config"]["learning_rate"].as_f64().map(f64::to_bits),
+        Some(lr.to_bits()),
+        "{values}"
+    );
+    assert_eq!(
+        info["config"]["validation_split"]
+            .as_f64()
+            .map(f64::to_bits),
+        Some(split.to_bits()),
+        "{values}"
+    );
+    mnist_cnn(dir.path())
+        .args(flags("1"))
+        .args(["--out", "resumed", "-q"])
+        .assert()
+        .success();
+    let resumed = mnist_cnn(dir.path())
+        .args(flags("2"))
+        .args(["--out", "resumed", "--resume", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{values}: {}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let bits = |run: &str| -> Vec<Vec<Option<u64>>> {
+        fingerprint_history(&dir.path().join(run))
+            .iter()
+            .map(|epoch| {
+                ["loss", "accuracy", "val_loss", "val_accuracy"]
+                    .iter()
+                    .map(|key| epoch[key].as_f64().map(f64::to_bits))
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(bits("resumed"), bits("straight"), "{values}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("resumed/history.json"))
+            .unwrap()
+            .lines()
+            .filter(|line| !line.contains("second"))
+            .collect::<Vec<_>>(),
+        std::fs::read_to_string(dir.path().join("straight/history.json"))
+            .unwrap()
+            .lines()
+            .filter(|line| !line.contains("second"))
+            .collect::<Vec<_>>(),
+        "{values}: history.json as written"
+    );
+}
+
+/// Resuming a run that has finished trains nothing, changes nothing, and leaves nothing
+/// behind: no temporary link to the weights, although `model.bpk` already is that link.
+#[test]
+fn resuming_a_finished_run_changes_nothing_and_leaves_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    mnist_cnn(dir.path())
+        .args(train_args())
+        .args(["--epochs", "1", "--out", "done", "-q"])
+        .assert()
+        .success();
+    let run = dir.path().join("done");
+    let manifest = std::fs::read(run.join("run.json")).unwrap();
+    let expected = fingerprint(&run);
+    for _ in 0..2 {
+        mnist_cnn(dir.path())
+            .args(train_args())
+            .args(["--epochs", "1", "--out", "done", "--resume", "-q"])
+            .assert()
+            .success();
+        assert_eq!(common::temp_leftovers(&run), Vec::<String>::new());
+        assert!(std::fs::read(run.join("run.json")).unwrap() == manifest);
+        assert_eq!(fingerprint(&run), expected);
+    }
 }
 
 #[test]

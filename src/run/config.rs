@@ -208,4 +208,35 @@ mod tests {
         assert_eq!(base.differences_from(&other), vec!["batch size", "seed"]);
         assert!(base.differences_from(&base.clone()).is_empty());
     }
+
+    /// Every float of the manifest reads back bit for bit (the resume check compares them
+    /// exactly), whatever its value.
+    #[test]
+    fn floats_survive_json_exactly() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        for _ in 0..20_000 {
+            let config = TrainConfig {
+                learning_rate: f64::from_bits(
+                    rng.random_range(1e-12f64.to_bits()..1.0f64.to_bits()),
+                ),
+                validation_split: rng.random_range(0.0..1.0),
+                ..TrainConfig::default()
+            };
+            let json = serde_json::to_string(&config).unwrap();
+            let back: TrainConfig = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                (
+                    back.learning_rate.to_bits(),
+                    back.validation_split.to_bits()
+                ),
+                (
+                    config.learning_rate.to_bits(),
+                    config.validation_split.to_bits()
+                ),
+                "{json}"
+            );
+            assert!(back.differences_from(&config).is_empty(), "{json}");
+        }
+    }
 }
