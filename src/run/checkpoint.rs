@@ -124,13 +124,18 @@ pub fn commit(dir: &Path, network: &Network, optimizer: &Adam, run: &mut RunInfo
     write_derived(dir, run, &keep)
 }
 
-/// The files derived from the committed manifest `run`: `history.json` and the `model.bpk`
-/// link; then the removal of checkpoint files that neither `run` nor `keep` names. A resumed
-/// run calls it too, to finish what a killed commit left undone.
+/// The files derived from the committed manifest `run`: `history.json`, the `model.bpk`
+/// link, the CSV log and the TensorBoard event file ([`super::logs`]); then the removal of
+/// checkpoint files that neither `run` nor `keep` names. A resumed run calls it too, to finish
+/// what a killed commit left undone.
 pub fn write_derived(dir: &Path, run: &RunInfo, keep: &[&str]) -> Result<()> {
     write_json_atomically(&dir.join(HISTORY_FILE), &run.history)?;
     crash_point();
     link_stable_model(dir, run)?;
+    crash_point();
+    super::logs::write_csv(dir, run)?;
+    crash_point();
+    super::logs::write_events(dir, run)?;
     crash_point();
     let mut keep = keep.to_vec();
     keep.extend(run.checkpoint.iter().flat_map(CheckpointFiles::names));

@@ -10,6 +10,7 @@ pub mod adam;
 pub mod augment;
 pub mod schedule;
 mod step;
+mod step_log;
 pub mod validation;
 
 use std::path::Path;
@@ -28,7 +29,8 @@ use crate::fsutil::write_atomically;
 use crate::model::{InputShape, Network, argmax, log_probabilities};
 use crate::plot::{Series, line_chart};
 use crate::run::checkpoint::{self, CheckpointFiles, FileDigest, RunLock};
-use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version};
+use crate::run::logs::histogram::{EpochHistograms, weight_histograms};
+use crate::run::{ACCURACY_PLOT, BestEpoch, DataInfo, LOSS_PLOT, RunInfo, burn_version, now_unix};
 
 pub use adam::Adam;
 pub use schedule::LrSchedule;
@@ -172,6 +174,8 @@ pub fn train(
         validation_from: Some(selection.from),
         best: None,
         restored_best_epoch: None,
+        started_at: Some(now_unix()),
+        weight_histograms: Vec::new(),
     };
 
     if resume {
@@ -184,6 +188,12 @@ pub fn train(
         run.checkpoint = resumed.run.checkpoint;
         run.best = resumed.run.best;
         run.restored_best_epoch = resumed.run.restored_best_epoch;
+        run.weight_histograms = resumed.run.weight_histograms;
+        // (Runs written before the start was kept: about when their first epoch began.)
+        run.started_at = resumed
+            .run
+            .started_at
+            .or(run.started_at.map(|now| now - run.train_seconds));
         // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
         checkpoint::write_derived(out_dir, &run, &[])?;
         plot_history(out_dir, &run.history)?;
@@ -229,6 +239,7 @@ pub fn train(
         ));
         let order: Vec<usize> = order.into_iter().map(|i| train_indices[i]).collect();
         let mut totals = RunningTotals::default();
+        let mut step_log = step_log::StepLog::new(config.log_every_steps, epoch * batches_in_epoch);
         let batches: Vec<&[usize]> = order
             .chunks(config.batch_size)
             .take(batches_in_epoch)
@@ -273,6 +284,7 @@ pub fn train(
             }
             network = stepped;
             totals.add(indices.len(), f64::from(loss_value), correct);
+            step_log.add(indices.len(), f64::from(loss_value));
             observer(TrainEvent::BatchFinished {
                 batch: batch_index + 1,
                 batches: batches_in_epoch,
@@ -303,6 +315,15 @@ pub fn train(
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: totals.images as f64 / train_seconds,
+            learning_rate: Some(schedule::learning_rate(
+                config.lr_schedule,
+                config.learning_rate,
+                epoch,
+                batches_in_epoch.saturating_sub(1),
+                config.epochs,
+                batches_in_epoch,
+            )),
+            step_losses: step_log.finish(),
         };
         run.history.push(stats.clone());
         run.completed_epochs = run.history.len();
@@ -324,6 +345,10 @@ pub fn train(
                 model: FileDigest::of(BEST_MODEL_FILE.to_string(), &bytes),
             });
         }
+        run.weight_histograms.push(EpochHistograms {
+            epoch: stats.epoch,
+            parameters: weight_histograms(&network),
+        });
         checkpoint::commit(out_dir, &network, &optimizer, &mut run)?;
         plot_history(out_dir, &run.history)?;
         observer(TrainEvent::EpochFinished(&stats));
