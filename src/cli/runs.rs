@@ -136,8 +136,8 @@ fn table(entries: &[RunEntry]) -> String {
         })
         .collect();
     let mut widths: Vec<usize> = HEADER.iter().map(|h| h.len() + 2).collect();
-    widths[0] = widths[0].max(2 + "name".len());
-    for row in rows.iter().filter(|row| row.len() == HEADER.len()) {
+    widths[0] += 2;
+    for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count() + 2);
         }
