@@ -57,7 +57,7 @@ fn logged_epochs(run: &Path) -> (Vec<(usize, f64, f64)>, Vec<(usize, f32, f32)>)
             .map(|(step, v)| (step, v.as_scalar().unwrap()))
             .collect()
     };
-    let (loss, accuracy) = (scalar("loss"), scalar("accuracy"));
+    let (loss, accuracy) = (scalar("epoch/loss"), scalar("epoch/accuracy"));
     assert_eq!(loss.len(), accuracy.len());
     let scalars: Vec<(usize, f32, f32)> = loss
         .iter()
@@ -80,8 +80,10 @@ fn logged_epochs(run: &Path) -> (Vec<(usize, f64, f64)>, Vec<(usize, f32, f32)>)
 fn assert_logs_match_history(run: &Path) {
     let history = mnist_cnn::run::checkpoint::read_history(run).unwrap();
     let (rows, scalars) = logged_epochs(run);
-    let expected: Vec<(usize, f64, f64)> =
-        history.iter().map(|e| (e.epoch, e.loss, e.accuracy)).collect();
+    let expected: Vec<(usize, f64, f64)> = history
+        .iter()
+        .map(|e| (e.epoch, e.loss, e.accuracy))
+        .collect();
     assert_eq!(rows, expected, "{}: history.csv", run.display());
     let as_f32: Vec<(usize, f32, f32)> = expected
         .iter()
@@ -149,7 +151,11 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
         // The logs may lag the manifest, but hold whole epochs: the first, or both.
         let (rows, scalars) = logged_epochs(&run);
         let logged_both = usize::from(write >= 6) + 1;
-        assert_eq!(rows[..], straight_rows[..logged_both], "killed after write {write}");
+        assert_eq!(
+            rows[..],
+            straight_rows[..logged_both],
+            "killed after write {write}"
+        );
         assert_eq!(
             scalars.len(),
             if write >= 7 { 2 } else { 1 },

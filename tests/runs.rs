@@ -76,15 +76,29 @@ fn two_trainings_in_a_row_leave_two_runs_that_every_command_finds_by_name() {
     let table = mnist_cnn(dir).arg("runs").output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.starts_with("  name "), "{table}");
-    let line = |name: &str| table.lines().find(|l| l.contains(name)).unwrap().to_string();
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap()
+            .to_string()
+    };
     assert!(line(&second).starts_with("* "), "{table}");
     assert!(line(&second).contains("2/2"), "{table}");
     assert!(line(&second).contains("--lr 0.002"), "{table}");
-    assert!(line(&first).contains("1/1") && !line(&first).contains("--lr"), "{table}");
+    assert!(
+        line(&first).contains("1/1") && !line(&first).contains("--lr"),
+        "{table}"
+    );
 
     // Commands default to the latest run, and take a bare run name.
     mnist_cnn(dir).args(["evaluate"]).assert().success();
-    assert!(dir.join("runs").join(&second).join("metrics.json").is_file());
+    assert!(
+        dir.join("runs")
+            .join(&second)
+            .join("metrics.json")
+            .is_file()
+    );
     mnist_cnn(dir)
         .args(["evaluate", "--model-dir", &first])
         .assert()
@@ -138,7 +152,10 @@ fn two_trainings_in_a_row_leave_two_runs_that_every_command_finds_by_name() {
         .args(["runs", "rm", "../src"])
         .assert()
         .code(1);
-    mnist_cnn(dir).args(["runs", "rm", &first]).assert().success();
+    mnist_cnn(dir)
+        .args(["runs", "rm", &first])
+        .assert()
+        .success();
     assert!(!dir.join("runs/latest").exists());
     mnist_cnn(dir)
         .arg("runs")
@@ -179,7 +196,15 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
     std::thread::sleep(Duration::from_millis(1100));
     mnist_cnn(dir)
         .args(TRAIN)
-        .args(["--epochs", "1", "--out", "mine", "--overwrite", "--seed", "7"])
+        .args([
+            "--epochs",
+            "1",
+            "--out",
+            "mine",
+            "--overwrite",
+            "--seed",
+            "7",
+        ])
         .assert()
         .success();
     let info = read_json(&dir.join("mine/run.json"));
@@ -205,11 +230,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
         vec!["--overwrite"],
         vec!["--out", "x", "--overwrite", "--resume"],
     ] {
-        mnist_cnn(dir)
-            .args(TRAIN)
-            .args(&args)
-            .assert()
-            .code(2);
+        mnist_cnn(dir).args(TRAIN).args(&args).assert().code(2);
     }
 }
 
@@ -285,7 +306,10 @@ fn a_run_being_trained_is_not_removed() {
         .stderr(predicate::str::contains("another training run is writing"));
     assert!(dir.join("runs").join(&name).join("run.json").is_file());
     drop(training);
-    mnist_cnn(dir).args(["runs", "rm", &name]).assert().success();
+    mnist_cnn(dir)
+        .args(["runs", "rm", &name])
+        .assert()
+        .success();
     assert!(!dir.join("runs").join(&name).exists());
 }
 
@@ -320,12 +344,20 @@ fn damaged_logs_and_foreign_entries_break_nothing() {
     let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
     let line = |name: &str| {
         let found = table.lines().find(|l| l.starts_with(name));
-        found.unwrap_or_else(|| panic!("{name}: {table}")).to_string()
+        found
+            .unwrap_or_else(|| panic!("{name}: {table}"))
+            .to_string()
     };
     assert!(line("* good ").contains("1/1"), "{table}");
     assert!(line("  damaged ").contains(" (damaged: "), "{table}");
-    assert!(line("  photos ").ends_with(" (not a run (no run.json))"), "{table}");
-    assert!(line("  notes.txt ").ends_with(" (not a run folder)"), "{table}");
+    assert!(
+        line("  photos ").ends_with(" (not a run (no run.json))"),
+        "{table}"
+    );
+    assert!(
+        line("  notes.txt ").ends_with(" (not a run folder)"),
+        "{table}"
+    );
     // The next commit rewrites both logs whole.
     mnist_cnn(dir)
         .args(TRAIN)
@@ -361,7 +393,15 @@ impl Server {
     fn start(dir: &Path, model_dir: &str) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
             .current_dir(dir)
-            .args(["--threads", "1", "serve", "--port", "0", "--model-dir", model_dir])
+            .args([
+                "--threads",
+                "1",
+                "serve",
+                "--port",
+                "0",
+                "--model-dir",
+                model_dir,
+            ])
             .env("MNIST_DATA_DIR", data_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -439,5 +479,8 @@ fn the_page_lists_the_runs_beside_the_served_one_and_follows_the_newest() {
     });
     let (_, listed) = server.get("/api/runs");
     assert_eq!(listed["runs"].as_array().unwrap().len(), 3);
-    assert!(listed["current"].as_str().unwrap().ends_with("-third"), "{listed}");
+    assert!(
+        listed["current"].as_str().unwrap().ends_with("-third"),
+        "{listed}"
+    );
 }

@@ -127,7 +127,11 @@ pub(crate) fn run_evaluate(session: &Session, mut args: EvaluateArgs) -> Result<
         split: args.split.to_string(),
         loss: evaluation.loss,
         accuracy: evaluation.accuracy,
-        pictures: written.iter().filter(|p| p.extension().is_some_and(|e| e == "png")).cloned().collect(),
+        pictures: written
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            .cloned()
+            .collect(),
     };
     // The reports are written; TensorBoard's copy of them is a convenience.
     match logs::write_evaluation(&args.model_dir, &run.info, &log) {

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use mnist_cnn::fsutil::sweep_stale_temporaries;
-use mnist_cnn::run::catalog::{self, RunEntry};
 use mnist_cnn::run::RunInfo;
+use mnist_cnn::run::catalog::{self, RunEntry};
 
 use super::{Session, values};
 

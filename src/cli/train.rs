@@ -182,9 +182,9 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
             ACCURACY_PLOT,
             LOSS_PLOT
         );
-        if catalog::latest_name(Path::new(catalog::RUNS_DIR)).is_some_and(|name| {
-            Path::new(catalog::RUNS_DIR).join(name) == out
-        }) {
+        if catalog::latest_name(Path::new(catalog::RUNS_DIR))
+            .is_some_and(|name| Path::new(catalog::RUNS_DIR).join(name) == out)
+        {
             println!("next: mnist-cnn evaluate");
         } else {
             println!("next: mnist-cnn evaluate --model-dir {}", out.display());

@@ -85,7 +85,11 @@ mod tests {
     use crate::plot::test_util::decode;
 
     fn curves(name: &str, offset: f64, validation: bool) -> RunCurves {
-        let points = |base: f64| (1..=4).map(|e| (e as f64, base + offset * e as f64)).collect();
+        let points = |base: f64| {
+            (1..=4)
+                .map(|e| (e as f64, base + offset * e as f64))
+                .collect()
+        };
         RunCurves {
             name: name.into(),
             accuracy: points(0.9),
@@ -99,11 +103,7 @@ mod tests {
     fn each_run_has_its_colour_in_both_panels() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("compare.png");
-        runs_chart(
-            &path,
-            &[curves("a", 0.01, true), curves("b", -0.01, false)],
-        )
-        .unwrap();
+        runs_chart(&path, &[curves("a", 0.01, true), curves("b", -0.01, false)]).unwrap();
         let img = decode(&path);
         assert_eq!(img.dimensions(), (1600, 560));
         for (i, color) in TAB10[..2].iter().enumerate() {

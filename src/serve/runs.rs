@@ -74,7 +74,10 @@ pub async fn history(
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     if !is_plain_name(&name) {
-        return error(StatusCode::BAD_REQUEST, format!("{name:?} is not a run name"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{name:?} is not a run name"),
+        );
     }
     let model_dir = state.model_dir.clone();
     let loaded = tokio::task::spawn_blocking(move || {

@@ -68,6 +68,10 @@ mod tests {
         assert_eq!(pairs, vec![(12, 2.0), (14, 6.0), (15, 9.0)]);
         let mut exact = StepLog::new(3, 0);
         (0..3).for_each(|_| exact.add(1, 0.5));
-        assert_eq!(exact.finish().len(), 1, "no empty entry after a full interval");
+        assert_eq!(
+            exact.finish().len(),
+            1,
+            "no empty entry after a full interval"
+        );
     }
 }

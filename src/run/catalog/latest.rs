@@ -109,7 +109,11 @@ fn move_legacy_folder(root: &Path) -> Result<PathBuf> {
         .ok()
         .and_then(|run| run.started_at)
         .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0)))
-        .or_else(|| std::fs::metadata(legacy.join(RUN_FILE)).and_then(|m| m.modified()).ok())
+        .or_else(|| {
+            std::fs::metadata(legacy.join(RUN_FILE))
+                .and_then(|m| m.modified())
+                .ok()
+        })
         .unwrap_or_else(std::time::SystemTime::now);
     let base = super::run_name(started, None);
     for attempt in 1.. {
@@ -141,10 +145,12 @@ mod tests {
         point_latest(root, "a").unwrap();
         assert_eq!(latest_name(root).as_deref(), Some("a"));
         #[cfg(unix)]
-        assert!(std::fs::symlink_metadata(root.join(LATEST))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(
+            std::fs::symlink_metadata(root.join(LATEST))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(std::fs::read(root.join("latest/mark")).unwrap(), b"a");
         // Where links cannot be made: a file naming the run, resolved by this tool.
         point_latest_as(root, "b", false).unwrap();
@@ -153,7 +159,11 @@ mod tests {
         assert_eq!(resolve_pointer(&root.join(LATEST)), Some(root.join("b")));
         point_latest(root, "a").unwrap();
         assert_eq!(latest_name(root).as_deref(), Some("a"));
-        assert_eq!(resolve_pointer(&root.join(LATEST)), None, "a link needs no help");
+        assert_eq!(
+            resolve_pointer(&root.join(LATEST)),
+            None,
+            "a link needs no help"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(root)
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -331,7 +331,11 @@ mod tests {
             .collect();
         assert_eq!(runs, ["good", "older"], "newest first");
         let problem = |name: &str| find(name).problem.clone().unwrap();
-        assert!(problem("damaged").starts_with("damaged: "), "{}", problem("damaged"));
+        assert!(
+            problem("damaged").starts_with("damaged: "),
+            "{}",
+            problem("damaged")
+        );
         assert_eq!(problem("stopped"), "stopped before its first epoch ended");
         assert_eq!(problem("photos"), "not a run (no run.json)");
         assert_eq!(problem("notes.txt"), "not a run folder");

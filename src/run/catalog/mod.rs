@@ -166,7 +166,11 @@ pub fn train_target(
             }
             Ok(target(dir, false, false))
         }
-        None => Ok(target(create_run_dir(Path::new(RUNS_DIR), label)?, true, false)),
+        None => Ok(target(
+            create_run_dir(Path::new(RUNS_DIR), label)?,
+            true,
+            false,
+        )),
         Some(out) if resume => Ok(target(find_run_dir(out), false, false)),
         Some(out) => {
             let dir = pin(out);
@@ -185,8 +189,7 @@ pub fn train_target(
 /// Points `latest` at the run in `dir` when `dir` is a folder of [`RUNS_DIR`]; returns where
 /// an older mnist-cnn's real `runs/latest` folder was moved, if it was.
 pub fn mark_latest(dir: &Path) -> Result<Option<PathBuf>> {
-    let (Ok(dir), Ok(root)) = (std::fs::canonicalize(dir), std::fs::canonicalize(RUNS_DIR))
-    else {
+    let (Ok(dir), Ok(root)) = (std::fs::canonicalize(dir), std::fs::canonicalize(RUNS_DIR)) else {
         return Ok(None);
     };
     match (dir.parent(), dir.file_name().and_then(|n| n.to_str())) {
@@ -296,7 +299,10 @@ pub fn remove_run(dir: &Path) -> Result<()> {
     drop(lock);
     std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))?;
     if latest_name(&root).as_deref() == Some(name) {
-        match list_runs(&root).iter().find(|entry| entry.summary.is_some()) {
+        match list_runs(&root)
+            .iter()
+            .find(|entry| entry.summary.is_some())
+        {
             Some(newest) => {
                 point_latest(&root, &newest.name)?;
             }

@@ -34,7 +34,13 @@ pub struct WeightHistogram {
 impl WeightHistogram {
     /// The histogram of `values`' finite entries.
     pub fn of(name: String, values: &[f32]) -> Self {
-        let finite = || values.iter().copied().filter(|v| v.is_finite()).map(f64::from);
+        let finite = || {
+            values
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .map(f64::from)
+        };
         let (min, max) = finite().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
             (lo.min(v), hi.max(v))
         });
@@ -148,7 +154,11 @@ mod tests {
         assert_eq!((h.min, h.max), (-1.0, 2.0));
         assert_eq!(h.counts.len(), BUCKETS);
         assert_eq!(h.count(), 301);
-        assert_eq!(h.counts[BUCKETS - 1], 11, "the maximum falls in the last bucket");
+        assert_eq!(
+            h.counts[BUCKETS - 1],
+            11,
+            "the maximum falls in the last bucket"
+        );
         let proto = h.to_proto();
         assert_eq!(proto.bucket_limit.len(), BUCKETS);
         assert_eq!(*proto.bucket_limit.last().unwrap(), 2.0);
@@ -156,7 +166,10 @@ mod tests {
         assert!((proto.sum - values.iter().map(|&v| f64::from(v)).sum::<f64>()).abs() < 1e-9);
         // A constant tensor (zero biases) is one bucket; NaN is left out.
         let zeros = WeightHistogram::of("b".into(), &[0.0, 0.0, f32::NAN]);
-        assert_eq!((zeros.counts.clone(), zeros.min, zeros.max), (vec![2], 0.0, 0.0));
+        assert_eq!(
+            (zeros.counts.clone(), zeros.min, zeros.max),
+            (vec![2], 0.0, 0.0)
+        );
         assert_eq!(zeros.to_proto().bucket_limit, vec![0.0]);
         let empty = WeightHistogram::of("e".into(), &[]);
         assert_eq!(empty.count(), 0);

@@ -27,7 +27,9 @@ pub const EVENTS_PREFIX: &str = "events.out.tfevents.";
 /// sort the evaluation first, so a TensorBoard that follows the newest file follows training.
 pub const TRAIN_SUFFIX: &str = ".mnist-cnn.train";
 pub const EVALUATE_SUFFIX: &str = ".mnist-cnn.evaluate";
-/// Tags of the per-epoch scalars: the history's own keys.
+/// The per-epoch scalars are tagged `epoch/` and the history's own key (`epoch/val_loss`), so
+/// that TensorBoard shows them as one group.
+pub const EPOCH_TAG: &str = "epoch/";
 pub const EPOCH_SCALARS: [&str; 5] = [
     "loss",
     "accuracy",
@@ -36,7 +38,9 @@ pub const EPOCH_SCALARS: [&str; 5] = [
     "learning_rate",
 ];
 /// Tag of the training loss every few steps (the mean over those steps).
-pub const STEP_LOSS_TAG: &str = "batch_loss";
+pub const STEP_LOSS_TAG: &str = "step/loss";
+/// `evaluate`'s scalars (`evaluate/test_loss`) and pictures (`evaluate/confusion_matrix`).
+pub const EVALUATE_TAG: &str = "evaluate/";
 /// Tags of the weight histograms start so, followed by the parameter's name.
 pub const WEIGHTS_TAG: &str = "weights/";
 /// Largest picture put into an evaluation event file.
@@ -116,7 +120,9 @@ pub fn training_events(run: &RunInfo) -> Vec<Event> {
                 epoch.val_accuracy,
                 epoch.learning_rate,
             ])
-            .filter_map(|(tag, value)| value.map(|v| Value::scalar(tag, v)))
+            .filter_map(|(key, value)| {
+                value.map(|v| Value::scalar(&format!("{EPOCH_TAG}{key}"), v))
+            })
             .collect();
         events.push(Event::summary(time, epoch.epoch, values));
         if let Some(histograms) = run
@@ -139,7 +145,10 @@ pub fn training_events(run: &RunInfo) -> Vec<Event> {
 /// that another start of a run in this directory left.
 pub fn write_events(dir: &Path, run: &RunInfo) -> Result<()> {
     let name = training_events_file(run);
-    write_atomically(&dir.join(&name), &tensorboard::encode(&training_events(run)))?;
+    write_atomically(
+        &dir.join(&name),
+        &tensorboard::encode(&training_events(run)),
+    )?;
     remove_other_events(dir, &[&name, &evaluation_events_file(run)]);
     Ok(())
 }
@@ -162,11 +171,11 @@ fn remove_other_events(dir: &Path, keep: &[&str]) {
 /// What `evaluate` found, for the evaluation event file.
 #[derive(Debug, Clone)]
 pub struct EvaluationLog {
-    /// `test` or `train`: the scalars are tagged `test_loss`, `test_accuracy`, ...
+    /// `test` or `train`: the scalars are tagged `evaluate/test_loss`, ...
     pub split: String,
     pub loss: f64,
     pub accuracy: f64,
-    /// PNG pictures it wrote, each tagged with its file's stem (`confusion_matrix`).
+    /// PNG pictures it wrote, each tagged with its file's stem (`evaluate/confusion_matrix`).
     pub pictures: Vec<PathBuf>,
 }
 
@@ -177,15 +186,21 @@ pub fn write_evaluation(dir: &Path, run: &RunInfo, log: &EvaluationLog) -> Resul
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let mut values = vec![
-        Value::scalar(&format!("{}_loss", log.split), log.loss),
-        Value::scalar(&format!("{}_accuracy", log.split), log.accuracy),
+        Value::scalar(&format!("{EVALUATE_TAG}{}_loss", log.split), log.loss),
+        Value::scalar(
+            &format!("{EVALUATE_TAG}{}_accuracy", log.split),
+            log.accuracy,
+        ),
     ];
     for path in &log.pictures {
         let tag = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("picture");
-        values.push(Value::image(tag, png_image(path)?));
+        values.push(Value::image(
+            &format!("{EVALUATE_TAG}{tag}"),
+            png_image(path)?,
+        ));
     }
     let events = [
         Event::file_version(now),
@@ -278,10 +293,13 @@ mod tests {
         let last = &events[6];
         assert_eq!((last.step, last.wall_time), (2, 1004.0));
         let tags: Vec<&str> = last.values().iter().map(|v| v.tag.as_str()).collect();
-        assert_eq!(tags, EPOCH_SCALARS);
+        assert_eq!(tags, EPOCH_SCALARS.map(|key| format!("epoch/{key}")));
         assert_eq!(last.values()[2].as_scalar(), Some(0.25));
         assert_eq!(events[4].step, 6);
         assert_eq!(events[4].values()[0].tag, STEP_LOSS_TAG);
-        assert_eq!(training_events_file(&run), "events.out.tfevents.1000.mnist-cnn.train");
+        assert_eq!(
+            training_events_file(&run),
+            "events.out.tfevents.1000.mnist-cnn.train"
+        );
     }
 }

@@ -188,7 +188,10 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
 /// errors. (TensorBoard has its own reader; this one is for this tool's tests and checks.)
 pub fn decode(bytes: &[u8], path: &Path) -> Result<Vec<Event>> {
     let corrupt = |offset: usize, what: &str| {
-        Error::corrupt(path, format!("not a TensorBoard event file ({what} at byte {offset})"))
+        Error::corrupt(
+            path,
+            format!("not a TensorBoard event file ({what} at byte {offset})"),
+        )
     };
     let mut events = Vec::new();
     let mut rest = bytes;
@@ -265,7 +268,10 @@ mod tests {
         let bytes = encode(&events);
         let path = Path::new("events");
         assert_eq!(decode(&bytes, path).unwrap(), events);
-        assert_eq!(decode(&bytes, path).unwrap()[1].values()[0].as_scalar(), Some(0.25));
+        assert_eq!(
+            decode(&bytes, path).unwrap()[1].values()[0].as_scalar(),
+            Some(0.25)
+        );
         // TFRecord's framing, byte for byte: the length, its masked CRC, the data, its CRC.
         let first = Event::file_version(1.5).encode_to_vec();
         assert_eq!(bytes[..8], (first.len() as u64).to_le_bytes());
