@@ -1,9 +1,14 @@
 //! Logs for other tools, derived from the committed manifest: a CSV in the format of Keras's
 //! `CSVLogger` (`history.csv`) and a TensorBoard event file (per-epoch scalars, the training
-//! loss every few steps, weight histograms). Both are rebuilt whole from `run.json` and
-//! written atomically at every commit, as `history.json` is, so a kill at any instant and a
-//! resume leave them agreeing with the history, without duplicated epochs. `evaluate` adds a
-//! second event file with its scalars and pictures ([`write_evaluation`]).
+//! loss every few steps, weight histograms). Both are rebuilt from `run.json` at every commit,
+//! as `history.json` is, so a kill at any instant and a resume leave them agreeing with the
+//! history, without duplicated epochs. The CSV is written atomically. The event file's content
+//! only ever grows at its end (the events are a function of the history), so what it lacks is
+//! appended in place: TensorBoard, which keeps an event file open and reads on where it left off,
+//! follows a run live; a kill during the append leaves a partial last record, which TensorBoard's
+//! readers wait on and the next commit completes. A file that is not a beginning of what it
+//! should hold (damaged, or of another run) is replaced atomically. `evaluate` adds a second
+//! event file with its scalars and pictures ([`write_evaluation`]).
 //!
 //! Nothing in this tool reads these files back to work: a damaged one costs nothing but the
 //! view in TensorBoard or a spreadsheet, and the next commit replaces it.
@@ -141,16 +146,46 @@ pub fn training_events(run: &RunInfo) -> Vec<Event> {
     events
 }
 
-/// Writes the training event file, and removes training event files of this tool's naming
-/// that another start of a run in this directory left.
+/// Brings the training event file up to the manifest (see the module's documentation), and
+/// removes event files of this tool's naming that another start of a run here left.
 pub fn write_events(dir: &Path, run: &RunInfo) -> Result<()> {
     let name = training_events_file(run);
-    write_atomically(
-        &dir.join(&name),
-        &tensorboard::encode(&training_events(run)),
-    )?;
+    let path = dir.join(&name);
+    let bytes = tensorboard::encode(&training_events(run));
+    if !append_missing(&path, &bytes)? {
+        write_atomically(&path, &bytes)?;
+    }
     remove_other_events(dir, &[&name, &evaluation_events_file(run)]);
     Ok(())
+}
+
+/// When the regular file at `path` holds a beginning of `bytes`, appends the rest to it (and
+/// flushes it to disk) and returns true; otherwise touches nothing and returns false.
+fn append_missing(path: &Path, bytes: &[u8]) -> Result<bool> {
+    use std::io::{Read, Write};
+    // Not followed: a link or anything but a plain file is replaced instead.
+    let is_file = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+    if !is_file {
+        return Ok(false);
+    }
+    let mut file = match std::fs::OpenOptions::new().read(true).append(true).open(path) {
+        Ok(file) => file,
+        Err(_) => return Ok(false),
+    };
+    let mut present = Vec::new();
+    (&mut file)
+        .take(bytes.len() as u64 + 1)
+        .read_to_end(&mut present)
+        .map_err(|e| Error::io(path, e))?;
+    if !bytes.starts_with(&present) {
+        return Ok(false);
+    }
+    if present.len() < bytes.len() {
+        file.write_all(&bytes[present.len()..])
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(true)
 }
 
 fn remove_other_events(dir: &Path, keep: &[&str]) {
@@ -276,6 +311,57 @@ mod tests {
         run.history = vec![epoch(1, false)];
         run.history[0].learning_rate = None;
         assert_eq!(csv_text(&run), "epoch,accuracy,loss,lr\n0,0.25,1,\n");
+    }
+
+    #[test]
+    fn the_event_file_grows_in_place_and_is_replaced_when_damaged() {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = crate::run::tests::sample_run();
+        run.started_at = Some(5.0);
+        run.history = vec![epoch(1, true)];
+        write_events(dir.path(), &run).unwrap();
+        let path = dir.path().join(training_events_file(&run));
+        let first = std::fs::metadata(&path).unwrap();
+        run.history.push(epoch(2, true));
+        write_events(dir.path(), &run).unwrap();
+        let expected = tensorboard::encode(&training_events(&run));
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        #[cfg(unix)]
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            first.ino(),
+            "appended in place"
+        );
+        // A partial last record (a kill during the append) is completed.
+        std::fs::write(&path, &expected[..expected.len() - 7]).unwrap();
+        write_events(dir.path(), &run).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        // Damage, or more than the manifest holds, is replaced whole.
+        for wrong in [b"garbage".to_vec(), [expected.clone(), vec![1, 2, 3]].concat()] {
+            std::fs::write(&path, wrong).unwrap();
+            write_events(dir.path(), &run).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), expected);
+        }
+        // A link is replaced, not written through.
+        #[cfg(unix)]
+        {
+            let elsewhere = dir.path().join("elsewhere");
+            std::fs::write(&elsewhere, &expected[..10]).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+            write_events(dir.path(), &run).unwrap();
+            assert_eq!(std::fs::read(&elsewhere).unwrap(), &expected[..10]);
+            assert_eq!(std::fs::read(&path).unwrap(), expected);
+        }
+        // Another start's file is removed; the evaluation's stays.
+        let old = dir.path().join("events.out.tfevents.1.mnist-cnn.train");
+        let evaluation = dir.path().join(evaluation_events_file(&run));
+        std::fs::write(&old, b"").unwrap();
+        std::fs::write(&evaluation, b"").unwrap();
+        write_events(dir.path(), &run).unwrap();
+        assert!(!old.exists() && evaluation.exists());
     }
 
     #[test]
