@@ -31,9 +31,12 @@ const TRAIN: [&str; 11] = [
 /// TensorBoard event file.
 const WRITES_PER_COMMIT: usize = 7;
 
-/// Per epoch, what history.csv and the TensorBoard event file of `run` say: (epoch, loss,
-/// accuracy) from each, checked to be whole and without repeated epochs.
-fn logged_epochs(run: &Path) -> (Vec<(usize, f64, f64)>, Vec<(usize, f32, f32)>) {
+/// (epoch, loss, accuracy) per epoch, as the CSV writes them and as TensorBoard keeps them.
+type Logged = (Vec<(usize, f64, f64)>, Vec<(usize, f32, f32)>);
+
+/// Per epoch, what history.csv and the TensorBoard event file of `run` say, checked to be
+/// whole and without repeated epochs.
+fn logged_epochs(run: &Path) -> Logged {
     use mnist_cnn::run::logs::{self, tensorboard};
     let csv = std::fs::read_to_string(run.join(logs::CSV_FILE)).unwrap();
     let mut lines = csv.lines();

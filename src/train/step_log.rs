@@ -30,7 +30,7 @@ impl StepLog {
         self.steps += 1;
         self.images += images;
         self.loss_sum += mean_loss * images as f64;
-        if self.steps % self.every == 0 {
+        if self.steps.is_multiple_of(self.every) {
             self.flush();
         }
     }

@@ -168,7 +168,11 @@ fn append_missing(path: &Path, bytes: &[u8]) -> Result<bool> {
     if !is_file {
         return Ok(false);
     }
-    let mut file = match std::fs::OpenOptions::new().read(true).append(true).open(path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+    {
         Ok(file) => file,
         Err(_) => return Ok(false),
     };
@@ -339,7 +343,10 @@ mod tests {
         write_events(dir.path(), &run).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), expected);
         // Damage, or more than the manifest holds, is replaced whole.
-        for wrong in [b"garbage".to_vec(), [expected.clone(), vec![1, 2, 3]].concat()] {
+        for wrong in [
+            b"garbage".to_vec(),
+            [expected.clone(), vec![1, 2, 3]].concat(),
+        ] {
             std::fs::write(&path, wrong).unwrap();
             write_events(dir.path(), &run).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), expected);
