@@ -484,3 +484,28 @@ fn the_page_lists_the_runs_beside_the_served_one_and_follows_the_newest() {
         "{listed}"
     );
 }
+
+#[test]
+fn a_run_that_fails_before_its_first_epoch_leaves_no_folder_and_latest_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    mnist_cnn(dir)
+        .args(TRAIN)
+        .args(["--epochs", "1", "--name", "good"])
+        .assert()
+        .success();
+    let (names, latest) = run_names(dir);
+    mnist_cnn(dir)
+        .args(TRAIN)
+        .args(["--epochs", "1", "--lr", "1e308", "--name", "diverges"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("training diverged"));
+    assert_eq!(run_names(dir), (names.clone(), latest));
+    let folders: Vec<String> = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "latest")
+        .collect();
+    assert_eq!(folders, names);
+}
