@@ -57,7 +57,7 @@ def rust(args, out):
         common.append("--keep-subnormals")
     trained = json.loads(run(common + [
         "--json", "train", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--validation-split", "0", "--backend", args.backend, "--out", out,
+        "--validation-split", "0", "--backend", args.backend, "--out", out, "--overwrite",
     ]))
     evaluated = json.loads(run(common + [
         "--json", "evaluate", "--model-dir", out, "--batch-size", str(args.eval_batch_size),

@@ -71,6 +71,9 @@ pub enum Error {
         dir.display()
     )]
     ResumeMismatch { dir: PathBuf, differences: String },
+    /// A new run was asked for in a directory that already holds one.
+    #[error("{} already holds a trained run", dir.display())]
+    RunExists { dir: PathBuf },
     /// Another process is training into the same directory.
     #[error("another training run is writing to {} (it holds {})", dir.display(), lock.display())]
     RunLocked { dir: PathBuf, lock: PathBuf },

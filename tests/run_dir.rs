@@ -17,8 +17,73 @@ fn train_args() -> Vec<&'static str> {
 }
 
 /// Files (in write order) that one checkpoint commit puts in place: the epoch's weights, its
-/// optimizer state, the manifest, history.json and the model.bpk link.
-const WRITES_PER_COMMIT: usize = 5;
+/// optimizer state, the manifest, history.json, the model.bpk link, history.csv and the
+/// TensorBoard event file.
+const WRITES_PER_COMMIT: usize = 7;
+
+/// (epoch, loss, accuracy) per epoch, as the CSV writes them and as TensorBoard keeps them.
+type Logged = (Vec<(usize, f64, f64)>, Vec<(usize, f32, f32)>);
+
+/// Per epoch, what history.csv and the TensorBoard event file of `run` say, checked to be
+/// whole and without repeated epochs.
+fn logged_epochs(run: &Path) -> Logged {
+    use mnist_cnn::run::logs::{self, tensorboard};
+    let csv = std::fs::read_to_string(run.join(logs::CSV_FILE)).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("epoch,accuracy,loss,lr"), "{csv}");
+    let rows: Vec<(usize, f64, f64)> = lines
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            assert_eq!(cells.len(), 4, "{line}");
+            // Keras counts epochs from 0.
+            let epoch = cells[0].parse::<usize>().unwrap() + 1;
+            (epoch, cells[2].parse().unwrap(), cells[1].parse().unwrap())
+        })
+        .collect();
+    let info = mnist_cnn::run::RunInfo::load(run).unwrap();
+    let events = tensorboard::read(&run.join(logs::training_events_file(&info)), 1 << 30).unwrap();
+    let scalar = |tag: &str| -> Vec<(usize, f32)> {
+        events
+            .iter()
+            .flat_map(|e| e.values().iter().map(move |v| (e.step as usize, v)))
+            .filter(|(_, v)| v.tag == tag)
+            .map(|(step, v)| (step, v.as_scalar().unwrap()))
+            .collect()
+    };
+    let (loss, accuracy) = (scalar("epoch/loss"), scalar("epoch/accuracy"));
+    assert_eq!(loss.len(), accuracy.len());
+    let scalars: Vec<(usize, f32, f32)> = loss
+        .iter()
+        .zip(&accuracy)
+        .map(|(&(epoch, loss), &(step, accuracy))| {
+            assert_eq!(epoch, step);
+            (epoch, loss, accuracy)
+        })
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.0, i + 1, "the CSV has each epoch once, in order: {csv}");
+    }
+    for (i, scalar) in scalars.iter().enumerate() {
+        assert_eq!(scalar.0, i + 1, "the events have each epoch once, in order");
+    }
+    (rows, scalars)
+}
+
+/// history.csv and the event file say exactly what history.json says.
+fn assert_logs_match_history(run: &Path) {
+    let history = mnist_cnn::run::checkpoint::read_history(run).unwrap();
+    let (rows, scalars) = logged_epochs(run);
+    let expected: Vec<(usize, f64, f64)> = history
+        .iter()
+        .map(|e| (e.epoch, e.loss, e.accuracy))
+        .collect();
+    assert_eq!(rows, expected, "{}: history.csv", run.display());
+    let as_f32: Vec<(usize, f32, f32)> = expected
+        .iter()
+        .map(|&(epoch, loss, accuracy)| (epoch, loss as f32, accuracy as f32))
+        .collect();
+    assert_eq!(scalars, as_f32, "{}: the event file", run.display());
+}
 
 /// The history without its timings, as written in `history.json`.
 fn fingerprint_history(run: &Path) -> Vec<serde_json::Value> {
@@ -58,6 +123,8 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
         .assert()
         .success();
     let expected = fingerprint(&dir.path().join("straight"));
+    assert_logs_match_history(&dir.path().join("straight"));
+    let (straight_rows, straight_scalars) = logged_epochs(&dir.path().join("straight"));
     // Stop the process after each write of epoch 2's commit, as kill -9 would.
     for write in 1..=WRITES_PER_COMMIT {
         let name = format!("killed-{write}");
@@ -79,6 +146,20 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
         );
         TrainedRun::open(&run, &BackendKind::Flex.device())
             .unwrap_or_else(|e| panic!("killed after write {write}: {e}"));
+        // The logs may lag the manifest, but hold whole epochs: the first, or both.
+        let (rows, scalars) = logged_epochs(&run);
+        let logged_both = usize::from(write >= 6) + 1;
+        assert_eq!(
+            rows[..],
+            straight_rows[..logged_both],
+            "killed after write {write}"
+        );
+        assert_eq!(
+            scalars.len(),
+            if write >= 7 { 2 } else { 1 },
+            "killed after write {write}"
+        );
+        assert_eq!(scalars[..], straight_scalars[..scalars.len()]);
         // Resuming ends exactly where the uninterrupted run did.
         mnist_cnn(dir.path())
             .args(train_args())
@@ -90,6 +171,7 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
             expected,
             "resumed after a kill after write {write}"
         );
+        assert_logs_match_history(&run);
         let leftovers: Vec<String> = std::fs::read_dir(&run)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -343,10 +425,18 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
     first.kill().unwrap();
     first.wait().unwrap();
     drop(second);
-    // Once the first run is gone its lock is too.
+    // Once the first run is gone its lock is too; its run is only replaced when asked to.
     mnist_cnn(dir.path())
         .args(train_args())
         .args(["--epochs", "1", "--out", "busy", "-q"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("busy already holds a trained run"))
+        .stderr(predicate::str::contains("--resume"))
+        .stderr(predicate::str::contains("--overwrite"));
+    mnist_cnn(dir.path())
+        .args(train_args())
+        .args(["--epochs", "1", "--out", "busy", "-q", "--overwrite"])
         .assert()
         .success();
 }

@@ -21,7 +21,11 @@ pub fn hint(error: &anyhow::Error, command: &str) -> Option<String> {
         Error::ResumeMismatch { .. } => {
             "pass the same flags as that run (apart from --epochs), or use another --out".into()
         }
+        Error::RunLocked { .. } if command == "runs" => "wait for it to finish".into(),
         Error::RunLocked { .. } => "wait for it to finish, or use another --out".into(),
+        Error::RunExists { .. } => {
+            "continue it with --resume, replace it with --overwrite, or choose another --out".into()
+        }
         Error::EmptyData { .. } => {
             "pass --data-dir with a data set that has images (see `mnist-cnn import`)".into()
         }

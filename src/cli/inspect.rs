@@ -26,7 +26,7 @@ pub struct InspectArgs {
     /// Split for --index
     #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Train.name())]
     pub split: SplitKind,
-    /// Directory of a trained model (as written by `train --out`)
+    /// Directory of a trained model (as written by `train`), or the name of a run in runs/
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Directory for the pictures [default: MODEL_DIR/inspect-<split>-<index>, or
@@ -41,7 +41,8 @@ pub struct InspectArgs {
     pub backend: BackendKind,
 }
 
-pub(crate) fn run_inspect(session: &Session, args: InspectArgs) -> Result<()> {
+pub(crate) fn run_inspect(session: &Session, mut args: InspectArgs) -> Result<()> {
+    args.model_dir = mnist_cnn::run::catalog::find_run_dir(&args.model_dir);
     let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let info = &run.info;

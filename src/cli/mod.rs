@@ -7,6 +7,7 @@ mod data;
 mod hints;
 mod inspect;
 mod model;
+mod runs;
 mod serve;
 mod train;
 mod values;
@@ -75,6 +76,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// A local web page: draw digits, browse the test set, watch training, see every layer
     Serve(serve::ServeArgs),
+    /// List the runs in runs/ (newest first), compare their curves, remove one
+    Runs(runs::RunsArgs),
 }
 
 impl Command {
@@ -90,6 +93,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Inspect(_) => "inspect",
             Command::Serve(_) => "serve",
+            Command::Runs(_) => "runs",
         }
     }
 }
@@ -136,6 +140,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => model::run_bench(&session, args),
         Command::Inspect(args) => inspect::run_inspect(&session, args),
         Command::Serve(args) => serve::run_serve(&session, args),
+        Command::Runs(args) => runs::run_runs(&session, args),
     })
 }
 

@@ -17,13 +17,14 @@ use mnist_cnn::model::{Architecture, InputShape};
 use mnist_cnn::plot::picture::{brightness, input_picture, is_input_picture};
 use mnist_cnn::plot::terminal_preview;
 use mnist_cnn::predict::{ClassProbability, top_classes};
-use mnist_cnn::run::TrainedRun;
+use mnist_cnn::run::logs::{self, EvaluationLog};
+use mnist_cnn::run::{TrainedRun, catalog};
 
 use super::{Session, counted, values};
 
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
-    /// Directory of a trained model (as written by `train --out`)
+    /// Directory of a trained model (as written by `train`), or the name of a run in runs/
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Which split to evaluate on
@@ -53,7 +54,7 @@ pub struct PredictArgs {
     /// Split for --index
     #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Test.name())]
     pub split: SplitKind,
-    /// Directory of a trained model (as written by `train --out`)
+    /// Directory of a trained model (as written by `train`), or the name of a run in runs/
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Invert pictures so the subject is light on dark [default: as the model's pipeline does]
@@ -108,7 +109,8 @@ pub struct BenchArgs {
     pub markdown: bool,
 }
 
-pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> {
+pub(crate) fn run_evaluate(session: &Session, mut args: EvaluateArgs) -> Result<()> {
+    args.model_dir = catalog::find_run_dir(&args.model_dir);
     let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let split = data::load_split(&session.data_dir, args.split)?;
@@ -122,7 +124,7 @@ pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> 
         &device,
     );
     // The metrics are printed even when the reports cannot be written (a read-only run).
-    let written = match evaluation.write_reports(&args.model_dir, &split) {
+    let mut written = match evaluation.write_reports(&args.model_dir, &split) {
         Ok(written) => written,
         Err(error) => {
             // `{:#}` adds the cause (e.g. "Permission denied") to the path the error names.
@@ -134,6 +136,21 @@ pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> 
             Vec::new()
         }
     };
+    let log = EvaluationLog {
+        split: args.split.to_string(),
+        loss: evaluation.loss,
+        accuracy: evaluation.accuracy,
+        pictures: written
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
+            .cloned()
+            .collect(),
+    };
+    // The reports are written; TensorBoard's copy of them is a convenience.
+    match logs::write_evaluation(&args.model_dir, &run.info, &log) {
+        Ok(path) => written.push(path),
+        Err(error) => eprintln!("warning: no TensorBoard events for this evaluation: {error:#}"),
+    }
     if session.human() {
         println!(
             "{} images of the {} split, {:.0} images/s",
@@ -159,7 +176,8 @@ pub(crate) fn run_evaluate(session: &Session, args: EvaluateArgs) -> Result<()> 
     session.print_json(&summary)
 }
 
-pub(crate) fn run_predict(session: &Session, args: PredictArgs) -> Result<()> {
+pub(crate) fn run_predict(session: &Session, mut args: PredictArgs) -> Result<()> {
+    args.model_dir = catalog::find_run_dir(&args.model_dir);
     let device = args.backend.start()?.device();
     let run = TrainedRun::open(&args.model_dir, &device)?;
     let (info, network) = (&run.info, &run.network);
@@ -304,7 +322,7 @@ pub(crate) fn run_bench(session: &Session, args: BenchArgs) -> Result<()> {
         train_images: args.train_images,
         eval_images: args.eval_images,
         profile: args.profile,
-        model_dir: args.model_dir,
+        model_dir: args.model_dir.map(|dir| catalog::find_run_dir(&dir)),
     };
     let say = |line: String| {
         if session.human() {

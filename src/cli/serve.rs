@@ -12,7 +12,8 @@ use super::{Session, values};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Directory of a trained model, or of a run `train --out` is writing (reloaded every epoch)
+    /// Directory of a trained model, or of a run `train` is writing (reloaded every epoch), or
+    /// the name of a run in runs/; on runs/latest the page follows each new run
     #[arg(long, default_value = "runs/latest", value_name = "DIR")]
     pub model_dir: PathBuf,
     /// Address to listen on; anything but loopback makes the page reachable from other machines
@@ -44,7 +45,9 @@ pub struct ServeArgs {
 
 /// Serves until the process is interrupted. Runs outside the compute pool: the server hands
 /// each request's work to the pool and must not occupy one of its threads while it waits.
-pub(crate) fn run_serve(session: &Session, args: ServeArgs) -> Result<()> {
+pub(crate) fn run_serve(session: &Session, mut args: ServeArgs) -> Result<()> {
+    // Not pinned: on runs/latest the page follows each new run.
+    args.model_dir = mnist_cnn::run::catalog::watched_run_dir(&args.model_dir);
     let server = Server::start(ServeOptions {
         model_dir: args.model_dir.clone(),
         data_dir: session.data_dir.clone(),

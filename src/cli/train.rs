@@ -1,6 +1,6 @@
 //! `train`: its flags, the model summary it prints, and its progress display.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -11,6 +11,8 @@ use mnist_cnn::backend::BackendKind;
 use mnist_cnn::choice::Choice;
 use mnist_cnn::data::{self, SplitKind};
 use mnist_cnn::model::{Architecture, InputShape, Network};
+use mnist_cnn::run::catalog;
+use mnist_cnn::run::logs::CSV_FILE;
 use mnist_cnn::run::{ACCURACY_PLOT, HISTORY_FILE, LOSS_PLOT, MODEL_FILE, RUN_FILE};
 use mnist_cnn::train::{
     self, EpochStats, LrSchedule, TrainConfig, TrainEvent, ValidationFrom, Warning, WarningKind,
@@ -57,12 +59,23 @@ pub struct TrainArgs {
     /// weights of the best epoch
     #[arg(long, value_name = "PATIENCE", value_parser = values::positive)]
     pub early_stopping: Option<usize>,
-    /// Directory for the model, history, plots and checkpoint
-    #[arg(long, default_value = "runs/latest", value_name = "DIR")]
-    pub out: PathBuf,
-    /// Continue the run in --out from its last completed epoch
+    /// Directory for the model, history, logs, plots and checkpoint; a run already there is
+    /// refused without --resume or --overwrite [default: a new folder runs/<UTC time>[-NAME];
+    /// with --resume, the run runs/latest points at]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// A name for the new run's folder, after its time: runs/<UTC time>-NAME
+    #[arg(long, value_name = "NAME", conflicts_with = "out", value_parser = values::run_name)]
+    pub name: Option<String>,
+    /// Continue the run in --out (or runs/latest) from its last completed epoch
     #[arg(long)]
     pub resume: bool,
+    /// Replace the run in --out: its files are removed before the new run starts
+    #[arg(long, conflicts_with = "resume", requires = "out")]
+    pub overwrite: bool,
+    /// Log the training loss (run.json, TensorBoard) as its mean over every N steps
+    #[arg(long, value_name = "N", default_value_t = mnist_cnn::run::LOG_EVERY_STEPS, value_parser = values::positive)]
+    pub log_every_steps: usize,
     /// The network to train
     #[arg(long, value_parser = values::choice::<Architecture>(), default_value = Architecture::Cnn.name())]
     pub model: Architecture,
@@ -86,17 +99,34 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         augment: args.augment,
         lr_schedule: args.lr_schedule,
         early_stopping: args.early_stopping,
+        log_every_steps: args.log_every_steps,
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;
+    let target = catalog::train_target(
+        args.out.as_deref(),
+        args.name.as_deref(),
+        args.resume,
+        args.overwrite,
+    )?;
+    let out = target.dir.clone();
+    if target.replaced && !session.quiet {
+        eprintln!("replacing the run in {}", out.display());
+    }
     let mut progress = TrainProgress::new(session.show_progress(), !session.quiet);
+    let mut marked = false;
     let outcome = train::train(
         &config,
         &training_data,
         &session.data_dir,
-        &args.out,
+        &out,
         args.resume,
         &mut |event| match event {
+            TrainEvent::EpochFinished(_) if !marked => {
+                marked = true;
+                mark_latest(&out, session.quiet);
+                progress.handle(event);
+            }
             TrainEvent::Started { run, network } if session.human() => {
                 print!("{}", summary_table(network, run.shape));
                 if !run.data.canonical_mnist {
@@ -112,7 +142,16 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
             }
             event => progress.handle(event),
         },
-    )?;
+    );
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            if target.created {
+                catalog::discard_unstarted(&out);
+            }
+            return Err(error.into());
+        }
+    };
     let last = outcome.run.history.last();
     if let Some(epoch) = outcome.run.restored_best_epoch
         && session.human()
@@ -135,25 +174,48 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
             );
         }
         println!(
-            "wrote {}/{{{},{},{},{},{}}}",
-            args.out.display(),
+            "wrote {}/{{{},{},{},{},{},{}, TensorBoard events}}",
+            out.display(),
             MODEL_FILE,
             RUN_FILE,
             HISTORY_FILE,
+            CSV_FILE,
             ACCURACY_PLOT,
             LOSS_PLOT
         );
-        println!(
-            "next: mnist-cnn evaluate --model-dir {}",
-            args.out.display()
-        );
+        if catalog::latest_name(Path::new(catalog::RUNS_DIR))
+            .is_some_and(|name| Path::new(catalog::RUNS_DIR).join(name) == out)
+        {
+            println!("next: mnist-cnn evaluate");
+        } else {
+            println!("next: mnist-cnn evaluate --model-dir {}", out.display());
+        }
     }
     session.print_json(&json!({
-        "out": args.out,
+        "out": out,
         "run": outcome.run,
         "history": outcome.run.history,
         "warnings": progress.warnings,
     }))
+}
+
+/// Points `runs/latest` at the run once its first epoch is committed (a run that fails before
+/// leaves it where it was). Training goes on if that fails.
+fn mark_latest(out: &Path, quiet: bool) {
+    match catalog::mark_latest(out) {
+        Ok(Some(moved)) if !quiet => eprintln!(
+            "note: moved the run of an older mnist-cnn from {}/{} to {}",
+            catalog::RUNS_DIR,
+            catalog::LATEST,
+            moved.display()
+        ),
+        Ok(_) => {}
+        Err(error) => eprintln!(
+            "warning: {}/{} not updated: {error}",
+            catalog::RUNS_DIR,
+            catalog::LATEST
+        ),
+    }
 }
 
 fn validation_suffix(stats: &EpochStats) -> String {

@@ -162,6 +162,13 @@ pub fn png_path(text: &str) -> Result<std::path::PathBuf, String> {
     }
 }
 
+/// A run's name: letters, digits, `.`, `_` and `-` (see `catalog::check_label`).
+pub fn run_name(text: &str) -> Result<String, String> {
+    mnist_cnn::run::catalog::check_label(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// An image size as WIDTHxHEIGHT, or one number for a square.
 pub fn image_size(text: &str) -> Result<(u32, u32), String> {
     let parse = |part: &str| {

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::RGBColor;
 
 use super::color::{AXIS, TAB10, TEXT};
-use super::render::{plot_error, render};
+use super::render::{Area, DrawResult, plot_error, render};
 use super::text::{DESC_SIZE, TICK_SIZE, TITLE_SIZE, font, plotters_bias};
 use super::ticks::trim_number;
 use crate::error::Result;
@@ -32,6 +32,13 @@ fn padded_range(min: f64, max: f64) -> (f64, f64) {
     (min - pad, max + pad)
 }
 
+/// How one line of a chart is drawn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineStyle {
+    pub color: RGBColor,
+    pub dashed: bool,
+}
+
 /// Draws a line chart like matplotlib's `plt.plot` of a Keras history: each series a coloured
 /// line with point markers, a legend, the title and axis descriptions. 800x500 pixels.
 ///
@@ -45,6 +52,31 @@ pub fn line_chart(
     y_desc: &str,
     series: &[Series],
 ) -> Result<()> {
+    check_series(path, series)?;
+    let styles: Vec<LineStyle> = (0..series.len())
+        .map(|i| LineStyle {
+            color: TAB10[i % TAB10.len()],
+            dashed: false,
+        })
+        .collect();
+    render(
+        path,
+        (800, 500),
+        |area| {
+            draw_chart(
+                &area.margin(10, 10, 10, 20),
+                title,
+                (x_desc, y_desc),
+                series,
+                &styles,
+            )
+        },
+        |_, _| {},
+    )
+}
+
+/// Refuses what no chart can show: no series, a series without points, no finite point.
+pub(crate) fn check_series(path: &Path, series: &[Series]) -> Result<()> {
     if series.is_empty() {
         return Err(plot_error(path, "line chart needs at least one series"));
     }
@@ -54,6 +86,21 @@ pub fn line_chart(
             format!("series \"{}\" has no points", s.name),
         ));
     }
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    if !series.iter().flat_map(|s| &s.points).any(|p| finite(&p)) {
+        return Err(plot_error(path, "line chart has no finite points"));
+    }
+    Ok(())
+}
+
+/// Draws one chart of `series` (checked by [`check_series`]) on `area`, each in its style.
+pub(crate) fn draw_chart(
+    area: &Area,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    styles: &[LineStyle],
+) -> DrawResult {
     let finite: Vec<Vec<(f64, f64)>> = series
         .iter()
         .map(|s| {
@@ -65,9 +112,6 @@ pub fn line_chart(
         })
         .collect();
     let all = || finite.iter().flatten();
-    if all().next().is_none() {
-        return Err(plot_error(path, "line chart has no finite points"));
-    }
     let fold = |f: fn(&(f64, f64)) -> f64| {
         all()
             .map(f)
@@ -95,73 +139,68 @@ pub fn line_chart(
         SeriesLabelPosition::UpperRight
     };
 
-    render(
-        path,
-        (800, 500),
-        |area| {
-            let area = area.margin(10, 10, 10, 20);
-            let mut chart = ChartBuilder::on(&area)
-                .caption(title, font(TITLE_SIZE).color(&TEXT))
-                .margin(8)
-                .x_label_area_size(48)
-                .y_label_area_size(64)
-                .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)?;
-            let x_format = |v: &f64| {
-                if x_whole && v.fract() != 0.0 {
-                    String::new() // no "1.5" epochs
-                } else {
-                    trim_number(*v)
-                }
-            };
-            let y_format = |v: &f64| trim_number(*v);
-            chart
-                .configure_mesh()
-                .x_desc(x_desc)
-                .y_desc(y_desc)
-                .x_label_formatter(&x_format)
-                .y_label_formatter(&y_format)
-                .x_labels(if x_whole {
-                    ((x_max - x_min) as usize + 1).clamp(2, 12)
-                } else {
-                    10
-                })
-                .y_labels(8)
-                .label_style(font(TICK_SIZE).color(&TEXT))
-                .axis_desc_style(font(DESC_SIZE).color(&TEXT))
-                .y_label_offset(plotters_bias(TICK_SIZE))
-                .bold_line_style(RGBColor(225, 225, 225))
-                .max_light_lines(0)
-                .axis_style(AXIS)
-                .draw()?;
-            for (i, (s, points)) in series.iter().zip(&finite).enumerate() {
-                let color = TAB10[i % TAB10.len()];
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        color.stroke_width(2),
-                    ))?
-                    .label(s.name.clone())
-                    .legend(move |(x, y)| {
-                        // Plotters centres the marker on the text box, not on the glyphs.
-                        EmptyElement::at((x, y - plotters_bias(TICK_SIZE)))
-                            + PathElement::new(vec![(0, 0), (24, 0)], color.stroke_width(2))
-                            + Circle::new((12, 0), 3, color.filled())
-                    });
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-            }
-            chart
-                .configure_series_labels()
-                .position(legend_pos)
-                .margin(12)
-                .legend_area_size(32)
-                .label_font(font(TICK_SIZE).color(&TEXT))
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(200, 200, 200))
-                .draw()?;
-            Ok(())
-        },
-        |_, _| {},
-    )
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, font(TITLE_SIZE).color(&TEXT))
+        .margin(8)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_range.0..x_range.1, y_range.0..y_range.1)?;
+    let x_format = |v: &f64| {
+        if x_whole && v.fract() != 0.0 {
+            String::new() // no "1.5" epochs
+        } else {
+            trim_number(*v)
+        }
+    };
+    let y_format = |v: &f64| trim_number(*v);
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&x_format)
+        .y_label_formatter(&y_format)
+        .x_labels(if x_whole {
+            ((x_max - x_min) as usize + 1).clamp(2, 12)
+        } else {
+            10
+        })
+        .y_labels(8)
+        .label_style(font(TICK_SIZE).color(&TEXT))
+        .axis_desc_style(font(DESC_SIZE).color(&TEXT))
+        .y_label_offset(plotters_bias(TICK_SIZE))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .max_light_lines(0)
+        .axis_style(AXIS)
+        .draw()?;
+    for ((s, points), style) in series.iter().zip(&finite).zip(styles) {
+        let color = style.color;
+        let line = color.stroke_width(2);
+        let drawn = if style.dashed {
+            chart.draw_series(DashedLineSeries::new(points.iter().copied(), 8, 5, line))?
+        } else {
+            chart.draw_series(LineSeries::new(points.iter().copied(), line))?
+        };
+        // A dashed line's legend has a gap in the middle.
+        let (gap_start, gap_end) = if style.dashed { (8, 16) } else { (12, 12) };
+        drawn.label(s.name.clone()).legend(move |(x, y)| {
+            // Plotters centres the marker on the text box, not on the glyphs.
+            EmptyElement::at((x, y - plotters_bias(TICK_SIZE)))
+                + PathElement::new(vec![(0, 0), (gap_start, 0)], line)
+                + PathElement::new(vec![(gap_end, 0), (24, 0)], line)
+                + Circle::new((12, 0), 3, color.filled())
+        });
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_pos)
+        .margin(12)
+        .legend_area_size(32)
+        .label_font(font(TICK_SIZE).color(&TEXT))
+        .background_style(WHITE.mix(0.9))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()?;
+    Ok(())
 }
 
 #[cfg(test)]

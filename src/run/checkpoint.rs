@@ -177,13 +177,18 @@ fn named_by(run: &RunInfo) -> impl Iterator<Item = &str> {
     checkpoint.chain(run.best.iter().map(|best| best.model.file.as_str()))
 }
 
-/// The files derived from the committed manifest `run`: `history.json` and the `model.bpk`
-/// link; then the removal of checkpoint files that neither `run` nor `keep` names. A resumed
-/// run calls it too, to finish what a killed commit left undone.
+/// The files derived from the committed manifest `run`: `history.json`, the `model.bpk`
+/// link, the CSV log and the TensorBoard event file ([`super::logs`]); then the removal of
+/// checkpoint files that neither `run` nor `keep` names. A resumed run calls it too, to finish
+/// what a killed commit left undone.
 pub fn write_derived(dir: &Path, run: &RunInfo, keep: &[&str]) -> Result<()> {
     write_json_atomically(&dir.join(HISTORY_FILE), &run.history)?;
     crash_point();
     link_stable_model(dir, run)?;
+    crash_point();
+    super::logs::write_csv(dir, run)?;
+    crash_point();
+    super::logs::write_events(dir, run)?;
     crash_point();
     let mut keep = keep.to_vec();
     keep.extend(named_by(run));
@@ -227,7 +232,7 @@ fn link_stable_model(dir: &Path, run: &RunInfo) -> Result<()> {
 
 /// Removes checkpoint files of this tool's naming that `keep` does not name: those of older
 /// epochs, and those a killed run wrote without committing.
-fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
+pub(crate) fn remove_unreferenced(dir: &Path, keep: &[&str]) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();

@@ -7,8 +7,10 @@
 //! into place only after those files are complete (see [`checkpoint`]). A reader therefore sees
 //! one consistent epoch, even while a training run is writing the next one.
 
+pub mod catalog;
 pub mod checkpoint;
 pub mod config;
+pub mod logs;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +25,7 @@ use crate::fsutil::read_json;
 use crate::model::{InputShape, Network};
 
 pub use checkpoint::{FileDigest, RunLock};
-pub use config::{LrSchedule, TrainConfig, ValidationFrom};
+pub use config::{LOG_EVERY_STEPS, LrSchedule, TrainConfig, ValidationFrom};
 
 /// The manifest: [`RunInfo`] as JSON.
 pub const RUN_FILE: &str = "run.json";
@@ -44,6 +46,20 @@ pub struct EpochStats {
     pub val_accuracy: Option<f64>,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The learning rate of the epoch's last step; absent in runs written before it was kept.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// The training loss every `log_every_steps` steps (and at the epoch's last step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_losses: Vec<StepLoss>,
+}
+
+/// The mean training loss of the steps up to `step` since the previous one logged; `step`
+/// counts the run's steps from 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLoss {
+    pub step: usize,
+    pub loss: f64,
 }
 
 /// Where the training data came from.
@@ -106,6 +122,13 @@ pub struct RunInfo {
     /// With early stopping: the epoch whose weights the run ended with, once it has ended.
     #[serde(default)]
     pub restored_best_epoch: Option<usize>,
+    /// When the run started, in seconds since the Unix epoch (UTC); absent in runs written
+    /// before it was kept.
+    #[serde(default)]
+    pub started_at: Option<f64>,
+    /// Histograms of the weights after each epoch, for TensorBoard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_histograms: Vec<logs::histogram::EpochHistograms>,
 }
 
 /// The epoch with the lowest validation loss, and the file its weights were kept in.
@@ -297,6 +320,13 @@ impl TrainedRun {
     }
 }
 
+/// Now, in seconds since the Unix epoch.
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The version of burn this binary was built with, as resolved in Cargo.lock.
 pub fn burn_version() -> &'static str {
     const LOCK: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"));
@@ -315,8 +345,42 @@ pub fn burn_version() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A manifest with no epochs, for the tests of what is derived from one.
+    pub(crate) fn sample_run() -> RunInfo {
+        RunInfo {
+            config: TrainConfig::default(),
+            shape: crate::model::InputShape::MNIST,
+            class_names: (0..10).map(|c| c.to_string()).collect(),
+            parameters: 1,
+            optimizer: "adam".into(),
+            loss: "categorical_crossentropy".into(),
+            threads: 1,
+            data: DataInfo {
+                dir: PathBuf::from("data/mnist"),
+                canonical_mnist: true,
+                images_md5: String::new(),
+                labels_md5: String::new(),
+                train_images: 54_000,
+                validation_images: 6_000,
+            },
+            completed_epochs: 0,
+            train_seconds: 0.0,
+            peak_rss_mb: None,
+            burn_version: burn_version().into(),
+            mnist_cnn_version: "0.1.0".into(),
+            history: Vec::new(),
+            checkpoint: None,
+            pipeline: None,
+            validation_from: None,
+            best: None,
+            restored_best_epoch: None,
+            started_at: None,
+            weight_histograms: Vec::new(),
+        }
+    }
 
     #[test]
     fn burn_version_is_the_locked_one() {

@@ -25,6 +25,8 @@
 //! | `GET /api/test?label=L&predicted=P&mistakes=true&limit=N` | | test images of a confusion-matrix cell, or the most confident mistakes |
 //! | `GET /api/metrics` | | test-set loss, accuracy, per-class metrics, confusion matrix, mistakes |
 //! | `GET /api/history` | | the run's history, epochs done and planned, model version |
+//! | `GET /api/runs` | | the runs beside the served one (its folder of runs), newest first |
+//! | `GET /api/runs/{name}/history` | | one of those runs' history |
 //! | `POST /api/collect` | JSON `{"class": N, "image": base64}` | saves the drawing in `--collect DIR/<class>/` (the class name percent-encoded where no folder name can hold it) |
 
 mod api;
@@ -33,6 +35,7 @@ mod collect;
 mod error;
 mod guard;
 mod listen;
+mod runs;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -262,6 +265,8 @@ pub fn router(state: Arc<AppState>, guard: HostGuard) -> Router {
         .route("/api/test/{index}", get(api::test_item))
         .route("/api/metrics", get(api::metrics))
         .route("/api/history", get(api::history))
+        .route("/api/runs", get(runs::runs))
+        .route("/api/runs/{name}/history", get(runs::history))
         .route("/api/collect", post(api::collect))
         .fallback(api::not_found)
         .layer((

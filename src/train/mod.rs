@@ -15,6 +15,7 @@ pub mod augment;
 mod phases;
 pub mod schedule;
 mod step;
+mod step_log;
 pub mod validation;
 
 use std::path::Path;

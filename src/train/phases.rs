@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 
 use super::adam::Adam;
 use super::step::train_step_alongside;
+use super::step_log::StepLog;
 use super::validation::{self, Selection};
 use super::{
     EpochStats, TrainConfig, TrainEvent, VALIDATION_BATCH, augment, check_training_data,
@@ -26,7 +27,8 @@ use crate::data::{Split, SplitKind};
 use crate::error::{Error, Result};
 use crate::model::{InputShape, Network};
 use crate::run::checkpoint;
-use crate::run::{BestEpoch, DataInfo, RunInfo, burn_version};
+use crate::run::logs::histogram::{EpochHistograms, weight_histograms};
+use crate::run::{BestEpoch, DataInfo, RunInfo, StepLoss, burn_version, now_unix};
 
 /// What a run trains and validates on, checked before anything is written.
 pub(super) struct Plan {
@@ -99,6 +101,8 @@ struct EpochPass {
     /// The network after the epoch's last step.
     network: Network,
     totals: RunningTotals,
+    /// The training loss every `log_every_steps` steps, for the run's log.
+    step_losses: Vec<StepLoss>,
     /// Time spent in the steps, without validation.
     seconds: f64,
 }
@@ -162,6 +166,8 @@ impl<'a> Trainer<'a> {
             validation_from: Some(plan.selection.from),
             best: None,
             restored_best_epoch: None,
+            started_at: Some(now_unix()),
+            weight_histograms: Vec::new(),
         };
         State {
             network,
@@ -195,6 +201,12 @@ impl<'a> Trainer<'a> {
         run.checkpoint = resumed.run.checkpoint;
         run.best = resumed.run.best;
         run.restored_best_epoch = resumed.run.restored_best_epoch;
+        run.weight_histograms = resumed.run.weight_histograms;
+        // (Runs written before the start was kept: about when their first epoch began.)
+        run.started_at = resumed
+            .run
+            .started_at
+            .or(run.started_at.map(|now| now - run.train_seconds));
         // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
         checkpoint::write_derived(self.out_dir, run, &[])?;
         plot_history(self.out_dir, &run.history)
@@ -234,6 +246,15 @@ impl<'a> Trainer<'a> {
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: pass.totals.images as f64 / pass.seconds,
+            learning_rate: Some(schedule::learning_rate(
+                self.config.lr_schedule,
+                self.config.learning_rate,
+                epoch,
+                self.plan.batches_in_epoch.saturating_sub(1),
+                self.config.epochs,
+                self.plan.batches_in_epoch,
+            )),
+            step_losses: pass.step_losses,
         };
         let run = &mut state.run;
         run.history.push(stats.clone());
@@ -241,6 +262,10 @@ impl<'a> Trainer<'a> {
         run.train_seconds += started.elapsed().as_secs_f64();
         run.peak_rss_mb = backend::peak_rss_mb();
         self.keep_if_best(&state.network, run, &stats)?;
+        run.weight_histograms.push(EpochHistograms {
+            epoch: stats.epoch,
+            parameters: weight_histograms(&state.network),
+        });
         self.commit(&mut state)?;
         plot_history(self.out_dir, &state.run.history)?;
         observer(TrainEvent::EpochFinished(&stats));
@@ -284,6 +309,7 @@ impl<'a> Trainer<'a> {
             })
         };
         let mut totals = RunningTotals::default();
+        let mut step_log = StepLog::new(config.log_every_steps, epoch * batches_in_epoch);
         // Each step assembles the next one's batch while its optimizer updates the weights.
         let mut next = assemble(0);
         for (batch_index, indices) in batches.iter().enumerate() {
@@ -310,6 +336,7 @@ impl<'a> Trainer<'a> {
             }
             network = step.network;
             totals.add(indices.len(), f64::from(step.loss), step.correct);
+            step_log.add(indices.len(), f64::from(step.loss));
             observer(TrainEvent::BatchFinished {
                 batch: batch_index + 1,
                 batches: batches_in_epoch,
@@ -321,6 +348,7 @@ impl<'a> Trainer<'a> {
         Ok(EpochPass {
             network,
             totals,
+            step_losses: step_log.finish(),
             seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -27,7 +27,7 @@ function showTab(name) {
   document.querySelectorAll('.tab').forEach((b) => b.classList.toggle('active', b.dataset.tab === name));
   document.querySelectorAll('.panel').forEach((p) => p.classList.toggle('active', p.id === name));
   if (name === 'test') loadMetrics();
-  if (name === 'training') pollHistory();
+  if (name === 'training') loadRuns().then(pollHistory);
 }
 document.querySelectorAll('.tab').forEach((b) => b.addEventListener('click', () => showTab(b.dataset.tab)));
 
@@ -409,34 +409,104 @@ function lineChart(canvas, title, yLabel, series, legendBelow) {
   c.restore();
   c.strokeStyle = '#404040';
   c.strokeRect(box.left, box.top, box.right - box.left, box.bottom - box.top);
+  const legendLeft = box.right - 36 - Math.max(...series.map((s) => c.measureText(s.name).width));
   series.forEach((s, i) => {
     c.strokeStyle = c.fillStyle = s.color;
     c.lineWidth = 2;
+    c.setLineDash(s.dashed ? [7, 5] : []);
     c.beginPath();
     s.points.forEach(([x, y], k) => (k ? c.lineTo(X(x), Y(y)) : c.moveTo(X(x), Y(y))));
     c.stroke();
     s.points.forEach(([x, y]) => { c.beginPath(); c.arc(X(x), Y(y), 3, 0, 2 * Math.PI); c.fill(); });
     c.textAlign = 'left';
     const y = legendBelow ? box.bottom - 16 - (series.length - 1 - i) * 18 : box.top + 12 + i * 18;
-    c.fillRect(box.right - 110, y, 18, 3);
+    c.beginPath(); c.moveTo(legendLeft, y + 1); c.lineTo(legendLeft + 18, y + 1); c.stroke();
+    c.setLineDash([]);
     c.fillStyle = '#202020';
-    c.fillText(s.name, box.right - 86, y + 5);
+    c.fillText(s.name, legendLeft + 24, y + 5);
   });
+}
+
+// ---- the run picker: other runs' curves over the served one's ------------------------------
+const palette = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+  '#7f7f7f', '#bcbd22', '#17becf'];
+const selectedRuns = [];
+let runList = { current: null, runs: [] };
+let runListAt = 0;
+
+function runColor(name) {
+  return palette[(selectedRuns.indexOf(name) + 1) % palette.length];
+}
+
+async function loadRuns() {
+  runListAt = Date.now();
+  try {
+    runList = await api('/api/runs');
+  } catch (_) {
+    return;
+  }
+  const others = runList.runs.filter((r) => r.name !== runList.current);
+  const names = new Set(others.map((r) => r.name));
+  for (let i = selectedRuns.length - 1; i >= 0; i--) {
+    if (!names.has(selectedRuns[i])) selectedRuns.splice(i, 1);
+  }
+  const picker = $('run-picker');
+  if (!others.length) { picker.textContent = 'no other runs'; return; }
+  picker.replaceChildren(...others.map((r) => {
+    const label = document.createElement('label');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.value = r.name;
+    box.checked = selectedRuns.includes(r.name);
+    box.addEventListener('change', () => {
+      const at = selectedRuns.indexOf(r.name);
+      if (box.checked && at < 0) selectedRuns.push(r.name);
+      if (!box.checked && at >= 0) selectedRuns.splice(at, 1);
+      loadRuns().then(pollHistory);
+    });
+    const name = document.createElement('span');
+    const swatch = document.createElement('span');
+    swatch.className = 'swatch';
+    swatch.style.background = box.checked ? runColor(r.name) : 'transparent';
+    name.append(swatch, r.name + (r.running ? ' (training)' : ''));
+    const cells = [
+      `${r.completed_epochs}/${r.epochs} epochs`,
+      r.best_val_accuracy === null ? '' : `val_acc ${r.best_val_accuracy.toFixed(4)}`,
+      r.options.join(' '),
+    ].map((text) => { const cell = document.createElement('span'); cell.textContent = text; return cell; });
+    cells[2].className = 'muted';
+    label.append(box, name, ...cells);
+    return label;
+  }));
 }
 
 async function pollHistory() {
   try {
     const run = await api('/api/history');
-    const curve = (key) => run.history.filter((e) => e[key] !== null).map((e) => [e.epoch, e[key]]);
-    const pair = (train, validation) => [
-      { name: 'train', color: '#1f77b4', points: curve(train) },
-      { name: 'validation', color: '#ff7f0e', points: curve(validation) },
-    ].filter((s) => s.points.length);
+    if (currentTab === 'training' && Date.now() - runListAt > 10000) loadRuns();
+    const curve = (history, key) => history.filter((e) => e[key] !== null).map((e) => [e.epoch, e[key]]);
+    let pair;
+    if (!selectedRuns.length) {
+      pair = (train, validation) => [
+        { name: 'train', color: '#1f77b4', points: curve(run.history, train) },
+        { name: 'validation', color: '#ff7f0e', points: curve(run.history, validation) },
+      ].filter((s) => s.points.length);
+    } else {
+      const others = await Promise.all(selectedRuns.map((name) =>
+        api(`/api/runs/${encodeURIComponent(name)}/history`).catch(() => null)));
+      const runs = [{ name: runList.current || 'this run', color: palette[0], history: run.history }]
+        .concat(others.filter(Boolean).map((o) => ({ name: o.name, color: runColor(o.name), history: o.history })));
+      pair = (train, validation) => runs.flatMap((r) => [
+        { name: r.name, color: r.color, points: curve(r.history, train) },
+        { name: r.name + ' (validation)', color: r.color, dashed: true, points: curve(r.history, validation) },
+      ]).filter((s) => s.points.length);
+    }
     lineChart($('accuracy-chart'), 'Model accuracy', 'accuracy', pair('accuracy', 'val_accuracy'), true);
     lineChart($('loss-chart'), 'Model loss', 'loss', pair('loss', 'val_loss'));
     $('epochs').textContent = run.epochs ? `${run.completed_epochs} of ${run.epochs} epochs` : 'waiting for the first epoch';
     if (run.model_version !== modelVersion) {
       await loadInfo();
+      loadRuns();
       if (drawn) { dirty = true; pump(); }
       if (currentTab === 'test') loadMetrics();
     }
