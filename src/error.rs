@@ -64,6 +64,16 @@ pub enum Error {
         architecture: String,
         reason: String,
     },
+    /// A model file (Keras, safetensors) that cannot be read: damaged, truncated, or not what
+    /// it claims to be.
+    #[error("{}: {reason}", path.display())]
+    ModelFile { path: PathBuf, reason: String },
+    /// A readable model file whose architecture is not one of this tool's.
+    #[error("{} is not a model this tool can run: {reason}", path.display())]
+    ForeignModel { path: PathBuf, reason: String },
+    /// A directory that already holds a run, where a new one would replace it.
+    #[error("{} already holds a run", dir.display())]
+    RunExists { dir: PathBuf },
     /// Data that the trained network was not built for.
     #[error("{0}")]
     DataMismatch(String),
@@ -73,6 +83,9 @@ pub enum Error {
         dir.display()
     )]
     ResumeMismatch { dir: PathBuf, differences: String },
+    /// `train --init-from`: a run whose weights cannot start this one.
+    #[error("cannot start from the run in {}: {reason}", dir.display())]
+    InitMismatch { dir: PathBuf, reason: String },
     /// Another process is training into the same directory.
     #[error("another training run is writing to {} (it holds {})", dir.display(), lock.display())]
     RunLocked { dir: PathBuf, lock: PathBuf },

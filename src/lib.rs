@@ -11,6 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod exchange;
 pub mod fsutil;
 pub mod inspect;
 pub mod kernels;

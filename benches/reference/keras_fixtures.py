@@ -12,6 +12,8 @@ Writes into tests/fixtures/keras/ (small files, committed):
                                       Rescaling(1/255) layer (as keras.io scales pixels)
   mlp.json                            the same numbers for it
   other.keras                         a model of another architecture (refused by import-model)
+  hostile/*.h5                        small damaged and lying HDF5 files, written with h5py
+                                      (see hostile() below)
 
 Run it with the Keras venv (benches/reference/requirements.txt):
 
@@ -34,6 +36,7 @@ os.environ["TF_NUM_INTEROP_THREADS"] = "2"
 # Deterministic kernels, so that the fixtures are the same on every run of this script.
 os.environ["TF_DETERMINISTIC_OPS"] = "1"
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
@@ -160,6 +163,56 @@ def main():
     path = args.out / "other.keras"
     model.save(path)
     print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+    hostile(args.out / "hostile")
+
+
+def hostile(out: Path):
+    """Files that import-model must refuse cleanly, without reading what they do not hold."""
+    out.mkdir(parents=True, exist_ok=True)
+    conv = np.zeros((3, 3, 1, 16), np.float32)
+    last = np.zeros((128, 10), np.float32)
+
+    def weights_file(name, fill):
+        with h5py.File(out / name, "w") as f:
+            fill(f)
+        print(f"wrote {out / name}")
+
+    def keras3(f, layers):
+        for key, values in layers.items():
+            for i, value in enumerate(values):
+                f.create_dataset(f"layers/{key}/vars/{i}", data=value)
+
+    # The first layer's bias is missing.
+    weights_file("missing.weights.h5", lambda f: keras3(f, {"conv2d": [conv], "dense_2": [last]}))
+    # The first layer's bias has 17 values, not 16.
+    weights_file("shape.weights.h5", lambda f: keras3(
+        f, {"conv2d": [conv, np.zeros(17, np.float32)], "dense_2": [last]}))
+    # The first kernel is float64.
+    weights_file("float64.weights.h5", lambda f: keras3(
+        f, {"conv2d": [conv.astype(np.float64), np.zeros(16, np.float32)], "dense_2": [last]}))
+
+    # A legacy model of 1024x1024 images whose first dense kernel declares 2^21 x 128 values
+    # (1 GiB) in a file of a few KiB: chunked, never written.
+    with h5py.File(ROOT / "tests" / "fixtures" / "keras" / "cnn.h5", "r") as source:
+        config = json.loads(source.attrs["model_config"])
+        config["config"]["layers"][0]["config"]["batch_shape"] = [None, 1024, 1024, 1]
+        with h5py.File(out / "lying.h5", "w") as f:
+            f.attrs["model_config"] = json.dumps(config)
+            f.attrs["keras_version"] = source.attrs["keras_version"]
+            weights = f.create_group("model_weights")
+            for name in source["model_weights"]:
+                group = source["model_weights"][name]
+                target = weights.create_group(name)
+                target.attrs["weight_names"] = group.attrs["weight_names"]
+                for weight in group.attrs["weight_names"]:
+                    weight = weight.decode() if isinstance(weight, bytes) else weight
+                    if name == "dense" and weight.endswith("kernel"):
+                        target.create_dataset(weight, shape=(32 * 256 * 256, 128),
+                                              chunks=(1024, 128), dtype=np.float32)
+                    else:
+                        target.create_dataset(weight, data=group[weight][()])
+    print(f"wrote {out / 'lying.h5'}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,17 @@ pub fn hint(error: &anyhow::Error, command: &str) -> Option<String> {
             "pass the same flags as that run (apart from --epochs), or use another --out".into()
         }
         Error::RunLocked { .. } => "wait for it to finish, or use another --out".into(),
+        Error::RunExists { .. } => "pass another --out, or remove that run first".into(),
+        Error::InitMismatch { .. } => {
+            "pass the --model of that run and train on data of its image size and classes".into()
+        }
+        Error::ForeignModel { .. } => {
+            "mnist-cnn runs the tutorial's CNN and the MLP (see `mnist-cnn help import-model`)"
+                .into()
+        }
+        Error::ModelFile { reason, .. } if reason.contains("name it") => {
+            "pass --model cnn or --model mlp".into()
+        }
         Error::EmptyData { .. } => {
             "pass --data-dir with a data set that has images (see `mnist-cnn import`)".into()
         }

@@ -4,6 +4,7 @@
 //! status 2 and clap's message.
 
 mod data;
+mod exchange;
 mod hints;
 mod inspect;
 mod model;
@@ -75,6 +76,10 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// A local web page: draw digits, browse the test set, watch training, see every layer
     Serve(serve::ServeArgs),
+    /// Turn a Keras model (.keras, .h5, .weights.h5) or a safetensors file into a run
+    ImportModel(exchange::ImportModelArgs),
+    /// Write a run's model as ONNX or as safetensors for PyTorch
+    Export(exchange::ExportArgs),
 }
 
 impl Command {
@@ -90,6 +95,8 @@ impl Command {
             Command::Import(_) => "import",
             Command::Inspect(_) => "inspect",
             Command::Serve(_) => "serve",
+            Command::ImportModel(_) => "import-model",
+            Command::Export(_) => "export",
         }
     }
 }
@@ -136,6 +143,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => model::run_bench(&session, args),
         Command::Inspect(args) => inspect::run_inspect(&session, args),
         Command::Serve(args) => serve::run_serve(&session, args),
+        Command::ImportModel(args) => exchange::run_import_model(&session, args),
+        Command::Export(args) => exchange::run_export(&session, args),
     })
 }
 

@@ -62,6 +62,10 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last completed epoch
     #[arg(long)]
     pub resume: bool,
+    /// Start from the weights of the run in DIR (trained, or made by import-model) instead of
+    /// fresh ones, with a fresh optimizer
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// The network to train
     #[arg(long, value_enum, default_value_t = Architecture::Cnn)]
     pub model: Architecture,
@@ -85,6 +89,7 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         augment: args.augment,
         lr_schedule: args.lr_schedule,
         early_stopping: args.early_stopping,
+        init_from: args.init_from,
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;

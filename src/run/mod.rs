@@ -8,6 +8,7 @@
 //! one consistent epoch, even while a training run is writing the next one.
 
 pub mod checkpoint;
+pub mod provenance;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,7 @@ use crate::train::schedule::LrSchedule;
 use crate::train::validation::ValidationFrom;
 
 pub use checkpoint::{FileDigest, RunLock};
+pub use provenance::Provenance;
 
 /// The manifest: [`RunInfo`] as JSON.
 pub const RUN_FILE: &str = "run.json";
@@ -58,6 +60,10 @@ pub struct TrainConfig {
     /// weights of the best epoch.
     #[serde(default)]
     pub early_stopping: Option<usize>,
+    /// The run whose weights training started from, instead of fresh ones (with a fresh
+    /// optimizer). Not compared on resume: a resumed run starts from its own checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +82,7 @@ impl Default for TrainConfig {
             augment: false,
             lr_schedule: LrSchedule::Constant,
             early_stopping: None,
+            init_from: None,
         }
     }
 }
@@ -235,6 +242,9 @@ pub struct RunInfo {
     /// With early stopping: the epoch whose weights the run ended with, once it has ended.
     #[serde(default)]
     pub restored_best_epoch: Option<usize>,
+    /// For a run made by `import-model`: the file its weights came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Provenance>,
 }
 
 /// The epoch with the lowest validation loss, and the file its weights were kept in.

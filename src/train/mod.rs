@@ -8,6 +8,7 @@
 
 pub mod adam;
 pub mod augment;
+mod init;
 pub mod schedule;
 mod step;
 pub mod validation;
@@ -140,7 +141,13 @@ pub fn train(
     let device = backend_kind.device();
     let train_device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut network = Network::new(config.architecture, shape, &train_device);
+    // `--init-from`: another run's weights; a resumed run loads its own checkpoint below.
+    let mut network = match &config.init_from {
+        Some(dir) if !resume => {
+            init::network_from_run(dir, config.architecture, shape, &train_device)?
+        }
+        _ => Network::new(config.architecture, shape, &train_device),
+    };
     let mut optimizer = Adam::new(&train_device);
     let mut run = RunInfo {
         config: TrainConfig {
@@ -172,6 +179,7 @@ pub fn train(
         validation_from: Some(selection.from),
         best: None,
         restored_best_epoch: None,
+        imported: None,
     };
 
     if resume {
@@ -184,6 +192,7 @@ pub fn train(
         run.checkpoint = resumed.run.checkpoint;
         run.best = resumed.run.best;
         run.restored_best_epoch = resumed.run.restored_best_epoch;
+        run.config.init_from = resumed.run.config.init_from;
         // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
         checkpoint::write_derived(out_dir, &run, &[])?;
         plot_history(out_dir, &run.history)?;
