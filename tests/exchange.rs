@@ -53,7 +53,16 @@ fn failure(dir: &Path, args: &[&str]) -> String {
 
 fn export(dir: &Path, model_dir: &str, format: &str, output: &str) -> Vec<u8> {
     let status = mnist_cnn(dir)
-        .args(["--quiet", "export", "--model-dir", model_dir, "--format", format, "-o", output])
+        .args([
+            "--quiet",
+            "export",
+            "--model-dir",
+            model_dir,
+            "--format",
+            format,
+            "-o",
+            output,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -142,14 +151,50 @@ fn an_imported_keras_cnn_gives_keras_s_loss_accuracy_and_probabilities() {
     // An ordinary run: the other commands read it unchanged.
     for args in [
         vec!["predict", "--index", "0", "--model-dir", "cnn"],
-        vec!["inspect", "--index", "0", "--model-dir", "cnn", "--out", "layers"],
-        vec!["bench", "--model-dir", "cnn", "--batch-sizes", "32", "--train-images", "64", "--eval-batch-sizes", "100", "--eval-images", "200"],
+        vec![
+            "inspect",
+            "--index",
+            "0",
+            "--model-dir",
+            "cnn",
+            "--out",
+            "layers",
+        ],
+        vec![
+            "bench",
+            "--model-dir",
+            "cnn",
+            "--batch-sizes",
+            "32",
+            "--train-images",
+            "64",
+            "--eval-batch-sizes",
+            "100",
+            "--eval-images",
+            "200",
+        ],
     ] {
-        let output = mnist_cnn(dir.path()).args(["--quiet"]).args(&args).output().unwrap();
-        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = mnist_cnn(dir.path())
+            .args(["--quiet"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     // A second import into the same directory would replace a run: refused.
-    let error = failure(dir.path(), &["import-model", fixture("cnn.h5").to_str().unwrap(), "--out", "cnn"]);
+    let error = failure(
+        dir.path(),
+        &[
+            "import-model",
+            fixture("cnn.h5").to_str().unwrap(),
+            "--out",
+            "cnn",
+        ],
+    );
     assert!(error.contains("already holds a run"), "{error}");
 }
 
@@ -158,7 +203,12 @@ fn the_three_keras_formats_give_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), &fixture("cnn.keras"), "keras", &[]);
     import(dir.path(), &fixture("cnn.h5"), "h5", &[]);
-    import(dir.path(), &fixture("cnn.weights.h5"), "weights", &["--model", "cnn"]);
+    import(
+        dir.path(),
+        &fixture("cnn.weights.h5"),
+        "weights",
+        &["--model", "cnn"],
+    );
     let formats: Vec<Value> = ["keras", "h5", "weights"]
         .iter()
         .map(|run| read_json(&dir.path().join(run).join("run.json"))["imported"]["format"].clone())
@@ -166,11 +216,28 @@ fn the_three_keras_formats_give_the_same_weights() {
     assert_eq!(formats, ["keras", "keras-h5", "keras-weights"]);
     // The same safetensors bytes: the same tensors, names, shapes and metadata.
     let reference = export(dir.path(), "keras", "safetensors", "keras.safetensors");
-    assert_eq!(export(dir.path(), "h5", "safetensors", "h5.safetensors"), reference);
-    assert_eq!(export(dir.path(), "weights", "safetensors", "w.safetensors"), reference);
+    assert_eq!(
+        export(dir.path(), "h5", "safetensors", "h5.safetensors"),
+        reference
+    );
+    assert_eq!(
+        export(dir.path(), "weights", "safetensors", "w.safetensors"),
+        reference
+    );
     // A file of weights alone needs its architecture named.
-    let error = failure(dir.path(), &["import-model", fixture("cnn.weights.h5").to_str().unwrap(), "--out", "x"]);
-    assert!(error.contains("does not say its architecture") && error.contains("--model"), "{error}");
+    let error = failure(
+        dir.path(),
+        &[
+            "import-model",
+            fixture("cnn.weights.h5").to_str().unwrap(),
+            "--out",
+            "x",
+        ],
+    );
+    assert!(
+        error.contains("does not say its architecture") && error.contains("--model"),
+        "{error}"
+    );
     assert!(!dir.path().join("x/run.json").exists());
 }
 
@@ -180,15 +247,33 @@ fn the_mlp_behind_a_rescaling_layer_and_its_weights_alone() {
     let result = import(dir.path(), &fixture("mlp.keras"), "mlp", &[]);
     assert_eq!(result["run"]["config"]["architecture"], "mlp");
     let rescaling = &result["run"]["imported"]["rescaling"];
-    assert!((rescaling["scale"].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-12, "{rescaling}");
+    assert!(
+        (rescaling["scale"].as_f64().unwrap() - 1.0 / 255.0).abs() < 1e-12,
+        "{rescaling}"
+    );
     assert_matches_keras(dir.path(), "mlp", "mlp.json");
     // The same weights without the Rescaling layer: the scale is said on the command line.
-    import(dir.path(), &fixture("mlp.weights.h5"), "weights", &["--model", "mlp", "--pixel-scale", "1/255"]);
+    import(
+        dir.path(),
+        &fixture("mlp.weights.h5"),
+        "weights",
+        &["--model", "mlp", "--pixel-scale", "1/255"],
+    );
     assert_eq!(
         export(dir.path(), "weights", "safetensors", "w.safetensors"),
         export(dir.path(), "mlp", "safetensors", "m.safetensors")
     );
-    let error = failure(dir.path(), &["import-model", fixture("mlp.keras").to_str().unwrap(), "--out", "x", "--model", "cnn"]);
+    let error = failure(
+        dir.path(),
+        &[
+            "import-model",
+            fixture("mlp.keras").to_str().unwrap(),
+            "--out",
+            "x",
+            "--model",
+            "cnn",
+        ],
+    );
     assert!(error.contains("it is a mlp model, not a cnn"), "{error}");
     let output = mnist_cnn(dir.path())
         .args(["import-model", "x", "--out", "y", "--pixel-scale", "0"])
@@ -200,8 +285,19 @@ fn the_mlp_behind_a_rescaling_layer_and_its_weights_alone() {
 #[test]
 fn a_model_of_another_architecture_is_refused_naming_the_first_layer_that_differs() {
     let dir = tempfile::tempdir().unwrap();
-    let error = failure(dir.path(), &["import-model", fixture("other.keras").to_str().unwrap(), "--out", "other"]);
-    assert!(error.contains("is not a model this tool can run"), "{error}");
+    let error = failure(
+        dir.path(),
+        &[
+            "import-model",
+            fixture("other.keras").to_str().unwrap(),
+            "--out",
+            "other",
+        ],
+    );
+    assert!(
+        error.contains("is not a model this tool can run"),
+        "{error}"
+    );
     assert!(
         error.contains(r#"layer 1 (conv2d) is Conv2D(8, (5, 5), padding="valid", activation="relu"), where the tool's cnn has Conv2D(16, (3, 3), padding="same", activation="relu")"#),
         "{error}"
@@ -242,12 +338,21 @@ fn safetensors_go_out_with_pytorch_names_and_come_back_bit_for_bit() {
     assert_eq!(metadata["pixel_scale"], "1/255");
     assert_eq!(metadata["architecture"], "cnn");
     assert_eq!(metadata["input_shape"], "[1, 28, 28]");
-    assert_eq!(metadata["class_names"], r#"["0","1","2","3","4","5","6","7","8","9"]"#);
+    assert_eq!(
+        metadata["class_names"],
+        r#"["0","1","2","3","4","5","6","7","8","9"]"#
+    );
     // Back in: the same weights, so the same file and the same probabilities, bit for bit.
     let result = import(dir.path(), &dir.path().join("cnn.safetensors"), "back", &[]);
     assert_eq!(result["run"]["imported"]["format"], "safetensors");
-    assert_eq!(export(dir.path(), "back", "safetensors", "back.safetensors"), bytes);
-    let (first, second) = (test_probabilities(&dir.path().join("cnn")), test_probabilities(&dir.path().join("back")));
+    assert_eq!(
+        export(dir.path(), "back", "safetensors", "back.safetensors"),
+        bytes
+    );
+    let (first, second) = (
+        test_probabilities(&dir.path().join("cnn")),
+        test_probabilities(&dir.path().join("back")),
+    );
     assert!(first == second, "the round trip changed the probabilities");
 }
 
@@ -256,21 +361,50 @@ fn onnx_is_written_with_standard_operators_a_dynamic_batch_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     import(dir.path(), &fixture("cnn.keras"), "cnn", &[]);
     import(dir.path(), &fixture("mlp.keras"), "mlp", &[]);
-    let cnn = mnist_cnn::exchange::onnx::summary(&export(dir.path(), "cnn", "onnx", "cnn.onnx")).unwrap();
+    let cnn =
+        mnist_cnn::exchange::onnx::summary(&export(dir.path(), "cnn", "onnx", "cnn.onnx")).unwrap();
     assert_eq!(cnn.opset, 17);
     assert_eq!(
         cnn.operators,
-        ["Div", "Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"]
+        [
+            "Div", "Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Relu",
+            "Gemm", "Relu", "Gemm", "Softmax"
+        ]
     );
     assert_eq!(cnn.input, ["N", "1", "28", "28"]);
     assert_eq!(cnn.output, ["N", "10"]);
-    let meta = |key: &str| cnn.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    assert_eq!(meta("class_names").as_deref(), Some(r#"["0","1","2","3","4","5","6","7","8","9"]"#));
+    let meta = |key: &str| {
+        cnn.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        meta("class_names").as_deref(),
+        Some(r#"["0","1","2","3","4","5","6","7","8","9"]"#)
+    );
     let mnist = mnist_cnn::data::pipeline::Pipeline::mnist(28, 28);
     assert_eq!(meta("pipeline"), Some(mnist.name()));
-    let mlp = mnist_cnn::exchange::onnx::summary(&export(dir.path(), "mlp", "onnx", "mlp.onnx")).unwrap();
-    assert_eq!(mlp.operators, ["Div", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"]);
-    let error = failure(dir.path(), &["export", "--model-dir", "nothing", "--format", "onnx", "-o", "x.onnx"]);
+    let mlp =
+        mnist_cnn::exchange::onnx::summary(&export(dir.path(), "mlp", "onnx", "mlp.onnx")).unwrap();
+    assert_eq!(
+        mlp.operators,
+        [
+            "Div", "Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"
+        ]
+    );
+    let error = failure(
+        dir.path(),
+        &[
+            "export",
+            "--model-dir",
+            "nothing",
+            "--format",
+            "onnx",
+            "-o",
+            "x.onnx",
+        ],
+    );
     assert!(error.contains("no trained model"), "{error}");
     assert!(!dir.path().join("x.onnx").exists());
 }
@@ -281,13 +415,30 @@ fn training_from_an_imported_model_goes_on_from_its_accuracy() {
     import(dir.path(), &fixture("cnn.keras"), "keras", &[]);
     let train = |extra: &[&str]| {
         mnist_cnn(dir.path())
-            .args(["--json", "train", "--epochs", "1", "--limit", "1000", "--steps-per-epoch", "4", "--batch-size", "64", "--validation-split", "0"])
+            .args([
+                "--json",
+                "train",
+                "--epochs",
+                "1",
+                "--limit",
+                "1000",
+                "--steps-per-epoch",
+                "4",
+                "--batch-size",
+                "64",
+                "--validation-split",
+                "0",
+            ])
             .args(extra)
             .output()
             .unwrap()
     };
     let output = train(&["--init-from", "keras", "--out", "tuned"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     let accuracy = result["history"][0]["accuracy"].as_f64().unwrap();
     // Keras's model is at 96% on the test set; fresh weights start at chance (10%).
@@ -296,9 +447,32 @@ fn training_from_an_imported_model_goes_on_from_its_accuracy() {
     let fresh = train(&["--out", "fresh"]);
     let fresh: Value = serde_json::from_slice(&fresh.stdout).unwrap();
     assert!(fresh["history"][0]["accuracy"].as_f64().unwrap() < 0.6);
-    let error = failure(dir.path(), &["train", "--model", "mlp", "--init-from", "keras", "--out", "m", "--epochs", "1", "--limit", "100"]);
-    assert!(error.contains("it holds a cnn model, and this run trains a mlp"), "{error}");
-    assert_eq!(train(&["--init-from", "keras", "--resume", "--out", "tuned"]).status.code(), Some(2));
+    let error = failure(
+        dir.path(),
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--init-from",
+            "keras",
+            "--out",
+            "m",
+            "--epochs",
+            "1",
+            "--limit",
+            "100",
+        ],
+    );
+    assert!(
+        error.contains("it holds a cnn model, and this run trains a mlp"),
+        "{error}"
+    );
+    assert_eq!(
+        train(&["--init-from", "keras", "--resume", "--out", "tuned"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -309,31 +483,65 @@ fn damaged_and_lying_model_files_are_one_line_errors() {
     std::fs::write(path("empty.keras"), b"").unwrap();
     std::fs::write(path("text.keras"), b"hello, I am not a model").unwrap();
     std::fs::write(path("truncated.keras"), &keras[..keras.len() / 2]).unwrap();
-    std::fs::write(path("truncated.h5"), &std::fs::read(fixture("cnn.h5")).unwrap()[..300_000]).unwrap();
+    std::fs::write(
+        path("truncated.h5"),
+        &std::fs::read(fixture("cnn.h5")).unwrap()[..300_000],
+    )
+    .unwrap();
     let mut bad_safetensors = 1000u64.to_le_bytes().to_vec();
     bad_safetensors.extend(b"{\"x\": 1}");
     std::fs::write(path("bad.safetensors"), bad_safetensors).unwrap();
     std::fs::create_dir(path("folder.keras")).unwrap();
     // A .keras whose weights' size fields claim 3 GB.
-    std::fs::write(path("lying.keras"), claim_size(&keras, "model.weights.h5", 3_000_000_000)).unwrap();
+    std::fs::write(
+        path("lying.keras"),
+        claim_size(&keras, "model.weights.h5", 3_000_000_000),
+    )
+    .unwrap();
     // A .keras whose config takes 32x32 images: the weights' shapes do not fit.
-    std::fs::write(path("shape.keras"), with_config(&keras, |c| c.replace("[null, 28, 28, 1]", "[null, 32, 32, 1]"))).unwrap();
-    std::fs::write(path("json.keras"), with_config(&keras, |c| c[..100].to_string())).unwrap();
+    std::fs::write(
+        path("shape.keras"),
+        with_config(&keras, |c| {
+            c.replace("[null, 28, 28, 1]", "[null, 32, 32, 1]")
+        }),
+    )
+    .unwrap();
+    std::fs::write(
+        path("json.keras"),
+        with_config(&keras, |c| c[..100].to_string()),
+    )
+    .unwrap();
     let cases: Vec<(PathBuf, &[&str], &str)> = vec![
         (path("empty.keras"), &[], "not a Keras model"),
         (path("text.keras"), &[], "not a Keras model"),
         (path("truncated.keras"), &[], "not a readable .keras"),
-        (path("truncated.h5"), &[], "cnn"),
+        (path("truncated.h5"), &[], "truncated.h5: "),
         (path("bad.safetensors"), &[], "safetensors"),
         (path("folder.keras"), &[], "not a regular file"),
         (path("missing.keras"), &[], "missing.keras"),
         (path("lying.keras"), &[], "declares 3000000000 bytes"),
         (path("shape.keras"), &[], "the model needs [2048, 128]"),
         (path("json.keras"), &[], "not JSON"),
-        (fixture("hostile/missing.weights.h5"), &["--model", "cnn"], "no weights at layers/conv2d/vars/1"),
-        (fixture("hostile/shape.weights.h5"), &["--model", "cnn"], "have the shape [17], the model needs [16]"),
-        (fixture("hostile/float64.weights.h5"), &["--model", "cnn"], "cannot be read"),
-        (fixture("hostile/lying.h5"), &[], "more than the file can hold"),
+        (
+            fixture("hostile/missing.weights.h5"),
+            &["--model", "cnn"],
+            "no weights at layers/conv2d/vars/1",
+        ),
+        (
+            fixture("hostile/shape.weights.h5"),
+            &["--model", "cnn"],
+            "have the shape [17], the model needs [16]",
+        ),
+        (
+            fixture("hostile/float64.weights.h5"),
+            &["--model", "cnn"],
+            "cannot be read",
+        ),
+        (
+            fixture("hostile/lying.h5"),
+            &[],
+            "more than the file can hold",
+        ),
     ];
     for (index, (file, extra, expected)) in cases.iter().enumerate() {
         let out = format!("out{index}");
@@ -346,14 +554,19 @@ fn damaged_and_lying_model_files_are_one_line_errors() {
     // The lying file declares a gigabyte of weights; reading it costs no more than the binary.
     let (code, stderr, peak_mb) = common::run_measured(
         dir.path(),
-        &["import-model", fixture("hostile/lying.h5").to_str().unwrap(), "--out", "lying"],
+        &[
+            "import-model",
+            fixture("hostile/lying.h5").to_str().unwrap(),
+            "--out",
+            "lying",
+        ],
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(peak_mb < 200.0, "peak memory {peak_mb} MB");
 }
 
-/// `keras` (a .keras zip) with the size fields of `name` in its local and central headers set
-/// to `size`.
+/// `keras` (a .keras zip) with the uncompressed size of `name` in its local and central headers
+/// set to `size`.
 fn claim_size(keras: &[u8], name: &str, size: u32) -> Vec<u8> {
     let mut bytes = keras.to_vec();
     let mut at = 0;
@@ -369,7 +582,6 @@ fn claim_size(keras: &[u8], name: &str, size: u32) -> Vec<u8> {
         };
         let name_len = u16::from_le_bytes([bytes[at + name_at], bytes[at + name_at + 1]]) as usize;
         if &bytes[at + header..at + header + name_len] == name.as_bytes() {
-            bytes[at + sizes_at..at + sizes_at + 4].copy_from_slice(&size.to_le_bytes());
             bytes[at + sizes_at + 4..at + sizes_at + 8].copy_from_slice(&size.to_le_bytes());
         }
         at += 4;
@@ -390,8 +602,12 @@ fn with_config(keras: &[u8], change: impl Fn(&str) -> String) -> Vec<u8> {
         if name == "config.json" {
             contents = change(&String::from_utf8(contents).unwrap()).into_bytes();
         }
-        out.start_file(name, zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored))
-            .unwrap();
+        out.start_file(
+            name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored),
+        )
+        .unwrap();
         out.write_all(&contents).unwrap();
     }
     out.finish().unwrap().into_inner()

@@ -323,22 +323,38 @@ fn picture_loader_survives_mutations() {
 /// safetensors export of one of them.
 fn model_inputs() -> Vec<(Vec<u8>, Option<Architecture>)> {
     let fixture = |name: &str| {
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras").join(name))
-            .unwrap()
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keras")
+                .join(name),
+        )
+        .unwrap()
     };
     let weights = fixture("mlp.weights.h5");
     let dir = tempfile::tempdir().unwrap();
-    let (source, run, exported) = (dir.path().join("w.weights.h5"), dir.path().join("run"), dir.path().join("m.safetensors"));
+    let (source, run, exported) = (
+        dir.path().join("w.weights.h5"),
+        dir.path().join("run"),
+        dir.path().join("m.safetensors"),
+    );
     std::fs::write(&source, &weights).unwrap();
     let options = ImportOptions {
         architecture: Some(Architecture::Mlp),
         pixel_scale: None,
     };
     mnist_cnn::exchange::import_model(&source, &run, &options).unwrap();
-    mnist_cnn::exchange::export(&run, mnist_cnn::exchange::ExportFormat::Safetensors, &exported).unwrap();
+    mnist_cnn::exchange::export(
+        &run,
+        mnist_cnn::exchange::ExportFormat::Safetensors,
+        &exported,
+    )
+    .unwrap();
     vec![
         (fixture("other.keras"), None),
-        (fixture("hostile/missing.weights.h5"), Some(Architecture::Cnn)),
+        (
+            fixture("hostile/missing.weights.h5"),
+            Some(Architecture::Cnn),
+        ),
         (weights, Some(Architecture::Mlp)),
         (std::fs::read(&exported).unwrap(), None),
     ]
@@ -360,7 +376,9 @@ fn model_file_readers_survive_mutations() {
         // DEFLATE's ratio for a compressed zip entry, and the reader's fixed buffers.
         let limit = bytes.len() * 1040 + (16 << 20);
         let (ok, largest) = largest_allocation(|| {
-            no_panic("model file", case, &bytes, || read_model_bytes(bytes.clone(), &options).is_ok())
+            no_panic("model file", case, &bytes, || {
+                read_model_bytes(bytes.clone(), &options).is_ok()
+            })
         });
         assert!(
             largest <= limit,
@@ -373,5 +391,8 @@ fn model_file_readers_survive_mutations() {
             refused += 1;
         }
     }
-    assert!(accepted > 0 && refused > 0, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
 }

@@ -4,7 +4,7 @@
 //! shown in the README. The metadata says what the model expects: the architecture, the image
 //! shape, the pixel scaling, the class names and the image pipeline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use burn::prelude::Device;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
@@ -65,9 +65,32 @@ pub(crate) fn to_bytes(network: &Network, description: &Description) -> Result<V
         Network::Cnn(cnn) => cnn.save_into(&mut store),
         Network::Mlp(mlp) => mlp.save_into(&mut store),
     };
-    saved
+    let bytes = saved
         .and_then(|()| store.get_bytes())
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    sorted_header(bytes)
+}
+
+/// The same file with its JSON header's keys in sorted order: the safetensors crate writes the
+/// metadata in a hash map's random order, and the same model should export to the same bytes.
+/// The tensors' data and offsets are untouched.
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let length = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .filter(|&n| n <= bytes.len() - 8)
+        .ok_or("the safetensors writer wrote no header")?;
+    // Tensors by name (each its dtype, shape and offsets) and `__metadata__`, all sorted.
+    type Header = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+    let header: Header = serde_json::from_slice(&bytes[8..8 + length])
+        .map_err(|e| format!("the safetensors writer wrote an unexpected header ({e})"))?;
+    let mut sorted = serde_json::to_vec(&header).expect("JSON serializes");
+    // Padded with spaces to a multiple of 8 bytes, as the format aligns the data.
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = (sorted.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + length..]);
+    Ok(out)
 }
 
 /// A safetensors file read: the network and what its metadata says.
@@ -135,16 +158,20 @@ pub(crate) fn read(
                 .tensor(&key)
                 .map_err(|_| format!("it has no tensor {key}, which the {architecture} needs"))?;
             if view.dtype() != Dtype::F32 || view.shape() != want.as_slice() {
-                return Err(format!(
+                return Err(Refusal::Damaged(format!(
                     "its {key} is {:?} {:?}, the {architecture} needs F32 {want:?}",
                     view.dtype(),
                     view.shape()
-                ));
+                )));
             }
             names.push(key);
         }
     }
-    if let Some(extra) = tensors.names().into_iter().find(|n| !names.contains(n)) {
+    if let Some(extra) = tensors
+        .names()
+        .into_iter()
+        .find(|n| !names.iter().any(|k| k == n))
+    {
         return Err(Refusal::Foreign(format!(
             "it holds a tensor {extra} that the {architecture} does not have"
         )));
@@ -166,11 +193,11 @@ pub(crate) fn read(
     if let Some(names) = &class_names
         && names.len() != shape.classes
     {
-        return Err(format!(
+        return Err(Refusal::Damaged(format!(
             "its metadata names {} classes, its output layer has {}",
             names.len(),
             shape.classes
-        ));
+        )));
     }
     let pipeline = meta
         .get(PIPELINE)

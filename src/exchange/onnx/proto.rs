@@ -6,7 +6,6 @@
 
 /// `TensorProto.DataType`.
 pub const FLOAT: i32 = 1;
-pub const INT64: i32 = 7;
 
 /// `AttributeProto.AttributeType`.
 pub const ATTRIBUTE_INT: i32 = 2;
