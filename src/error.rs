@@ -71,6 +71,13 @@ pub enum Error {
     /// A readable model file whose architecture is not one of this tool's.
     #[error("{} is not a model this tool can run: {reason}", path.display())]
     ForeignModel { path: PathBuf, reason: String },
+    /// A model file of one of this tool's architectures, but not the one asked for.
+    #[error("{} holds a {found} model, not a {asked}", path.display())]
+    ModelArchitecture {
+        path: PathBuf,
+        found: &'static str,
+        asked: &'static str,
+    },
     /// A directory that already holds a run, where a new one would replace it.
     #[error("{} already holds a run", dir.display())]
     RunExists { dir: PathBuf },

@@ -274,7 +274,10 @@ fn the_mlp_behind_a_rescaling_layer_and_its_weights_alone() {
             "cnn",
         ],
     );
-    assert!(error.contains("it is a mlp model, not a cnn"), "{error}");
+    assert!(
+        error.contains("holds a mlp model, not a cnn; pass --model mlp"),
+        "{error}"
+    );
     let output = mnist_cnn(dir.path())
         .args(["import-model", "x", "--out", "y", "--pixel-scale", "0"])
         .output()
@@ -596,7 +599,7 @@ fn with_config(keras: &[u8], change: impl Fn(&str) -> String) -> Vec<u8> {
     let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for index in 0..archive.len() {
         let mut file = archive.by_index(index).unwrap();
-        let name = file.name().to_string();
+        let name = file.name().unwrap().to_string();
         let mut contents = Vec::new();
         file.read_to_end(&mut contents).unwrap();
         if name == "config.json" {

@@ -41,6 +41,13 @@ pub(crate) enum Refusal {
     Damaged(String),
     /// A readable model of another architecture than this tool's.
     Foreign(String),
+    /// One of this tool's architectures, but not the one asked for.
+    NotAsked {
+        found: Architecture,
+        asked: Architecture,
+    },
+    /// A file that does not say its architecture, and none was named.
+    Unnamed(&'static str),
 }
 
 impl From<String> for Refusal {
@@ -61,6 +68,15 @@ impl Refusal {
         match self {
             Refusal::Damaged(reason) => Error::ModelFile { path, reason },
             Refusal::Foreign(reason) => Error::ForeignModel { path, reason },
+            Refusal::NotAsked { found, asked } => Error::ModelArchitecture {
+                path,
+                found: found.name(),
+                asked: asked.name(),
+            },
+            Refusal::Unnamed(what) => Error::ModelFile {
+                path,
+                reason: format!("{what} does not say its architecture (cnn or mlp)"),
+            },
         }
     }
 }
@@ -148,7 +164,7 @@ pub fn read_model_bytes(
 ) -> std::result::Result<(Architecture, InputShape), String> {
     match read_model(bytes, options, &BackendKind::Flex.device()) {
         Ok(imported) => Ok((imported.network.architecture(), imported.shape)),
-        Err(Refusal::Damaged(reason) | Refusal::Foreign(reason)) => Err(reason),
+        Err(refusal) => Err(refusal.into_error(Path::new("")).to_string()),
     }
 }
 

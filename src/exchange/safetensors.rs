@@ -126,14 +126,12 @@ pub(crate) fn read(
         .transpose()?;
     let architecture = match (said, architecture) {
         (Some(said), Some(asked)) if said != asked => {
-            return Err(Refusal::Foreign(format!(
-                "it holds a {said} model, not a {asked}"
-            )));
+            return Err(Refusal::NotAsked { found: said, asked });
         }
         (Some(said), _) => said,
         (None, Some(asked)) => asked,
         (None, None) => {
-            return Err("its metadata does not say its architecture; name it (cnn or mlp)".into());
+            return Err(Refusal::Unnamed("its metadata"));
         }
     };
     let tensors = SafeTensors::deserialize(&bytes)

@@ -136,10 +136,7 @@ fn read_hdf5(bytes: Vec<u8>, architecture: Option<Architecture>) -> Result<Keras
     let file = h5::H5::open(bytes, size)?;
     let Some(model_config) = file.string_attribute("/", "model_config")? else {
         let Some(architecture) = architecture else {
-            return Err(
-                "a file of weights alone does not say its architecture; name it (cnn or mlp)"
-                    .into(),
-            );
+            return Err(Refusal::Unnamed("a file of weights alone"));
         };
         if !file.has_group("layers") {
             return Err("no Keras model configuration (model_config) and no Keras 3 weights (layers/) in this HDF5 file".into());
@@ -175,9 +172,7 @@ fn expect_architecture(
     found: Architecture,
 ) -> Result<Architecture, Refusal> {
     match asked {
-        Some(asked) if asked != found => {
-            Err(foreign(format!("it is a {found} model, not a {asked}")))
-        }
+        Some(asked) if asked != found => Err(Refusal::NotAsked { found, asked }),
         _ => Ok(found),
     }
 }
