@@ -368,8 +368,9 @@ mod tests {
             })
             .collect();
         let burn = conv_to_burn(&keras, &[1, 2, 2, 3]);
-        // burn [out, in, kh, kw]: element (o=2, i=1, y=0, x=1) = 100 + 10 + 2.
-        assert_eq!(burn[((2 * 2 + 1) * 1) * 2 + 1], 112.0);
+        // burn [out, in, kh, kw] = [3, 2, 1, 2]: element (o=2, i=1, y=0, x=1), at
+        // ((2 * 2 + 1) * 1 + 0) * 2 + 1 = 11, is 100 * x + 10 * i + o.
+        assert_eq!(burn[11], 112.0);
         assert_eq!(burn[0], 0.0);
         // 2x1 pixels of 2 channels, 1 output: Keras rows (h, w, c) -> ours (c, h, w).
         let keras_rows = [0.0, 1.0, 10.0, 11.0]; // (y0,c0) (y0,c1) (y1,c0) (y1,c1)
