@@ -62,6 +62,23 @@ pub enum Error {
         architecture: String,
         reason: String,
     },
+    /// A model file (Keras, safetensors) that cannot be read: damaged, truncated, or not what
+    /// it claims to be.
+    #[error("{}: {reason}", path.display())]
+    ModelFile { path: PathBuf, reason: String },
+    /// A readable model file whose architecture is not one of this tool's.
+    #[error("{} is not a model this tool can run: {reason}", path.display())]
+    ForeignModel { path: PathBuf, reason: String },
+    /// A model file of one of this tool's architectures, but not the one asked for.
+    #[error("{} holds a {found} model, not a {asked}", path.display())]
+    ModelArchitecture {
+        path: PathBuf,
+        found: &'static str,
+        asked: &'static str,
+    },
+    /// A directory that already holds a run, where a new one would replace it.
+    #[error("{} already holds a run", dir.display())]
+    RunExists { dir: PathBuf },
     /// Data that the trained network was not built for.
     #[error("{0}")]
     DataMismatch(String),
@@ -71,9 +88,9 @@ pub enum Error {
         dir.display()
     )]
     ResumeMismatch { dir: PathBuf, differences: String },
-    /// A new run was asked for in a directory that already holds one.
-    #[error("{} already holds a trained run", dir.display())]
-    RunExists { dir: PathBuf },
+    /// `train --init-from`: a run whose weights cannot start this one.
+    #[error("cannot start from the run in {}: {reason}", dir.display())]
+    InitMismatch { dir: PathBuf, reason: String },
     /// Another process is training into the same directory.
     #[error("another training run is writing to {} (it holds {})", dir.display(), lock.display())]
     RunLocked { dir: PathBuf, lock: PathBuf },

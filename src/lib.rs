@@ -12,6 +12,7 @@ pub mod choice;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod exchange;
 pub mod fsutil;
 pub mod inspect;
 pub mod kernels;

@@ -1,5 +1,5 @@
 //! Mutation fuzzing on stable Rust: valid IDX files (raw, gzipped, multi-member gzip), PNG and
-//! JPEG pictures are mutated by a seeded RNG (bit flips, truncation, edits of the length and
+//! JPEG pictures, and model files (Keras's `.keras` zip and HDF5 weights, safetensors) are mutated by a seeded RNG (bit flips, truncation, edits of the length and
 //! dimension fields, splices, appended junk) and fed to the decoders. Nothing may panic, and no
 //! single allocation may exceed what the input's size can justify.
 //!
@@ -19,6 +19,8 @@ use common::data::gzip;
 use mnist_cnn::data::idx::{self, IdxImages};
 use mnist_cnn::data::image::decode_file;
 use mnist_cnn::data::pipeline::Pipeline;
+use mnist_cnn::exchange::{ImportOptions, read_model_bytes};
+use mnist_cnn::model::Architecture;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -311,4 +313,83 @@ fn picture_loader_survives_mutations() {
         decoded += usize::from(ok);
     }
     assert!(decoded > 0, "some mutated pictures still decode");
+}
+
+/// Model files made by Keras (tests/fixtures/keras) and by this tool, each with the
+/// architecture `import-model` is told: a `.keras` zip, two HDF5 files of weights and the
+/// safetensors export of one of them.
+fn model_inputs() -> Vec<(Vec<u8>, Option<Architecture>)> {
+    let fixture = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keras")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let weights = fixture("mlp.weights.h5");
+    let dir = tempfile::tempdir().unwrap();
+    let (source, run, exported) = (
+        dir.path().join("w.weights.h5"),
+        dir.path().join("run"),
+        dir.path().join("m.safetensors"),
+    );
+    std::fs::write(&source, &weights).unwrap();
+    let options = ImportOptions {
+        architecture: Some(Architecture::Mlp),
+        pixel_scale: None,
+    };
+    mnist_cnn::exchange::import_model(&source, &run, &options).unwrap();
+    mnist_cnn::exchange::export(
+        &run,
+        mnist_cnn::exchange::ExportFormat::Safetensors,
+        &exported,
+    )
+    .unwrap();
+    vec![
+        (fixture("other.keras"), None),
+        (
+            fixture("hostile/missing.weights.h5"),
+            Some(Architecture::Cnn),
+        ),
+        (weights, Some(Architecture::Mlp)),
+        (std::fs::read(&exported).unwrap(), None),
+    ]
+}
+
+#[test]
+fn model_file_readers_survive_mutations() {
+    let inputs = model_inputs();
+    let others: Vec<Vec<u8>> = inputs.iter().map(|(bytes, _)| bytes.clone()).collect();
+    let mut rng = StdRng::seed_from_u64(seed() ^ 0x4d0d);
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..cases(400) {
+        let (base, architecture) = &inputs[rng.random_range(0..inputs.len())];
+        let bytes = mutate(base, &others, &mut rng);
+        let options = ImportOptions {
+            architecture: *architecture,
+            pixel_scale: None,
+        };
+        // DEFLATE's ratio for a compressed zip entry, and the reader's fixed buffers.
+        let limit = bytes.len() * 1040 + (16 << 20);
+        let (ok, largest) = largest_allocation(|| {
+            no_panic("model file", case, &bytes, || {
+                read_model_bytes(bytes.clone(), &options).is_ok()
+            })
+        });
+        assert!(
+            largest <= limit,
+            "case {case}: allocated {largest} bytes for a {}-byte model file",
+            bytes.len()
+        );
+        if ok {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
 }

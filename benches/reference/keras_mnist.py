@@ -12,12 +12,10 @@ Adam(lr=1e-3), categorical cross-entropy, pixels / 255, one-hot labels.
 """
 
 import argparse
-import gzip
 import json
 import os
 import resource
 import statistics
-import struct
 import sys
 import time
 from pathlib import Path
@@ -69,30 +67,11 @@ tf.config.threading.set_inter_op_parallelism_threads(inter_threads)
 
 import keras  # noqa: E402
 
-
-def read_idx(path: Path, magic_expected: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic, count = struct.unpack(">II", data[:8])
-    if magic != magic_expected:
-        raise ValueError(f"{path}: magic {magic}, expected {magic_expected}")
-    if magic == 2051:
-        rows, cols = struct.unpack(">II", data[8:16])
-        arr = np.frombuffer(data, dtype=np.uint8, offset=16)
-        if arr.size != count * rows * cols:
-            raise ValueError(f"{path}: truncated image data")
-        return arr.reshape(count, rows, cols)
-    arr = np.frombuffer(data, dtype=np.uint8, offset=8)
-    if arr.size != count:
-        raise ValueError(f"{path}: truncated label data")
-    return arr
+from mnist_idx import load_raw  # noqa: E402
 
 
 def load_split(data_dir: Path, prefix: str):
-    images = read_idx(data_dir / f"{prefix}-images-idx3-ubyte.gz", 2051)
-    labels = read_idx(data_dir / f"{prefix}-labels-idx1-ubyte.gz", 2049)
-    if len(images) != len(labels):
-        raise ValueError(f"{prefix}: {len(images)} images but {len(labels)} labels")
+    images, labels = load_raw(data_dir, prefix)
     x = (images.astype(np.float32) / 255.0)[..., np.newaxis]
     y = keras.utils.to_categorical(labels, 10).astype(np.float32)
     return x, y

@@ -26,6 +26,19 @@ pub fn hint(error: &anyhow::Error, command: &str) -> Option<String> {
         Error::RunExists { .. } => {
             "continue it with --resume, replace it with --overwrite, or choose another --out".into()
         }
+        Error::InitMismatch { .. } => {
+            "pass the --model of that run and train on data of its image size and classes".into()
+        }
+        Error::ForeignModel { .. } => {
+            "mnist-cnn runs the tutorial's CNN and the MLP (see `mnist-cnn help import-model`)"
+                .into()
+        }
+        Error::ModelFile { reason, .. } if reason.contains("does not say its architecture") => {
+            "pass --model cnn or --model mlp".into()
+        }
+        Error::ModelArchitecture { found, .. } => {
+            format!("pass --model {found}, or leave --model out")
+        }
         Error::EmptyData { .. } => {
             "pass --data-dir with a data set that has images (see `mnist-cnn import`)".into()
         }

@@ -4,6 +4,7 @@
 //! status 2 and clap's message.
 
 mod data;
+mod exchange;
 mod hints;
 mod inspect;
 mod model;
@@ -78,6 +79,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// List the runs in runs/ (newest first), compare their curves, remove one
     Runs(runs::RunsArgs),
+    /// Turn a Keras model (.keras, .h5, .weights.h5) or a safetensors file into a run
+    ImportModel(exchange::ImportModelArgs),
+    /// Write a run's model as ONNX or as safetensors for PyTorch
+    Export(exchange::ExportArgs),
 }
 
 impl Command {
@@ -94,6 +99,8 @@ impl Command {
             Command::Inspect(_) => "inspect",
             Command::Serve(_) => "serve",
             Command::Runs(_) => "runs",
+            Command::ImportModel(_) => "import-model",
+            Command::Export(_) => "export",
         }
     }
 }
@@ -141,6 +148,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect::run_inspect(&session, args),
         Command::Serve(args) => serve::run_serve(&session, args),
         Command::Runs(args) => runs::run_runs(&session, args),
+        Command::ImportModel(args) => exchange::run_import_model(&session, args),
+        Command::Export(args) => exchange::run_export(&session, args),
     })
 }
 

@@ -48,9 +48,10 @@ pub struct PredictArgs {
         conflicts_with = "index"
     )]
     pub images: Vec<PathBuf>,
-    /// Predict this image of the data set instead
-    #[arg(long)]
-    pub index: Option<usize>,
+    /// Predict this image of the data set instead (several: comma-separated, or the flag
+    /// repeated)
+    #[arg(long, value_delimiter = ',')]
+    pub index: Vec<usize>,
     /// Split for --index
     #[arg(long, value_parser = values::choice::<SplitKind>(), default_value = SplitKind::Test.name())]
     pub split: SplitKind,
@@ -186,33 +187,35 @@ pub(crate) fn run_predict(session: &Session, mut args: PredictArgs) -> Result<()
     let mut results = Vec::new();
     // The input PNGs of --show written so far: two pictures named alike get two files.
     let mut written = HashSet::new();
-    if let Some(index) = args.index {
+    if !args.index.is_empty() {
         let split = data::load_split(&session.data_dir, args.split)?;
         info.check_data(&split, &session.data_dir)?;
-        let pixels = split.checked_image(index, args.split)?;
-        let ranked = top_classes(network, &info.class_names, pixels, shape, top, &device);
-        let label = split.labels[index];
-        if session.human() {
-            println!(
-                "{} image {index} (label {}): {}",
-                args.split,
-                info.class_names[usize::from(label)],
-                describe(&ranked)
-            );
+        for &index in &args.index {
+            let pixels = split.checked_image(index, args.split)?;
+            let ranked = top_classes(network, &info.class_names, pixels, shape, top, &device);
+            let label = split.labels[index];
+            if session.human() {
+                println!(
+                    "{} image {index} (label {}): {}",
+                    args.split,
+                    info.class_names[usize::from(label)],
+                    describe(&ranked)
+                );
+            }
+            let shown = if args.show {
+                let path = png_name(&format!("input-{}-{index}", args.split), &mut written);
+                Some(show_input(session, &path, pixels, shape)?)
+            } else {
+                None
+            };
+            let mut item = json!({
+                "split": args.split, "index": index, "label": label, "top": ranked,
+            });
+            if let Some(shown) = shown {
+                item["input_png"] = json!(shown);
+            }
+            results.push(item);
         }
-        let shown = if args.show {
-            let path = png_name(&format!("input-{}-{index}", args.split), &mut written);
-            Some(show_input(session, &path, pixels, shape)?)
-        } else {
-            None
-        };
-        let mut item = json!({
-            "split": args.split, "index": index, "label": label, "top": ranked,
-        });
-        if let Some(shown) = shown {
-            item["input_png"] = json!(shown);
-        }
-        results.push(item);
     }
     let pipeline = info.picture_pipeline(args.invert).with_context(|| {
         args.model_dir

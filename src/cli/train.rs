@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Log the training loss (run.json, TensorBoard) as its mean over every N steps
     #[arg(long, value_name = "N", default_value_t = mnist_cnn::run::LOG_EVERY_STEPS, value_parser = values::positive)]
     pub log_every_steps: usize,
+    /// Start from the weights of the run in DIR (trained, or made by import-model) instead of
+    /// fresh ones, with a fresh optimizer
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// The network to train
     #[arg(long, value_parser = values::choice::<Architecture>(), default_value = Architecture::Cnn.name())]
     pub model: Architecture,
@@ -100,6 +104,9 @@ pub(crate) fn run_train(session: &Session, args: TrainArgs) -> Result<()> {
         lr_schedule: args.lr_schedule,
         early_stopping: args.early_stopping,
         log_every_steps: args.log_every_steps,
+        init_from: args
+            .init_from
+            .map(|dir| mnist_cnn::run::catalog::find_run_dir(&dir)),
     };
     config.validate()?;
     let training_data = data::load_split(&session.data_dir, SplitKind::Train)?;

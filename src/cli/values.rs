@@ -113,6 +113,12 @@ pub fn positive_number(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A pixel scale: a number or a fraction above 0, such as `1` or `1/255`.
+pub fn pixel_scale(text: &str) -> Result<f64, String> {
+    mnist_cnn::exchange::parse_pixel_scale(text)
+        .ok_or_else(|| format!("`{text}` is not a number or fraction above 0 (such as 1 or 1/255)"))
+}
+
 /// A fraction in [0, 1).
 pub fn fraction(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {

@@ -4,6 +4,8 @@
 //! `train::schedule`). They live in `run`, below `train`, so that the manifest records them
 //! without reaching up into the training loop.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendKind;
@@ -38,6 +40,10 @@ pub struct TrainConfig {
     /// steps; it changes nothing in the training itself.
     #[serde(default = "default_log_every_steps")]
     pub log_every_steps: usize,
+    /// The run whose weights training started from, instead of fresh ones (with a fresh
+    /// optimizer). Not compared on resume: a resumed run starts from its own checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Steps per logged training loss: 9 points per epoch of MNIST at batch size 128.
@@ -64,6 +70,7 @@ impl Default for TrainConfig {
             lr_schedule: LrSchedule::Constant,
             early_stopping: None,
             log_every_steps: LOG_EVERY_STEPS,
+            init_from: None,
         }
     }
 }

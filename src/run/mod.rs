@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod config;
 pub mod logs;
+pub mod provenance;
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ use crate::model::{InputShape, Network};
 
 pub use checkpoint::{FileDigest, RunLock};
 pub use config::{LOG_EVERY_STEPS, LrSchedule, TrainConfig, ValidationFrom};
+pub use provenance::Provenance;
 
 /// The manifest: [`RunInfo`] as JSON.
 pub const RUN_FILE: &str = "run.json";
@@ -129,6 +131,9 @@ pub struct RunInfo {
     /// Histograms of the weights after each epoch, for TensorBoard.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weight_histograms: Vec<logs::histogram::EpochHistograms>,
+    /// For a run made by `import-model`: the file its weights came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Provenance>,
 }
 
 /// The epoch with the lowest validation loss, and the file its weights were kept in.
@@ -379,6 +384,7 @@ pub(crate) mod tests {
             restored_best_epoch: None,
             started_at: None,
             weight_histograms: Vec::new(),
+            imported: None,
         }
     }
 

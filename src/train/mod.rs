@@ -12,6 +12,7 @@
 
 pub mod adam;
 pub mod augment;
+mod init;
 mod phases;
 pub mod schedule;
 mod step;
@@ -116,6 +117,10 @@ pub fn train(
         });
     } else {
         checkpoint::remove_uncommitted(out_dir)?;
+        // `--init-from`: another run's weights; a resumed run has its own checkpoint.
+        if let Some(dir) = &config.init_from {
+            trainer.init_from(&mut state, dir)?;
+        }
     }
     // Once the run has started: a run refused above needs no advice on its data.
     for warning in trainer.warnings() {

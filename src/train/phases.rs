@@ -167,6 +167,7 @@ impl<'a> Trainer<'a> {
             best: None,
             restored_best_epoch: None,
             started_at: Some(now_unix()),
+            imported: None,
             weight_histograms: Vec::new(),
         };
         State {
@@ -202,6 +203,7 @@ impl<'a> Trainer<'a> {
         run.best = resumed.run.best;
         run.restored_best_epoch = resumed.run.restored_best_epoch;
         run.weight_histograms = resumed.run.weight_histograms;
+        run.config.init_from = resumed.run.config.init_from;
         // (Runs written before the start was kept: about when their first epoch began.)
         run.started_at = resumed
             .run
@@ -210,6 +212,18 @@ impl<'a> Trainer<'a> {
         // Finishes a commit that a kill interrupted, and removes files it wrote uncommitted.
         checkpoint::write_derived(self.out_dir, run, &[])?;
         plot_history(self.out_dir, &run.history)
+    }
+
+    /// Starts from the weights of the run in `dir` instead of fresh ones (the optimizer stays
+    /// fresh).
+    pub(super) fn init_from(&self, state: &mut State, dir: &Path) -> Result<()> {
+        state.network = super::init::network_from_run(
+            dir,
+            self.config.architecture,
+            self.plan.shape,
+            &self.train_device,
+        )?;
+        Ok(())
     }
 
     /// Trains epoch `epoch` (0-based), validates, keeps the weights if they are the best so
