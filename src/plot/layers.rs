@@ -176,7 +176,7 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Stacked `channels` maps of `rows` x `cols` values, as [`crate::inspect`] returns them.
+/// Stacked `channels` maps of `rows` x `cols` values, as `inspect` returns them.
 pub struct MapsView<'a> {
     pub channels: usize,
     pub rows: usize,
@@ -390,7 +390,14 @@ pub fn probability_bars(
     let height = top + plot_h + 50;
     let mut canvas = Canvas::new(title, width, height)?;
     canvas.title(title);
-    let best = crate::model::argmax(probabilities);
+    // The first of the highest, as `model::argmax` picks the predicted class.
+    let best = probabilities
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &p)| {
+            if p > best.1 { (i, p) } else { best }
+        })
+        .0;
     let left = (width - slot * probabilities.len()) / 2;
     let base = top + plot_h;
     canvas.fill(left - 6, base, slot * probabilities.len() + 12, 1, TEXT);

@@ -273,7 +273,7 @@ pub fn compare_chart(path: &Path, runs: &[(String, Vec<EpochStats>)]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{LrSchedule, ValidationFrom};
+    use crate::run::{LrSchedule, ValidationFrom};
 
     #[test]
     fn options_read_as_the_flags_that_set_them() {
