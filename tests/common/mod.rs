@@ -5,6 +5,7 @@
 
 pub mod data;
 pub mod http;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
