@@ -431,7 +431,7 @@ fn a_second_run_into_the_same_directory_fails_at_once() {
         .args(["--epochs", "1", "--out", "busy", "-q"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("busy already holds a trained run"))
+        .stderr(predicate::str::contains("busy already holds a run"))
         .stderr(predicate::str::contains("--resume"))
         .stderr(predicate::str::contains("--overwrite"));
     mnist_cnn(dir.path())

@@ -79,7 +79,9 @@ fn two_trainings_in_a_row_leave_two_runs_that_every_command_finds_by_name() {
     let line = |name: &str| {
         table
             .lines()
-            .find(|l| l.contains(name))
+            // The name column exactly: a second run in the same second has the first's name
+            // as a prefix.
+            .find(|l| l.split_whitespace().any(|word| word == name))
             .unwrap()
             .to_string()
     };
@@ -188,7 +190,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
         .clone();
     let refused = String::from_utf8(refused).unwrap();
     assert_eq!(refused.lines().count(), 1, "{refused}");
-    assert!(refused.starts_with("error: mine already holds a trained run"));
+    assert!(refused.starts_with("error: mine already holds a run"));
     assert!(refused.contains("--resume") && refused.contains("--overwrite"));
     assert_eq!(std::fs::read(dir.join("mine/run.json")).unwrap(), before);
 

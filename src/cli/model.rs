@@ -137,7 +137,8 @@ pub(crate) fn run_evaluate(session: &Session, mut args: EvaluateArgs) -> Result<
             Vec::new()
         }
     };
-    let log = EvaluationLog {
+    // TensorBoard's copy of the reports, when they were written.
+    let log = (!written.is_empty()).then(|| EvaluationLog {
         split: args.split.to_string(),
         loss: evaluation.loss,
         accuracy: evaluation.accuracy,
@@ -146,11 +147,13 @@ pub(crate) fn run_evaluate(session: &Session, mut args: EvaluateArgs) -> Result<
             .filter(|p| p.extension().is_some_and(|e| e == "png"))
             .cloned()
             .collect(),
-    };
-    // The reports are written; TensorBoard's copy of them is a convenience.
-    match logs::write_evaluation(&args.model_dir, &run.info, &log) {
-        Ok(path) => written.push(path),
-        Err(error) => eprintln!("warning: no TensorBoard events for this evaluation: {error:#}"),
+    });
+    match log.map(|log| logs::write_evaluation(&args.model_dir, &run.info, &log)) {
+        Some(Ok(path)) => written.push(path),
+        Some(Err(error)) => {
+            eprintln!("warning: no TensorBoard events for this evaluation: {error:#}")
+        }
+        None => {}
     }
     if session.human() {
         println!(
