@@ -159,7 +159,10 @@ fn summarize(dir: &Path, run: &RunInfo) -> RunSummary {
                 .to_string()
         }),
         model: run.config.architecture,
-        data: if run.data.canonical_mnist {
+        data: if let Some(imported) = &run.imported {
+            // A run made by `import-model` trained on nothing here: where it came from.
+            format!("{} ({})", imported.file, imported.format)
+        } else if run.data.canonical_mnist {
             "MNIST".into()
         } else {
             run.data.dir.file_name().map_or_else(
@@ -231,6 +234,9 @@ pub fn differing_options(config: &TrainConfig) -> Vec<String> {
     if let Some(patience) = config.early_stopping {
         options.push(format!("--early-stopping {patience}"));
     }
+    if let Some(dir) = &config.init_from {
+        options.push(format!("--init-from {}", dir.display()));
+    }
     options
 }
 
@@ -286,6 +292,7 @@ mod tests {
             augment: true,
             limit: Some(600),
             epochs: 3,
+            init_from: Some(PathBuf::from("runs/keras")),
             ..TrainConfig::default()
         };
         assert_eq!(
@@ -296,8 +303,31 @@ mod tests {
                 "--validation-from random",
                 "--limit 600",
                 "--augment",
-                "--lr-schedule cosine"
+                "--lr-schedule cosine",
+                "--init-from runs/keras"
             ]
+        );
+    }
+
+    #[test]
+    fn an_imported_run_names_the_file_it_came_from() {
+        let root = tempfile::tempdir().unwrap();
+        let mut run = crate::run::tests::sample_run();
+        run.imported = Some(crate::run::Provenance {
+            file: "cnn.keras".into(),
+            format: "keras".into(),
+            sha256: "0".repeat(64),
+            pixel_scale: 1.0,
+            rescaling: None,
+            written_by: None,
+        });
+        std::fs::create_dir(root.path().join("keras")).unwrap();
+        crate::fsutil::write_json_atomically(&root.path().join("keras").join(RUN_FILE), &run)
+            .unwrap();
+        let entries = list_runs(root.path());
+        assert_eq!(
+            entries[0].summary.as_ref().unwrap().data,
+            "cnn.keras (keras)"
         );
     }
 
@@ -330,6 +360,7 @@ mod tests {
             .map(|e| e.name.as_str())
             .collect();
         assert_eq!(runs, ["good", "older"], "newest first");
+        assert_eq!(find("older").summary.as_ref().unwrap().data, "MNIST");
         let problem = |name: &str| find(name).problem.clone().unwrap();
         assert!(
             problem("damaged").starts_with("damaged: "),
