@@ -183,25 +183,17 @@ fn a_kill_between_any_two_writes_of_a_commit_leaves_one_whole_checkpoint() {
 
 /// A run that stops early and ends with an earlier epoch's weights: 2 epochs (the first the
 /// best), then the restore commit.
-const EARLY_STOPPING: [&str; 17] = [
-    "--threads",
-    "1",
-    "train",
-    "--limit",
-    "600",
-    "--steps-per-epoch",
-    "3",
-    "--batch-size",
-    "32",
-    "--validation-split",
-    "0.2",
-    "--early-stopping",
-    "1",
-    "--lr",
-    "0.02",
-    "--epochs",
-    "6",
-];
+fn early_stopping() -> Vec<&'static str> {
+    let flags = [
+        "--validation-split",
+        "0.2",
+        "--early-stopping",
+        "1",
+        "--lr",
+        "0.02",
+    ];
+    [&common::QUICK_TRAIN[..], &flags, &["--epochs", "6"]].concat()
+}
 
 /// Kills the run after each of its writes in turn, the restore of the best weights included:
 /// every kill leaves a run that `evaluate` and `predict` open, and that `--resume` finishes
@@ -210,7 +202,7 @@ const EARLY_STOPPING: [&str; 17] = [
 fn a_kill_after_any_write_of_an_early_stopping_run_and_its_restore_leaves_a_whole_run() {
     let dir = tempfile::tempdir().unwrap();
     mnist_cnn(dir.path())
-        .args(EARLY_STOPPING)
+        .args(early_stopping())
         .args(["--out", "straight", "-q"])
         .assert()
         .success();
@@ -229,7 +221,7 @@ fn a_kill_after_any_write_of_an_early_stopping_run_and_its_restore_leaves_a_whol
         let run = dir.path().join(&name);
         let killed = mnist_cnn(dir.path())
             .env("MNIST_CNN_CRASH_AFTER_WRITE", write.to_string())
-            .args(EARLY_STOPPING)
+            .args(early_stopping())
             .args(["--out", &name, "-q"])
             .output()
             .unwrap();
@@ -260,7 +252,7 @@ fn a_kill_after_any_write_of_an_early_stopping_run_and_its_restore_leaves_a_whol
             }
         }
         mnist_cnn(dir.path())
-            .args(EARLY_STOPPING)
+            .args(early_stopping())
             .args(["--out", &name, "-q"])
             .args(committed.then_some("--resume"))
             .assert()

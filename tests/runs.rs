@@ -14,18 +14,9 @@ use predicates::prelude::*;
 use serde_json::Value;
 
 /// A small run: 1 epoch of 3 steps on one thread, validating on 60 images.
-const TRAIN: [&str; 10] = [
-    "--threads",
-    "1",
-    "train",
-    "--limit",
-    "600",
-    "--steps-per-epoch",
-    "3",
-    "--batch-size",
-    "32",
-    "-q",
-];
+fn train() -> Vec<&'static str> {
+    [&common::QUICK_TRAIN[..], &["-q"]].concat()
+}
 
 fn runs_json(dir: &Path) -> Value {
     let output = mnist_cnn(dir).args(["--json", "runs"]).output().unwrap();
@@ -54,12 +45,12 @@ fn two_trainings_in_a_row_leave_two_runs_that_every_command_finds_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1"])
         .assert()
         .success();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "2", "--lr", "0.002", "--name", "faster"])
         .assert()
         .success();
@@ -136,7 +127,7 @@ fn two_trainings_in_a_row_leave_two_runs_that_every_command_finds_by_name() {
 
     // --resume without --out continues the latest run, in its folder.
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "3", "--lr", "0.002", "--resume"])
         .assert()
         .success();
@@ -171,7 +162,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--out", "mine"])
         .assert()
         .success();
@@ -181,7 +172,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
         .success();
     let before = std::fs::read(dir.join("mine/run.json")).unwrap();
     let refused = mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--out", "mine"])
         .assert()
         .code(1)
@@ -197,7 +188,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
     // --overwrite starts afresh: the old evaluation and event files go with the old run.
     std::thread::sleep(Duration::from_millis(1100));
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args([
             "--epochs",
             "1",
@@ -220,7 +211,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
     assert_eq!(events.len(), 1, "{events:?}");
     // An explicit folder of runs/ becomes the latest run too.
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--out", "runs/named"])
         .assert()
         .success();
@@ -232,7 +223,7 @@ fn an_existing_run_is_only_continued_or_replaced_when_asked() {
         vec!["--overwrite"],
         vec!["--out", "x", "--overwrite", "--resume"],
     ] {
-        mnist_cnn(dir).args(TRAIN).args(&args).assert().code(2);
+        mnist_cnn(dir).args(train()).args(&args).assert().code(2);
     }
 }
 
@@ -242,14 +233,14 @@ fn a_run_of_an_older_version_in_runs_latest_is_moved_aside_not_lost() {
     let dir = dir.path();
     // Older versions trained into the folder runs/latest itself.
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--out", "runs/latest"])
         .assert()
         .success();
     let old = std::fs::read(dir.join("runs/latest/run.json")).unwrap();
     // (Without -q, which would keep the note quiet.)
     mnist_cnn(dir)
-        .args(&TRAIN[..TRAIN.len() - 1])
+        .args(common::QUICK_TRAIN)
         .args(["--epochs", "1"])
         .assert()
         .success()
@@ -288,7 +279,7 @@ fn a_run_being_trained_is_not_removed() {
     let training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
         .current_dir(dir)
         .env("MNIST_DATA_DIR", data_dir())
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "100000", "--name", "busy"])
         .stdout(Stdio::null())
         .spawn()
@@ -320,7 +311,7 @@ fn damaged_logs_and_foreign_entries_break_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--out", "runs/good"])
         .assert()
         .success();
@@ -362,7 +353,7 @@ fn damaged_logs_and_foreign_entries_break_nothing() {
     );
     // The next commit rewrites both logs whole.
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "2", "--out", "runs/good", "--resume"])
         .assert()
         .success();
@@ -440,12 +431,12 @@ fn the_page_lists_the_runs_beside_the_served_one_and_follows_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--name", "first"])
         .assert()
         .success();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "2", "--name", "second"])
         .assert()
         .success();
@@ -472,7 +463,7 @@ fn the_page_lists_the_runs_beside_the_served_one_and_follows_the_newest() {
     }
     // A new run: once its first epoch is committed, latest points at it and the page follows.
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--name", "third", "--lr", "0.003"])
         .assert()
         .success();
@@ -492,13 +483,13 @@ fn a_run_that_fails_before_its_first_epoch_leaves_no_folder_and_latest_as_it_was
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--name", "good"])
         .assert()
         .success();
     let (names, latest) = run_names(dir);
     mnist_cnn(dir)
-        .args(TRAIN)
+        .args(train())
         .args(["--epochs", "1", "--lr", "1e308", "--name", "diverges"])
         .assert()
         .code(1)

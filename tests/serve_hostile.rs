@@ -19,6 +19,7 @@ use mnist_cnn::serve::{Limits, ServeOptions, Server};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use common::serve::json_of;
 use common::{data_dir, mnist_cnn};
 
 /// A small trained model (one epoch on 2000 images), made once for all the tests.
@@ -70,18 +71,6 @@ fn client() -> reqwest::blocking::Client {
         .pool_max_idle_per_host(0)
         .build()
         .unwrap()
-}
-
-fn json_of(response: reqwest::blocking::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    let bytes = response.bytes().unwrap();
-    let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "status {status}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    });
-    (status, value)
 }
 
 fn get(url: &str) -> (u16, Value) {
