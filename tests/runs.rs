@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::{Killed, serve_process};
 use common::{data_dir, mnist_cnn, read_json};
 use predicates::prelude::*;
 use serde_json::Value;
@@ -254,16 +254,6 @@ fn a_run_of_an_older_version_in_runs_latest_is_moved_aside_not_lost() {
     );
 }
 
-/// Kills a child process when dropped, so a failing test leaves nothing running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
@@ -384,33 +374,8 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, model_dir: &str) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
-            .current_dir(dir)
-            .args([
-                "--threads",
-                "1",
-                "serve",
-                "--port",
-                "0",
-                "--model-dir",
-                model_dir,
-            ])
-            .env("MNIST_DATA_DIR", data_dir())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = Killed(child);
-        let mut line = String::new();
-        BufReader::new(child.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{line}"))
-            .trim_end_matches('/')
-            .to_string();
+        let (child, address) = serve_process(dir, Path::new(model_dir));
+        let url = address.trim_end_matches('/').to_string();
         Server { _child: child, url }
     }
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -437,23 +436,7 @@ fn two_hundred_concurrent_clients_all_get_answers() {
 #[test]
 fn serve_command_prints_its_address() {
     let fixture = fixture();
-    let child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
-        .args(["--threads", "1", "serve", "--port", "0", "--model-dir"])
-        .arg(fixture.run_dir())
-        .env("MNIST_DATA_DIR", data_dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"));
+    let (_child, url) = serve_process(fixture.dir.path(), &fixture.run_dir());
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let (status, info) = get(&format!("{url}api/info"));
     assert_eq!(status, 200);

@@ -177,3 +177,30 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// `mnist-cnn --threads 1 serve --port 0 --model-dir MODEL_DIR`, started in `dir` on the shipped
+/// data, and the address it prints first ("listening on ADDRESS").
+pub fn serve_process(dir: &Path, model_dir: &Path) -> (Killed, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let child = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
+        .current_dir(dir)
+        .args(["--threads", "1", "serve", "--port", "0", "--model-dir"])
+        .arg(model_dir)
+        .env("MNIST_DATA_DIR", data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (child, address)
+}
