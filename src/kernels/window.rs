@@ -325,7 +325,7 @@ pub(super) mod avx2 {
 
     /// All bits set where `challenger` beats `holder`: greater, or NaN while `holder` is not.
     #[target_feature(enable = "avx2")]
-    pub fn beats(challenger: __m256, holder: __m256) -> __m256 {
+    fn beats(challenger: __m256, holder: __m256) -> __m256 {
         let greater = _mm256_cmp_ps::<_CMP_GT_OQ>(challenger, holder);
         let challenger_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(challenger, challenger);
         let holder_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(holder, holder);

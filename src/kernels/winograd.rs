@@ -1,5 +1,6 @@
 //! The forward pass of a feature block by Winograd's minimal filtering F(2x2, 3x3), with the
-//! pooling fused into it, for CPUs with AVX-512.
+//! pooling fused into it, for CPUs with AVX-512 or AVX2 (and FMA): one version each, picked by
+//! [`simd::level`](super::simd::level). There is no scalar version.
 //!
 //! Each 2x2 output tile of a 3x3 convolution is computed from the 4x4 input tile under it as
 //! `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: 16 products per tile and channel pair instead of 36, so the
@@ -9,9 +10,10 @@
 //! output transform ends by pooling it, as `window::pool_relu_planes` does, and the
 //! convolution itself is never stored.
 //!
-//! Everything runs 16 tiles to a vector: a tile's row of the image is split into its even and
-//! odd columns as it is loaded, so the channel-major planes the network passes between layers
-//! are read and written as they are, with no transposition.
+//! Everything runs 16 tiles to a vector with AVX-512 and 8 with AVX2, in the same layout: a
+//! tile's row of the image is split into its even and odd columns as it is loaded, so the
+//! channel-major planes the network passes between layers are read and written as they are,
+//! with no transposition.
 
 /// Tiles per vector of the widest version (AVX-512). The AVX2 version's 8 divide it, and the
 /// scratch layout rounds to it, so that layout is the same for both.
@@ -180,10 +182,8 @@ fn forward_at(
                 avx2::transform_output_and_pool(products, shape, bias, output, winners);
             }
         }
-        _ => unreachable!(
-            "{level} was detected on a CPU that is not x86-64: {padded:p} {transformed:p} \
-             {products:p}"
-        ),
+        // Scalar is refused above, and off x86-64 no wider level is ever detected.
+        _ => unreachable!("winograd::forward at {level}: {padded:p} {transformed:p} {products:p}"),
     }
 }
 
