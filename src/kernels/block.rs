@@ -30,9 +30,9 @@ use forward::forward_f32;
 /// sum (and with it training) is the same whatever the thread count.
 const IMAGES_PER_TASK: usize = 4;
 
-/// Input channels from which the forward pass takes Winograd's algorithm (with AVX-512): its
-/// products take 2.25x fewer multiplications than im2col's, but its transforms cost per
-/// channel as much as im2col itself. (A direct kernel for the single-channel first layer, and a
+/// Input channels from which the forward pass takes Winograd's algorithm (with AVX-512 or
+/// AVX2): its products take 2.25x fewer multiplications than im2col's, but its transforms cost
+/// per channel as much as im2col itself. (A direct kernel for the single-channel first layer, and a
 /// dense weight gradient for it, measured slower than im2col and the sparse visit here.)
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
@@ -267,11 +267,13 @@ impl BlockShape {
         [self.filters, self.channels, 3, 3]
     }
 
-    /// How the forward pass convolves: with AVX-512, [`WINOGRAD_MIN_CHANNELS`] or more by
-    /// Winograd's F(2x2, 3x3); everything else, and everything when `MNIST_CNN_CONV=im2col`
-    /// (for measuring the others against it), by im2col and `gemm`.
+    /// How the forward pass convolves: with AVX-512 or AVX2, [`WINOGRAD_MIN_CHANNELS`] or more
+    /// by Winograd's F(2x2, 3x3); fewer channels (the first layer), every block at the scalar
+    /// level, and everything when `MNIST_CNN_CONV=im2col` (for measuring the others
+    /// against it), by im2col and `gemm`. At AVX2 the Winograd path measured faster than im2col
+    /// on the network's 16->32 block, at 1 and 2 threads.
     fn forward_path(&self) -> ForwardPath {
-        if super::conv_env_forces_im2col() || simd::level() != SimdLevel::Avx512 {
+        if super::conv_env_forces_im2col() || simd::level() < SimdLevel::Avx2 {
             ForwardPath::Im2col
         } else if self.channels >= WINOGRAD_MIN_CHANNELS {
             ForwardPath::Winograd

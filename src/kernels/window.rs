@@ -284,7 +284,7 @@ pub(super) mod avx512 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::CLAMPED;
@@ -318,7 +318,7 @@ mod avx2 {
 
     /// Lanes `0..count` as an AVX2 mask (all bits set in the lanes that take part).
     #[target_feature(enable = "avx2")]
-    fn lanes(count: usize) -> __m256i {
+    pub fn lanes(count: usize) -> __m256i {
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lane)
     }
@@ -337,7 +337,7 @@ mod avx2 {
     /// # Safety
     /// `row` must be readable for `2 * count` floats, `count <= 8`.
     #[target_feature(enable = "avx2")]
-    unsafe fn load_pairs(row: *const f32, count: usize) -> (__m256, __m256) {
+    pub unsafe fn load_pairs(row: *const f32, count: usize) -> (__m256, __m256) {
         let (low_count, high_count) = ((2 * count).min(LANES), (2 * count).saturating_sub(LANES));
         // `wrapping_add`: with 8 floats or fewer the second half lies past the row, where `add`
         // would be undefined behaviour even with nothing read there.
@@ -361,13 +361,40 @@ mod avx2 {
         (in_order(even), in_order(odd))
     }
 
+    /// Per lane, the window `[a, b; c, d]` pooled as [`super::window_max`] and clamped at zero
+    /// as [`super::pool_relu_row_scalar`]: the value and its position (or `CLAMPED`), as
+    /// 32-bit integers.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn pool_window(a: __m256, b: __m256, c: __m256, d: __m256) -> (__m256, __m256i) {
+        let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
+        // `blendv(x, y, mask)` takes `y` where the mask is set.
+        let top_second = beats(b, a);
+        let top_max = _mm256_blendv_ps(a, b, top_second);
+        let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
+        let bottom_second = beats(d, c);
+        let bottom_max = _mm256_blendv_ps(c, d, bottom_second);
+        let bottom_at = _mm256_blendv_ps(position(2), position(3), bottom_second);
+        let bottom_wins = beats(bottom_max, top_max);
+        let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
+        let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
+        // NaN is kept (not clamped) so that a diverging run shows it.
+        let keep = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps()),
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(max, max),
+        );
+        (
+            _mm256_and_ps(keep, max),
+            _mm256_castps_si256(_mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep)),
+        )
+    }
+
     /// # Safety
     /// The CPU must have AVX2; `top` and `bottom` must hold at least `2 * output.len()` floats
     /// and `winners` `output.len()` bytes.
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn pool_relu_row(top: &[f32], bottom: &[f32], output: &mut [f32], winners: &mut [u8]) {
-        let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
         for start in (0..output.len()).step_by(LANES) {
             let count = (output.len() - start).min(LANES);
             // SAFETY: `start + count <= output.len()`, and the caller guarantees `top` and
@@ -379,30 +406,14 @@ mod avx2 {
                     load_pairs(bottom.as_ptr().add(2 * start), count),
                 )
             };
-            // `blendv(x, y, mask)` takes `y` where the mask is set.
-            let top_second = beats(b, a);
-            let top_max = _mm256_blendv_ps(a, b, top_second);
-            let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
-            let bottom_second = beats(d, c);
-            let bottom_max = _mm256_blendv_ps(c, d, bottom_second);
-            let bottom_at = _mm256_blendv_ps(position(2), position(3), bottom_second);
-            let bottom_wins = beats(bottom_max, top_max);
-            let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
-            let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
-            // NaN is kept (not clamped) so that a diverging run shows it.
-            let keep = _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps()),
-                _mm256_cmp_ps::<_CMP_UNORD_Q>(max, max),
-            );
-            let pooled = _mm256_and_ps(keep, max);
-            let at = _mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep);
+            let (pooled, at) = pool_window(a, b, c, d);
             let mut positions = [0i32; LANES];
             // SAFETY: `maskstore` writes only the lanes its mask sets, windows
             // `start..start + count`, inside `output`; `positions` holds all 8 lanes of the
             // unaligned store.
             unsafe {
                 _mm256_maskstore_ps(output.as_mut_ptr().add(start), lanes(count), pooled);
-                _mm256_storeu_si256(positions.as_mut_ptr().cast(), _mm256_castps_si256(at));
+                _mm256_storeu_si256(positions.as_mut_ptr().cast(), at);
             }
             for (winner, &position) in winners[start..start + count].iter_mut().zip(&positions) {
                 *winner = position as u8;
@@ -472,6 +483,97 @@ mod tests {
                 }
                 assert_eq!(pool(None), reference, "dispatched, {height}x{width}");
             }
+        }
+    }
+
+    /// Every window of values that the rules tell apart (NaN, both zeros, negatives, ties)
+    /// through each vector level's `pool_window` that this CPU has, as the Winograd kernel
+    /// calls it: exactly the scalar results (`pool_relu_row_scalar`), bits and positions.
+    #[test]
+    fn every_vector_pool_window_matches_the_scalar_rules() {
+        let values = [f32::NAN, -1.5, -0.0, 0.0, 1.0, 2.0];
+        let windows: Vec<[f32; 4]> = (0..values.len().pow(4))
+            .map(|i| std::array::from_fn(|k| values[i / values.len().pow(k as u32) % 6]))
+            .collect();
+        let expected: Vec<(u32, u8)> = windows
+            .iter()
+            .map(|&[a, b, c, d]| {
+                let (mut output, mut winner) = ([7.0], [9]);
+                pool_relu_row_scalar(&[a, b], &[c, d], &mut output, &mut winner);
+                (output[0].to_bits(), winner[0])
+            })
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if SimdLevel::Avx2 <= SimdLevel::detected() {
+                // SAFETY: the CPU has AVX2 (checked on the line above).
+                assert_eq!(unsafe { vector_pool_windows::avx2(&windows) }, expected);
+            }
+            if SimdLevel::Avx512 <= SimdLevel::detected() {
+                // SAFETY: the CPU has AVX-512 F, BW and VL (checked on the line above).
+                assert_eq!(unsafe { vector_pool_windows::avx512(&windows) }, expected);
+            }
+        }
+    }
+
+    /// `windows` (a whole number of vectors: a partial one panics) through each level's
+    /// `pool_window`.
+    #[cfg(target_arch = "x86_64")]
+    mod vector_pool_windows {
+        use std::arch::x86_64::*;
+
+        #[target_feature(enable = "avx2")]
+        pub fn avx2(windows: &[[f32; 4]]) -> Vec<(u32, u8)> {
+            let mut pooled = Vec::new();
+            for windows in windows.chunks(8) {
+                let corner = |k: usize| {
+                    let values: [f32; 8] = std::array::from_fn(|lane| windows[lane][k]);
+                    // SAFETY: `values` holds the 8 floats read.
+                    unsafe { _mm256_loadu_ps(values.as_ptr()) }
+                };
+                let (values, positions) = crate::kernels::window::avx2::pool_window(
+                    corner(0),
+                    corner(1),
+                    corner(2),
+                    corner(3),
+                );
+                let (mut value, mut position) = ([0f32; 8], [0i32; 8]);
+                // SAFETY: the arrays hold the 8 lanes written.
+                unsafe {
+                    _mm256_storeu_ps(value.as_mut_ptr(), values);
+                    _mm256_storeu_si256(position.as_mut_ptr().cast(), positions);
+                }
+                let lanes = value.iter().zip(position);
+                pooled.extend(lanes.map(|(value, position)| (value.to_bits(), position as u8)));
+            }
+            pooled
+        }
+
+        #[target_feature(enable = "avx512f")]
+        pub fn avx512(windows: &[[f32; 4]]) -> Vec<(u32, u8)> {
+            let mut pooled = Vec::new();
+            for windows in windows.chunks(16) {
+                let corner = |k: usize| {
+                    let values: [f32; 16] = std::array::from_fn(|lane| windows[lane][k]);
+                    // SAFETY: `values` holds the 16 floats read.
+                    unsafe { _mm512_loadu_ps(values.as_ptr()) }
+                };
+                let (values, positions) = crate::kernels::window::avx512::pool_window(
+                    corner(0),
+                    corner(1),
+                    corner(2),
+                    corner(3),
+                );
+                let (mut value, mut position) = ([0f32; 16], [0i32; 16]);
+                // SAFETY: the arrays hold the 16 lanes written.
+                unsafe {
+                    _mm512_storeu_ps(value.as_mut_ptr(), values);
+                    _mm512_storeu_si512(position.as_mut_ptr().cast(), positions);
+                }
+                let lanes = value.iter().zip(position);
+                pooled.extend(lanes.map(|(value, position)| (value.to_bits(), position as u8)));
+            }
+            pooled
         }
     }
 

@@ -18,7 +18,8 @@ fn the_cpu_backends_have_the_fused_kernel_with_and_without_autodiff() {
 /// multiple of the task size, odd sides (the last row and column are dropped), an input
 /// that is not trained through (the first layer), and the network's 1 and 16 channels.
 /// [`conv3x3_pool_relu`] picks the kernel on these backends. The forward pass takes each of
-/// its paths here: single-channel, im2col (3 channels) and Winograd (16).
+/// its paths here: single-channel, im2col (3 channels) and Winograd (16, at the AVX-512 and
+/// AVX2 levels, whichever `MNIST_CNN_SIMD` leaves in force; im2col at the scalar level).
 #[test]
 fn fused_kernel_matches_the_composed_fallback_and_its_gradients() {
     for backend in [BackendKind::Flex, BackendKind::Ndarray] {
