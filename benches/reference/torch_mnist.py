@@ -15,7 +15,6 @@ partial, as Keras's fit). Data loading and scaling happen before the first timed
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -65,6 +64,7 @@ torch.set_num_threads(args.threads)
 torch.set_num_interop_threads(args.inter_op_threads)
 
 from mnist_idx import load_raw  # noqa: E402
+from report import report  # noqa: E402
 
 
 def load_split(data_dir: Path, prefix: str):
@@ -203,23 +203,9 @@ def main():
         "peak_rss_mb": peak_rss_mb,
     }
 
-    print(f"torch {torch.__version__}  threads intra={result['threads']} "
-          f"inter={result['inter_op_threads']}  mkldnn={result['mkldnn']}  "
-          f"batch={args.batch_size}  params={n_params:,}")
-    print(f"{'epoch':>5} {'seconds':>9} {'img/s':>9} {'loss':>8} {'acc':>7}")
-    for e in epochs:
-        print(f"{e['epoch']:>5} {e['seconds']:>9.2f} {e['images_per_second']:>9.0f} "
-              f"{e['loss']:>8.4f} {e['accuracy']:>7.4f}")
-    which = "excl. epoch 1" if result["median_excludes_first_epoch"] else "all epochs"
-    print(f"median ({which}): {sec_median:.2f} s/epoch, {ips_median:.0f} img/s")
-    print(f"eval: {eval_ips:.0f} img/s ({eval_seconds:.3f} s, batch {args.eval_batch_size})  "
-          f"test loss {test_loss:.4f}  test acc {test_acc:.4f}")
-    print(f"peak RSS: {peak_rss_mb:.0f} MB")
-
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    report(result, f"torch {torch.__version__}  threads intra={result['threads']} "
+                   f"inter={result['inter_op_threads']}  mkldnn={result['mkldnn']}  "
+                   f"batch={args.batch_size}  params={n_params:,}", args.json)
 
 
 if __name__ == "__main__":
