@@ -32,8 +32,8 @@ const IMAGES_PER_TASK: usize = 4;
 
 /// Input channels from which the forward pass takes Winograd's algorithm (with AVX-512 or
 /// AVX2): its products take 2.25x fewer multiplications than im2col's, but its transforms cost
-/// per channel as much as im2col itself. (A direct kernel for the single-channel first layer, and a
-/// dense weight gradient for it, measured slower than im2col and the sparse visit here.)
+/// per channel as much as im2col itself. A single channel (the first layer) takes the direct path
+/// instead ([`direct`]); 2 to 7 channels take im2col.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
 
 /// A task's forward scratch matrices stay within this many bytes when one image allows it, so
@@ -268,15 +268,17 @@ impl BlockShape {
     }
 
     /// How the forward pass convolves: with AVX-512 or AVX2, [`WINOGRAD_MIN_CHANNELS`] or more
-    /// by Winograd's F(2x2, 3x3); fewer channels (the first layer), every block at the scalar
-    /// level, and everything when `MNIST_CNN_CONV=im2col` (for measuring the others
-    /// against it), by im2col and `gemm`. At AVX2 the Winograd path measured faster than im2col
-    /// on the network's 16->32 block, at 1 and 2 threads.
+    /// by Winograd's F(2x2, 3x3) and a single channel (the first layer) by the direct kernel
+    /// of [`direct`]; 2 to 7 channels, every block at the scalar level, and everything when
+    /// `MNIST_CNN_CONV=im2col` (for measuring the others against it), by im2col and `gemm`.
+    /// Both vector paths measured faster than im2col on the network's blocks, at both levels.
     fn forward_path(&self) -> ForwardPath {
         if super::conv_env_forces_im2col() || simd::level() < SimdLevel::Avx2 {
             ForwardPath::Im2col
         } else if self.channels >= WINOGRAD_MIN_CHANNELS {
             ForwardPath::Winograd
+        } else if self.channels == 1 {
+            ForwardPath::Direct
         } else {
             ForwardPath::Im2col
         }
@@ -294,6 +296,8 @@ impl BlockShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ForwardPath {
     Winograd,
+    /// [`direct`]: one channel only.
+    Direct,
     Im2col,
 }
 
@@ -347,6 +351,7 @@ fn image_of<T>(batch: &[T], image: usize, image_len: usize) -> &[T] {
 }
 
 mod backward;
+mod direct;
 mod forward;
 mod pixel_major;
 mod single_channel;

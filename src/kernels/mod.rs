@@ -10,7 +10,8 @@
 //!   a per-thread buffer, then pooled straight from it (AVX-512 or AVX2 where available), recording
 //!   which position of each window won. With AVX-512 or AVX2, blocks of 8 or more input channels
 //!   (the 16->32 layer) are convolved by Winograd's F(2x2, 3x3) instead, pooled inside its
-//!   output transform (`winograd`).
+//!   output transform (`winograd`), and single-channel blocks (the first layer) by a direct
+//!   convolution of a vector of pooling windows at a time, pooled in registers (`block/direct`).
 //! - Backward: only those winners, where ReLU let the value through, have a gradient (under a
 //!   quarter of the convolution outputs), so instead of dense matrix products the kernel visits
 //!   them and adds each one's contribution to the weight and input gradients, tap by tap, over
@@ -41,8 +42,8 @@
 //! (`auto`, the default, `avx512`, `avx2` or `scalar`; read once per process). Asking for a
 //! level the CPU lacks gives the widest one it has below it; a value that names no level is
 //! reported on stderr and ignored. The pooling is identical at every level (the tests hold the
-//! vector pooling to the scalar one bit for bit); at the scalar level the Winograd path gives way
-//! to im2col, whose sums round differently (within 1e-5). The variable is for testing and measuring
+//! vector pooling to the scalar one bit for bit); at the scalar level the Winograd and direct
+//! paths give way to im2col, whose sums round differently (within 1e-5). The variable is for testing and measuring
 //! each path, e.g. `MNIST_CNN_SIMD=scalar cargo test --release --lib kernels`. It does not
 //! reach `gemm`'s matrix products, which pick their own instructions.
 

@@ -231,6 +231,26 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub fn pool_window(a: __m512, b: __m512, c: __m512, d: __m512) -> (__m512, __m512i) {
         let position = |value: i32| _mm512_set1_epi32(value);
+        let any_nan =
+            _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(c, d);
+        if any_nan == 0 {
+            // Without a NaN, beating is being greater and keeping is being above zero: the
+            // same rules in four comparisons instead of twelve (the usual case).
+            let top_second = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, a);
+            let top_max = _mm512_mask_blend_ps(top_second, a, b);
+            let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
+            let bottom_second = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, c);
+            let bottom_max = _mm512_mask_blend_ps(bottom_second, c, d);
+            let bottom_at = _mm512_mask_blend_epi32(bottom_second, position(2), position(3));
+            let bottom_wins = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bottom_max, top_max);
+            let max = _mm512_mask_blend_ps(bottom_wins, top_max, bottom_max);
+            let at = _mm512_mask_blend_epi32(bottom_wins, top_at, bottom_at);
+            let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps());
+            return (
+                _mm512_maskz_mov_ps(keep, max),
+                _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at),
+            );
+        }
         let top_second = beats(b, a);
         let top_max = _mm512_mask_blend_ps(top_second, a, b);
         let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
@@ -368,7 +388,29 @@ pub(super) mod avx2 {
     #[target_feature(enable = "avx2")]
     pub fn pool_window(a: __m256, b: __m256, c: __m256, d: __m256) -> (__m256, __m256i) {
         let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
+        let any_nan = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b),
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(c, d),
+        );
         // `blendv(x, y, mask)` takes `y` where the mask is set.
+        if _mm256_movemask_ps(any_nan) == 0 {
+            // Without a NaN, beating is being greater and keeping is being above zero: the
+            // same rules in four comparisons instead of twelve (the usual case).
+            let top_second = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
+            let top_max = _mm256_blendv_ps(a, b, top_second);
+            let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
+            let bottom_second = _mm256_cmp_ps::<_CMP_GT_OQ>(d, c);
+            let bottom_max = _mm256_blendv_ps(c, d, bottom_second);
+            let bottom_at = _mm256_blendv_ps(position(2), position(3), bottom_second);
+            let bottom_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(bottom_max, top_max);
+            let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
+            let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
+            let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps());
+            return (
+                _mm256_and_ps(keep, max),
+                _mm256_castps_si256(_mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep)),
+            );
+        }
         let top_second = beats(b, a);
         let top_max = _mm256_blendv_ps(a, b, top_second);
         let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
@@ -495,6 +537,21 @@ mod tests {
         let windows: Vec<[f32; 4]> = (0..values.len().pow(4))
             .map(|i| std::array::from_fn(|k| values[i / values.len().pow(k as u32) % 6]))
             .collect();
+        // Every vector of `windows` holds a NaN (the first value cycles fastest), so the
+        // windows without one also run on their own, through the NaN-free shortcut; repeated to a
+        // whole number of vectors.
+        let finite: Vec<[f32; 4]> = windows
+            .iter()
+            .filter(|window| !window.iter().any(|value| value.is_nan()))
+            .cycle()
+            .take(640)
+            .copied()
+            .collect();
+        check_vector_pool_windows(&windows);
+        check_vector_pool_windows(&finite);
+    }
+
+    fn check_vector_pool_windows(windows: &[[f32; 4]]) {
         let expected: Vec<(u32, u8)> = windows
             .iter()
             .map(|&[a, b, c, d]| {
@@ -507,11 +564,11 @@ mod tests {
         {
             if SimdLevel::Avx2 <= SimdLevel::detected() {
                 // SAFETY: the CPU has AVX2 (checked on the line above).
-                assert_eq!(unsafe { vector_pool_windows::avx2(&windows) }, expected);
+                assert_eq!(unsafe { vector_pool_windows::avx2(windows) }, expected);
             }
             if SimdLevel::Avx512 <= SimdLevel::detected() {
                 // SAFETY: the CPU has AVX-512 F, BW and VL (checked on the line above).
-                assert_eq!(unsafe { vector_pool_windows::avx512(&windows) }, expected);
+                assert_eq!(unsafe { vector_pool_windows::avx512(windows) }, expected);
             }
         }
     }

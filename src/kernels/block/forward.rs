@@ -6,7 +6,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{BlockShape, ForwardPath, image_of, with_scratch};
+use super::{BlockShape, ForwardPath, direct, image_of, with_scratch};
 use crate::kernels::im2col::{im2col, matmul, row_major};
 use crate::kernels::min_tasks_per_thread;
 use crate::kernels::window::{CLAMPED, pool_relu_planes};
@@ -58,12 +58,35 @@ pub(super) fn forward_f32(
                     let weights = winograd_weights.as_deref().expect("transformed weights");
                     winograd_task(x, first, shape, (weights, bias), outputs, winners);
                 }
+                ForwardPath::Direct => {
+                    direct_task(x, first, shape, (weight, bias), outputs, winners);
+                }
                 ForwardPath::Im2col => {
                     im2col_task(x, first, shape, (weight, bias), outputs, winners);
                 }
             }
         });
     (output, winners)
+}
+
+/// A single-channel task's images (from image `first` of the batch) through
+/// [`direct::image_forward`], one at a time.
+fn direct_task(
+    x: &[f32],
+    first: usize,
+    shape: BlockShape,
+    parameters: (&[f32], &[f32]),
+    outputs: &mut [f32],
+    winners: &mut [u8],
+) {
+    let output_len = shape.output_image_len();
+    let images = outputs
+        .chunks_exact_mut(output_len)
+        .zip(winners.chunks_exact_mut(output_len));
+    for (image, (output, winners)) in images.enumerate() {
+        let pixels = image_of(x, first + image, shape.image_len());
+        direct::image_forward(pixels, shape, parameters, output, winners);
+    }
 }
 
 /// Convolves a task's images (from image `first` of the batch) into a scratch matrix by im2col

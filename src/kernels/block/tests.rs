@@ -124,3 +124,45 @@ fn inference_matches_the_composed_fallback() {
         );
     }
 }
+
+/// The single-channel forward path (the direct kernel at AVX-512 and AVX2) at shapes that
+/// fill whole vectors of windows and leave partial ones (16 or 8 windows a vector), with
+/// filter counts that are not a vector's width: values and the weight and bias gradients,
+/// whose backward pass reads the winners it recorded, against burn's layers.
+#[test]
+fn single_channel_blocks_match_the_composed_fallback_at_many_shapes() {
+    let device = BackendKind::Flex.device().autodiff();
+    device.seed(5);
+    for [height, width] in [[2, 2], [3, 40], [28, 28], [31, 30], [33, 17]] {
+        for filters in [1, 5, 16] {
+            let input = Tensor::<4>::random([6, 1, height, width], Distribution::Default, &device);
+            let weight =
+                Tensor::<4>::random([filters, 1, 3, 3], Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+            let bias = Tensor::<1>::random([filters], Distribution::Normal(0.0, 0.5), &device)
+                .require_grad();
+            let output_weights = Tensor::<4>::random(
+                [6, filters, height / 2, width / 2],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let run = |block: fn(Tensor<4>, Tensor<4>, Tensor<1>) -> Tensor<4>| {
+                let output = block(input.clone(), weight.clone(), bias.clone());
+                let grads = (output.clone() * output_weights.clone()).sum().backward();
+                (
+                    values(output),
+                    values(weight.grad(&grads).unwrap()),
+                    values(bias.grad(&grads).unwrap()),
+                )
+            };
+            let (fused, composed) = (
+                run(conv3x3_pool_relu_fused),
+                run(conv3x3_pool_relu_composed),
+            );
+            let case = format!("{height}x{width}, {filters} filters");
+            assert_close(&fused.0, &composed.0, &format!("output ({case})"));
+            assert_close(&fused.1, &composed.1, &format!("weight gradient ({case})"));
+            assert_close(&fused.2, &composed.2, &format!("bias gradient ({case})"));
+        }
+    }
+}
