@@ -32,30 +32,47 @@ fn phase_len(shape: BlockShape) -> usize {
 /// Fills `phases` (`PHASES * phase_len`) with the phases of `image` (`height x width`, one
 /// channel): phase `a * 4 + b`, window `(y, x)`, is the image's pixel at row `2y + a - 1` and
 /// column `2x + b - 1`, zero outside the image. The tail of each phase is zero.
+///
+/// Each padded row is split once into its even and odd columns, from which the phases with
+/// `b` = 0 and 2 (even columns, from the first and the second) and 1 and 3 (odd) are copied
+/// whole: padded row `r` is row `y` of phases `a = r - 2y`, for the one or two `y` in range.
 fn fill_phases(image: &[f32], shape: BlockShape, phases: &mut [f32]) {
     let (height, width) = (shape.height, shape.width);
     let (pooled_height, pooled_width) = (height / 2, width / 2);
     let len = phase_len(shape);
-    for (phase, values) in phases.chunks_exact_mut(len).enumerate() {
-        let (a, b) = (phase / 4, phase % 4);
-        let (windows, tail) = values.split_at_mut(pooled_height * pooled_width);
-        for (y, row) in windows.chunks_exact_mut(pooled_width).enumerate() {
-            let padded_row = 2 * y + a;
-            if padded_row == 0 || padded_row > height {
-                row.fill(0.0);
-                continue;
+    for phase in phases.chunks_exact_mut(len) {
+        phase[pooled_height * pooled_width..].fill(0.0);
+    }
+    // Columns `2j` and `2j + 1` of the padded row, for `j` in `0..=pooled_width`.
+    let (mut even, mut odd) = (vec![0f32; pooled_width + 1], vec![0f32; pooled_width + 1]);
+    for padded_row in 0..2 * pooled_height + 2 {
+        if padded_row == 0 || padded_row > height {
+            even.fill(0.0);
+            odd.fill(0.0);
+        } else {
+            let row = &image[(padded_row - 1) * width..][..width];
+            // Padded column `c` is the row's `c - 1`; 0 and `width + 1` are the border.
+            even[0] = 0.0;
+            for (value, &pixel) in even[1..].iter_mut().zip(row.iter().skip(1).step_by(2)) {
+                *value = pixel;
             }
-            let source = &image[(padded_row - 1) * width..][..width];
-            for (x, value) in row.iter_mut().enumerate() {
-                let padded_column = 2 * x + b;
-                *value = if padded_column == 0 || padded_column > width {
-                    0.0
-                } else {
-                    source[padded_column - 1]
-                };
+            // With an even width, `odd`'s last column is the right border: never written, zero.
+            for (value, &pixel) in odd.iter_mut().zip(row.iter().step_by(2)) {
+                *value = pixel;
             }
         }
-        tail.fill(0.0);
+        for a in (padded_row % 2..4.min(padded_row + 1)).step_by(2) {
+            let y = (padded_row - a) / 2;
+            if y >= pooled_height {
+                continue;
+            }
+            for b in 0..4 {
+                let source = if b % 2 == 0 { &even } else { &odd };
+                let start = (a * 4 + b) * len + y * pooled_width;
+                phases[start..start + pooled_width]
+                    .copy_from_slice(&source[b / 2..b / 2 + pooled_width]);
+            }
+        }
     }
 }
 
