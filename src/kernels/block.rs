@@ -357,3 +357,4 @@ mod pixel_major;
 mod single_channel;
 #[cfg(test)]
 mod tests;
+mod visit16;

@@ -5,10 +5,10 @@ use rayon::prelude::*;
 use super::pixel_major::{
     PixelScratch, add_from_padded_pixel_major, to_padded_pixel_major, with_pixel_scratch,
 };
-use super::{BlockShape, image_of, single_channel};
+use super::{BlockShape, image_of, single_channel, visit16};
 use crate::kernels::im2col::add_assign;
 use crate::kernels::min_tasks_per_thread;
-use crate::kernels::simd::simd_versions;
+use crate::kernels::simd::{self, SimdLevel, simd_versions};
 use crate::kernels::window::CLAMPED;
 
 pub(super) struct GradientsF32 {
@@ -140,6 +140,25 @@ fn image_backward(
     grads: (&mut [f32], &mut [f32]),
     input_grad: Option<&mut [f32]>,
 ) {
+    // 16 channels at AVX-512 or AVX2: the explicit vector version of the visit below.
+    if shape.channels == visit16::CHANNELS && simd::level() >= SimdLevel::Avx2 {
+        to_padded_pixel_major(image.x, shape, scratch.pixels);
+        if input_grad.is_some() {
+            scratch.pixels_grad.fill(0.0);
+        }
+        let visit = visit16::Visit {
+            pixels: scratch.pixels,
+            pixels_grad: input_grad.is_some().then_some(&mut *scratch.pixels_grad),
+            winners: image.winners,
+            output_grad: image.output_grad,
+            weight: image.weight,
+        };
+        visit16::visit(visit, shape, grads);
+        if let Some(input_grad) = input_grad {
+            add_from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
+        }
+        return;
+    }
     // The network's two channel counts get loops of constant length, which vectorize fully.
     match shape.channels {
         1 => image_backward_for::<1>(image, shape, scratch, grads, input_grad),

@@ -23,7 +23,7 @@ fn the_cpu_backends_have_the_fused_kernel_with_and_without_autodiff() {
 #[test]
 fn fused_kernel_matches_the_composed_fallback_and_its_gradients() {
     for backend in [BackendKind::Flex, BackendKind::Ndarray] {
-        for (channels, train_input) in [(1, false), (1, true), (3, true), (16, true)] {
+        for (channels, train_input) in [(1, false), (1, true), (3, true), (16, true), (16, false)] {
             let device = backend.device().autodiff();
             device.seed(3);
             let random = |dims: [usize; 4]| {
