@@ -15,7 +15,9 @@
 //! - Backward: only those winners, where ReLU let the value through, have a gradient (under a
 //!   quarter of the convolution outputs), so instead of dense matrix products the kernel visits
 //!   them and adds each one's contribution to the weight and input gradients, tap by tap, over
-//!   pixel-major images. The first layer of a grayscale network, with one channel and no input
+//!   pixel-major images; with 16 channels (the 16->32 layer) at AVX-512 or AVX2, a pixel is one or
+//!   two vector registers and a filter's sums stay in registers across its windows
+//!   (`block/visit16`). The first layer of a grayscale network, with one channel and no input
 //!   gradient, reads each window's 4x4 pixels once instead (`block/single_channel`).
 //!
 //! Two more operations serve the rest of a training step. `linear` is a dense layer's
