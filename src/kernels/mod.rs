@@ -59,6 +59,7 @@ mod im2col;
 mod simd;
 #[cfg(test)]
 pub(crate) mod test_util;
+mod transpose;
 mod window;
 mod winograd;
 

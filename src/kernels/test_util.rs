@@ -3,6 +3,8 @@
 
 use burn::tensor::Tensor;
 
+use super::simd::SimdLevel;
+
 /// The tensor's values, row-major.
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().into_vec::<f32>().expect("f32 values")
@@ -26,4 +28,18 @@ pub fn on_threads<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R
         .build()
         .expect("a thread pool")
         .install(work)
+}
+
+/// Whether this CPU has `level`, for tests of code at that level. CI's machine has AVX-512 and
+/// must run every such test, so there a missing level fails instead of skipping.
+pub fn cpu_has(level: SimdLevel) -> bool {
+    if level <= SimdLevel::detected() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "this test needs a CPU with {level}, as CI's has"
+    );
+    eprintln!("skipped at {level}: this CPU does not have it");
+    false
 }

@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use super::{BlockShape, with_thread_buffers};
+use crate::kernels::simd::{self, SimdLevel};
 
 /// Per-thread buffers of the backward pass: one image and its gradient, pixel-major
 /// (`[pixel, channel]`) with a border of zeros one pixel wide.
@@ -36,8 +37,21 @@ pub(super) fn with_pixel_scratch<R>(
 /// `[channels, height, width]` reordered to `[height + 2, width + 2, channels]` with a zero
 /// border.
 pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
-    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
     padded.fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
+        check(image, shape, padded);
+        // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
+        // shape (checked above).
+        unsafe { avx512::to_padded(image, shape, padded) };
+        return;
+    }
+    to_padded_scalar(image, shape, padded);
+}
+
+/// [`to_padded_pixel_major`] one value at a time, after its zero fill.
+fn to_padded_scalar(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
+    let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
     for (channel, values) in image.chunks(plane).enumerate() {
         for (y, row) in values.chunks(width).enumerate() {
             let start = ((y + 1) * (width + 2) + 1) * channels + channel;
@@ -50,6 +64,19 @@ pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &m
 
 /// Adds the inside of a [`to_padded_pixel_major`] layout back into `[channels, height, width]`.
 pub(super) fn add_from_padded_pixel_major(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
+        check(image, shape, padded);
+        // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
+        // shape (checked above).
+        unsafe { avx512::add_from_padded(padded, shape, image) };
+        return;
+    }
+    add_from_padded_scalar(padded, shape, image);
+}
+
+/// [`add_from_padded_pixel_major`] one value at a time.
+fn add_from_padded_scalar(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
     let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
     for (channel, values) in image.chunks_mut(plane).enumerate() {
         for (y, row) in values.chunks_mut(width).enumerate() {
@@ -57,6 +84,130 @@ pub(super) fn add_from_padded_pixel_major(padded: &[f32], shape: BlockShape, ima
             for (x, value) in row.iter_mut().enumerate() {
                 *value += padded[start + x * channels];
             }
+        }
+    }
+}
+
+/// Panics unless `image` is one image of `shape` and `padded` its padded pixel-major layout.
+fn check(image: &[f32], shape: BlockShape, padded: &[f32]) {
+    assert!(
+        image.len() == shape.image_len()
+            && padded.len() >= (shape.height + 2) * (shape.width + 2) * shape.channels,
+        "pixel-major layout: buffers do not match the shape"
+    );
+}
+
+/// Both layout changes for 16 channels with AVX-512: 16 pixels of a row at a time, as a 16x16
+/// square transposed in registers, instead of one strided value at a time.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use crate::kernels::block::BlockShape;
+    use crate::kernels::transpose::avx512::{SIDE, Transposer};
+
+    /// The channel count these versions take: one square's side.
+    pub const CHANNELS: usize = SIDE;
+
+    /// Calls `square(y, x, count)` for each run of `count` (up to 16) pixels from `(y, x)`.
+    #[inline(always)]
+    fn for_each_run(shape: BlockShape, mut square: impl FnMut(usize, usize, usize)) {
+        for y in 0..shape.height {
+            for x in (0..shape.width).step_by(SIDE) {
+                square(y, x, (shape.width - x).min(SIDE));
+            }
+        }
+    }
+
+    /// [`super::to_padded_pixel_major`] after its zero fill.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; `image` and `padded` must fit `shape` (see `check`), which
+    /// has 16 channels.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn to_padded(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
+        let (width, plane, transposer) = (shape.width, shape.plane(), Transposer::new());
+        for_each_run(shape, |y, x, count| {
+            let lanes = ((1u32 << count) - 1) as __mmask16;
+            // SAFETY: the masked loads read pixels `x..x + count` of row `y` of each channel's
+            // plane, inside `image`; the stores write the run's pixels (inside the border) of
+            // `padded`, 16 channels each.
+            unsafe {
+                let rows: [__m512; SIDE] = std::array::from_fn(|channel| {
+                    let at = channel * plane + y * width + x;
+                    _mm512_maskz_loadu_ps(lanes, image.as_ptr().add(at))
+                });
+                let pixels = transposer.transpose(rows);
+                let first = ((y + 1) * (width + 2) + x + 1) * CHANNELS;
+                for (index, pixel) in pixels.into_iter().take(count).enumerate() {
+                    _mm512_storeu_ps(padded.as_mut_ptr().add(first + index * CHANNELS), pixel);
+                }
+            }
+        });
+    }
+
+    /// [`super::add_from_padded_pixel_major`].
+    ///
+    /// # Safety
+    /// As for [`to_padded`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn add_from_padded(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+        let (width, plane, transposer) = (shape.width, shape.plane(), Transposer::new());
+        for_each_run(shape, |y, x, count| {
+            let lanes = ((1u32 << count) - 1) as __mmask16;
+            let first = ((y + 1) * (width + 2) + x + 1) * CHANNELS;
+            // SAFETY: the loads read the run's pixels (inside the border) of `padded`, 16
+            // channels each; the masked loads and stores touch pixels `x..x + count` of row
+            // `y` of each channel's plane, inside `image`.
+            unsafe {
+                let pixels: [__m512; SIDE] = std::array::from_fn(|index| {
+                    if index < count {
+                        _mm512_loadu_ps(padded.as_ptr().add(first + index * CHANNELS))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                let rows = transposer.transpose(pixels);
+                for (channel, row) in rows.into_iter().enumerate() {
+                    let target = image.as_mut_ptr().add(channel * plane + y * width + x);
+                    let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, target), row);
+                    _mm512_mask_storeu_ps(target, lanes, sum);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 layout changes against the scalar ones, at widths around a run of 16.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vector_layout_changes_match_the_scalar_ones() {
+        if !crate::kernels::test_util::cpu_has(SimdLevel::Avx512) {
+            return;
+        }
+        for [height, width] in [[3, 7], [2, 16], [5, 17], [4, 33], [1, 1]] {
+            let shape = BlockShape::new(&[1, 16, height, width], &[1, 16, 3, 3]);
+            let image: Vec<f32> = (0..shape.image_len())
+                .map(|i| i as f32 * 0.25 - 3.0)
+                .collect();
+            let padded_len = (height + 2) * (width + 2) * 16;
+            let (mut scalar, mut vector) = (vec![7.0; padded_len], vec![7.0; padded_len]);
+            scalar.fill(0.0);
+            to_padded_scalar(&image, shape, &mut scalar);
+            vector.fill(0.0);
+            // SAFETY: the CPU has AVX-512 F (checked above); the buffers fit the shape.
+            unsafe { avx512::to_padded(&image, shape, &mut vector) };
+            assert_eq!(vector, scalar, "to pixel-major, {height}x{width}");
+            let gradient: Vec<f32> = (0..padded_len).map(|i| (i % 13) as f32 - 6.0).collect();
+            let (mut scalar, mut vector) = (image.clone(), image.clone());
+            add_from_padded_scalar(&gradient, shape, &mut scalar);
+            // SAFETY: as above.
+            unsafe { avx512::add_from_padded(&gradient, shape, &mut vector) };
+            assert_eq!(vector, scalar, "from pixel-major, {height}x{width}");
         }
     }
 }

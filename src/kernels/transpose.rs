@@ -1,0 +1,86 @@
+//! 16x16 transposes of 32-bit values in AVX-512 registers, for the kernels' layout changes
+//! between channel-major planes and pixel-major vectors of 16 channels.
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows (and columns) of the square.
+    pub const SIDE: usize = 16;
+
+    /// The index vectors of the four butterfly stages, built once by [`Transposer::new`] and
+    /// reused for every square.
+    #[derive(Clone, Copy)]
+    pub struct Transposer {
+        low: [__m512i; 4],
+        high: [__m512i; 4],
+    }
+
+    /// The bit of the row and column indices that each stage swaps.
+    const DISTANCES: [usize; 4] = [8, 4, 2, 1];
+
+    impl Transposer {
+        #[target_feature(enable = "avx512f")]
+        pub fn new() -> Self {
+            let index = |pick: fn(usize, usize) -> usize, distance: usize| {
+                let lanes: [i32; SIDE] = std::array::from_fn(|j| pick(j, distance) as i32);
+                // SAFETY: `lanes` holds the 16 indices read.
+                unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+            };
+            // Row `i` (the stage's bit clear) keeps its columns with the bit clear and takes row
+            // `i + d`'s columns `j - d` where it is set; row `i + d` takes the rest. Indices
+            // 16-31 select from the second operand of `permutex2var`.
+            let low = |j: usize, d: usize| if j & d == 0 { j } else { SIDE + j - d };
+            let high = |j: usize, d: usize| if j & d == 0 { j + d } else { SIDE + j };
+            Transposer {
+                low: DISTANCES.map(|distance| index(low, distance)),
+                high: DISTANCES.map(|distance| index(high, distance)),
+            }
+        }
+
+        /// `rows` transposed: element `j` of row `i` becomes element `i` of row `j`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub fn transpose(&self, mut rows: [__m512; SIDE]) -> [__m512; SIDE] {
+            for (stage, distance) in DISTANCES.into_iter().enumerate() {
+                for i in (0..SIDE).filter(|i| i & distance == 0) {
+                    let (a, b) = (rows[i], rows[i + distance]);
+                    rows[i] = _mm512_permutex2var_ps(a, self.low[stage], b);
+                    rows[i + distance] = _mm512_permutex2var_ps(a, self.high[stage], b);
+                }
+            }
+            rows
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::kernels::simd::SimdLevel;
+
+        #[test]
+        fn transposes_a_square() {
+            if !crate::kernels::test_util::cpu_has(SimdLevel::Avx512) {
+                return;
+            }
+            let values: Vec<f32> = (0..SIDE * SIDE).map(|i| i as f32).collect();
+            // SAFETY: the CPU has AVX-512 F (checked above); each row of `values` and `out`
+            // holds the 16 floats read or written.
+            let out = unsafe {
+                let rows: [__m512; SIDE] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(values.as_ptr().add(i * SIDE)));
+                let columns = Transposer::new().transpose(rows);
+                let mut out = vec![0f32; SIDE * SIDE];
+                for (i, column) in columns.into_iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+                }
+                out
+            };
+            for i in 0..SIDE {
+                for j in 0..SIDE {
+                    assert_eq!(out[j * SIDE + i], values[i * SIDE + j], "({i}, {j})");
+                }
+            }
+        }
+    }
+}
