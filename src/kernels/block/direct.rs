@@ -253,15 +253,27 @@ mod avx2 {
                     _mm256_castsi256_si128(bytes),
                     _mm256_extracti128_si256::<1>(bytes),
                 );
-                let mut positions = [0u8; 16];
-                // SAFETY: `maskstore` writes only windows `start..start + count` of this
-                // filter's `windows` values, inside `output`; `positions` holds the 16 bytes
-                // stored.
-                unsafe {
-                    _mm256_maskstore_ps(output.as_mut_ptr().add(at_output), written, pooled);
-                    _mm_storeu_si128(positions.as_mut_ptr().cast(), packed);
+                if count == LANES {
+                    // A whole vector, stored plainly: AVX2's masked store is slow on AMD CPUs.
+                    let output = &mut output[at_output..at_output + LANES];
+                    let winners = &mut winners[at_output..at_output + LANES];
+                    // SAFETY: `output` holds the 8 floats and `winners` the 8 bytes stored.
+                    unsafe {
+                        _mm256_storeu_ps(output.as_mut_ptr(), pooled);
+                        _mm_storel_epi64(winners.as_mut_ptr().cast(), packed);
+                    }
+                } else {
+                    let mut positions = [0u8; 16];
+                    // SAFETY: `maskstore` writes only windows `start..start + count` of this
+                    // filter's `windows` values, inside `output` (the next filter's, which a
+                    // whole vector would overwrite, are already written); `positions` holds
+                    // the 16 bytes stored.
+                    unsafe {
+                        _mm256_maskstore_ps(output.as_mut_ptr().add(at_output), written, pooled);
+                        _mm_storeu_si128(positions.as_mut_ptr().cast(), packed);
+                    }
+                    winners[at_output..at_output + count].copy_from_slice(&positions[..count]);
                 }
-                winners[at_output..at_output + count].copy_from_slice(&positions[..count]);
             }
         }
     }
