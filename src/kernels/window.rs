@@ -230,27 +230,34 @@ pub(super) mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub fn pool_window(a: __m512, b: __m512, c: __m512, d: __m512) -> (__m512, __m512i) {
-        let position = |value: i32| _mm512_set1_epi32(value);
+        let greater = |x, y| _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, y);
         let any_nan =
             _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, b) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(c, d);
         if any_nan == 0 {
             // Without a NaN, beating is being greater and keeping is being above zero: the
             // same rules in four comparisons instead of twelve (the usual case).
-            let top_second = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b, a);
-            let top_max = _mm512_mask_blend_ps(top_second, a, b);
-            let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
-            let bottom_second = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, c);
-            let bottom_max = _mm512_mask_blend_ps(bottom_second, c, d);
-            let bottom_at = _mm512_mask_blend_epi32(bottom_second, position(2), position(3));
-            let bottom_wins = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bottom_max, top_max);
-            let max = _mm512_mask_blend_ps(bottom_wins, top_max, bottom_max);
-            let at = _mm512_mask_blend_epi32(bottom_wins, top_at, bottom_at);
-            let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps());
-            return (
-                _mm512_maskz_mov_ps(keep, max),
-                _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at),
-            );
+            return tournament([a, b, c, d], greater, |max| {
+                greater(max, _mm512_setzero_ps())
+            });
         }
+        // NaN is kept (not clamped) so that a diverging run shows it.
+        tournament(
+            [a, b, c, d],
+            |x, y| beats(x, y),
+            |max| greater(max, _mm512_setzero_ps()) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max),
+        )
+    }
+
+    /// [`pool_window`] with its rules for beating and keeping: each pair keeps its first of
+    /// equals, and the bottom pair must beat the top pair.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn tournament(
+        [a, b, c, d]: [__m512; 4],
+        beats: impl Fn(__m512, __m512) -> __mmask16,
+        keep: impl Fn(__m512) -> __mmask16,
+    ) -> (__m512, __m512i) {
+        let position = |value: i32| _mm512_set1_epi32(value);
         let top_second = beats(b, a);
         let top_max = _mm512_mask_blend_ps(top_second, a, b);
         let top_at = _mm512_mask_blend_epi32(top_second, position(0), position(1));
@@ -260,9 +267,7 @@ pub(super) mod avx512 {
         let bottom_wins = beats(bottom_max, top_max);
         let max = _mm512_mask_blend_ps(bottom_wins, top_max, bottom_max);
         let at = _mm512_mask_blend_epi32(bottom_wins, top_at, bottom_at);
-        // NaN is kept (not clamped) so that a diverging run shows it.
-        let keep = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(max, _mm512_setzero_ps())
-            | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(max, max);
+        let keep = keep(max);
         (
             _mm512_maskz_mov_ps(keep, max),
             _mm512_mask_blend_epi32(keep, position(i32::from(CLAMPED)), at),
@@ -387,30 +392,42 @@ pub(super) mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     pub fn pool_window(a: __m256, b: __m256, c: __m256, d: __m256) -> (__m256, __m256i) {
-        let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
+        let greater = |x, y| _mm256_cmp_ps::<_CMP_GT_OQ>(x, y);
         let any_nan = _mm256_or_ps(
             _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b),
             _mm256_cmp_ps::<_CMP_UNORD_Q>(c, d),
         );
-        // `blendv(x, y, mask)` takes `y` where the mask is set.
         if _mm256_movemask_ps(any_nan) == 0 {
             // Without a NaN, beating is being greater and keeping is being above zero: the
             // same rules in four comparisons instead of twelve (the usual case).
-            let top_second = _mm256_cmp_ps::<_CMP_GT_OQ>(b, a);
-            let top_max = _mm256_blendv_ps(a, b, top_second);
-            let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
-            let bottom_second = _mm256_cmp_ps::<_CMP_GT_OQ>(d, c);
-            let bottom_max = _mm256_blendv_ps(c, d, bottom_second);
-            let bottom_at = _mm256_blendv_ps(position(2), position(3), bottom_second);
-            let bottom_wins = _mm256_cmp_ps::<_CMP_GT_OQ>(bottom_max, top_max);
-            let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
-            let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
-            let keep = _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps());
-            return (
-                _mm256_and_ps(keep, max),
-                _mm256_castps_si256(_mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep)),
-            );
+            return tournament([a, b, c, d], greater, |max| {
+                greater(max, _mm256_setzero_ps())
+            });
         }
+        // NaN is kept (not clamped) so that a diverging run shows it.
+        tournament(
+            [a, b, c, d],
+            |x, y| beats(x, y),
+            |max| {
+                _mm256_or_ps(
+                    greater(max, _mm256_setzero_ps()),
+                    _mm256_cmp_ps::<_CMP_UNORD_Q>(max, max),
+                )
+            },
+        )
+    }
+
+    /// [`pool_window`] with its rules for beating and keeping (all bits set where they hold):
+    /// each pair keeps its first of equals, and the bottom pair must beat the top pair.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn tournament(
+        [a, b, c, d]: [__m256; 4],
+        beats: impl Fn(__m256, __m256) -> __m256,
+        keep: impl Fn(__m256) -> __m256,
+    ) -> (__m256, __m256i) {
+        let position = |value: i32| _mm256_castsi256_ps(_mm256_set1_epi32(value));
+        // `blendv(x, y, mask)` takes `y` where the mask is set.
         let top_second = beats(b, a);
         let top_max = _mm256_blendv_ps(a, b, top_second);
         let top_at = _mm256_blendv_ps(position(0), position(1), top_second);
@@ -420,15 +437,23 @@ pub(super) mod avx2 {
         let bottom_wins = beats(bottom_max, top_max);
         let max = _mm256_blendv_ps(top_max, bottom_max, bottom_wins);
         let at = _mm256_blendv_ps(top_at, bottom_at, bottom_wins);
-        // NaN is kept (not clamped) so that a diverging run shows it.
-        let keep = _mm256_or_ps(
-            _mm256_cmp_ps::<_CMP_GT_OQ>(max, _mm256_setzero_ps()),
-            _mm256_cmp_ps::<_CMP_UNORD_Q>(max, max),
-        );
+        let keep = keep(max);
         (
             _mm256_and_ps(keep, max),
             _mm256_castps_si256(_mm256_blendv_ps(position(i32::from(CLAMPED)), at, keep)),
         )
+    }
+
+    /// A vector of window positions (0-3 or `CLAMPED`, one per 32-bit lane) as 8 bytes in
+    /// lane order: those values pass both saturating packs unchanged.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn position_bytes(at: __m256i) -> [u8; LANES] {
+        let at = _mm_packs_epi32(
+            _mm256_castsi256_si128(at),
+            _mm256_extracti128_si256::<1>(at),
+        );
+        (_mm_cvtsi128_si64(_mm_packus_epi16(at, at)) as u64).to_le_bytes()
     }
 
     /// # Safety
@@ -449,17 +474,12 @@ pub(super) mod avx2 {
                 )
             };
             let (pooled, at) = pool_window(a, b, c, d);
-            let mut positions = [0i32; LANES];
             // SAFETY: `maskstore` writes only the lanes its mask sets, windows
-            // `start..start + count`, inside `output`; `positions` holds all 8 lanes of the
-            // unaligned store.
+            // `start..start + count`, inside `output`.
             unsafe {
                 _mm256_maskstore_ps(output.as_mut_ptr().add(start), lanes(count), pooled);
-                _mm256_storeu_si256(positions.as_mut_ptr().cast(), at);
             }
-            for (winner, &position) in winners[start..start + count].iter_mut().zip(&positions) {
-                *winner = position as u8;
-            }
+            winners[start..start + count].copy_from_slice(&position_bytes(at)[..count]);
         }
     }
 }

@@ -203,7 +203,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{PHASES, position_sums};
-    use crate::kernels::window::avx2::{lanes, pool_window};
+    use crate::kernels::window::avx2::{lanes, pool_window, position_bytes};
 
     const LANES: usize = 8;
 
@@ -240,37 +240,20 @@ mod avx2 {
                 );
                 let (pooled, at) = pool_window(a, b, c, d);
                 let at_output = filter * windows + start;
-                // Positions 0-3 and CLAMPED fit a byte: the low byte of each lane, gathered
-                // into the first 8 bytes.
-                let bytes = _mm256_shuffle_epi8(
-                    at,
-                    _mm256_setr_epi8(
-                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
-                        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                    ),
-                );
-                let packed = _mm_unpacklo_epi32(
-                    _mm256_castsi256_si128(bytes),
-                    _mm256_extracti128_si256::<1>(bytes),
-                );
+                let positions = position_bytes(at);
                 if count == LANES {
                     // A whole vector, stored plainly: AVX2's masked store is slow on AMD CPUs.
                     let output = &mut output[at_output..at_output + LANES];
                     let winners = &mut winners[at_output..at_output + LANES];
-                    // SAFETY: `output` holds the 8 floats and `winners` the 8 bytes stored.
-                    unsafe {
-                        _mm256_storeu_ps(output.as_mut_ptr(), pooled);
-                        _mm_storel_epi64(winners.as_mut_ptr().cast(), packed);
-                    }
+                    // SAFETY: `output` holds the 8 floats stored.
+                    unsafe { _mm256_storeu_ps(output.as_mut_ptr(), pooled) };
+                    winners.copy_from_slice(&positions);
                 } else {
-                    let mut positions = [0u8; 16];
                     // SAFETY: `maskstore` writes only windows `start..start + count` of this
                     // filter's `windows` values, inside `output` (the next filter's, which a
-                    // whole vector would overwrite, are already written); `positions` holds
-                    // the 16 bytes stored.
+                    // whole vector would overwrite, are already written).
                     unsafe {
                         _mm256_maskstore_ps(output.as_mut_ptr().add(at_output), written, pooled);
-                        _mm_storeu_si128(positions.as_mut_ptr().cast(), packed);
                     }
                     winners[at_output..at_output + count].copy_from_slice(&positions[..count]);
                 }

@@ -143,6 +143,7 @@ mod avx512 {
 
     use super::{CHANNELS, Visit, for_each_winner, split, tap_offsets};
     use crate::kernels::block::BlockShape;
+    use crate::kernels::im2col::add_assign;
 
     /// # Safety
     /// The CPU must have AVX-512 F; the buffers must fit `shape` as [`super::visit`] asserts,
@@ -181,9 +182,7 @@ mod avx512 {
                 // SAFETY: `added` holds 9 taps of 16 floats.
                 unsafe { _mm512_storeu_ps(added.as_mut_ptr().add(tap * CHANNELS), sum) };
             }
-            for (grad, added) in weight_grad.iter_mut().zip(added) {
-                *grad += added;
-            }
+            add_assign(weight_grad, &added);
         }
     }
 }
@@ -194,6 +193,7 @@ mod avx2 {
 
     use super::{CHANNELS, Visit, for_each_winner, split, tap_offsets};
     use crate::kernels::block::BlockShape;
+    use crate::kernels::im2col::add_assign;
 
     /// Channels per AVX2 vector: half a pixel.
     const HALF: usize = 8;
@@ -240,9 +240,7 @@ mod avx2 {
                 // SAFETY: `added` holds 18 halves of 8 floats.
                 unsafe { _mm256_storeu_ps(added.as_mut_ptr().add(index * HALF), sum) };
             }
-            for (grad, added) in weight_grad.iter_mut().zip(added) {
-                *grad += added;
-            }
+            add_assign(weight_grad, &added);
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 
 use super::{POSITIONS, TileShape};
-use crate::kernels::window::avx2::{lanes, load_pairs, pool_window};
+use crate::kernels::window::avx2::{lanes, load_pairs, pool_window, position_bytes};
 
 /// Tiles per vector.
 const LANES: usize = 8;
@@ -239,13 +239,7 @@ pub unsafe fn transform_output_and_pool(
             ]
             .map(|value| _mm256_add_ps(value, bias));
             let (pooled, at) = pool_window(window[0], window[1], window[2], window[3]);
-            // The positions as bytes in lane order: 0-3 and `CLAMPED` (255) pass both
-            // saturating packs unchanged.
-            let at = _mm_packs_epi32(
-                _mm256_castsi256_si128(at),
-                _mm256_extracti128_si256::<1>(at),
-            );
-            let at = (_mm_cvtsi128_si64(_mm_packus_epi16(at, at)) as u64).to_le_bytes();
+            let at = position_bytes(at);
             let last = (first + LANES).min(tiles);
             let image = first / image_tiles;
             if last == first + LANES && last <= (image + 1) * image_tiles {
