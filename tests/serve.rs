@@ -542,7 +542,7 @@ fn a_running_training_is_picked_up_epoch_by_epoch() {
     assert_eq!(before, (0, 0), "no model before the first epoch");
     let training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
         .args(["--threads", "1", "--quiet", "train", "--epochs", "2"])
-        .args(["--limit", "6000", "--validation-split", "0", "--out"])
+        .args(["--limit", "20000", "--validation-split", "0", "--out"])
         .arg(&run)
         .env("MNIST_DATA_DIR", data_dir())
         .stdout(Stdio::null())
