@@ -533,50 +533,59 @@ fn a_running_training_is_picked_up_epoch_by_epoch() {
     let run = dir.path().join("run");
     let server = Server::start(local_options(&run, None)).unwrap();
     let history_url = format!("{}api/history", server.url());
-    // Asked before the training starts, so that a fast first epoch cannot hide this state.
-    let (_, history) = get(&history_url);
-    let before = (
-        history["completed_epochs"].as_u64().unwrap(),
-        history["model_version"].as_u64().unwrap(),
-    );
-    assert_eq!(before, (0, 0), "no model before the first epoch");
-    let training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"))
-        .args(["--threads", "1", "--quiet", "train", "--epochs", "2"])
-        .args(["--limit", "20000", "--validation-split", "0", "--out"])
-        .arg(&run)
-        .env("MNIST_DATA_DIR", data_dir())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut training = Killed(training);
-    let started = Instant::now();
-    // (completed epochs, model version) as the server reported them, without repeats.
-    let mut seen: Vec<(u64, u64)> = vec![before];
-    loop {
+    // (completed epochs, model version, epochs in the history) as the server reports them.
+    let state = || {
         let (_, history) = get(&history_url);
-        let state = (
+        (
             history["completed_epochs"].as_u64().unwrap(),
             history["model_version"].as_u64().unwrap(),
+            history["history"].as_array().map_or(0, Vec::len),
+        )
+    };
+    assert_eq!(state(), (0, 0, 0), "no model before the first epoch");
+    // One epoch per training process, the second resuming the first, so that no epoch can
+    // end between two polls however fast the kernels get: the server is polled while each
+    // process runs and must show each committed epoch as a newly loaded model.
+    let mut versions = vec![0];
+    for epochs in [1u64, 2] {
+        let mut training = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+        training
+            .args(["--threads", "1", "--quiet", "train", "--epochs"])
+            .arg(epochs.to_string())
+            .args(["--limit", "6000", "--validation-split", "0", "--out"])
+            .arg(&run)
+            .env("MNIST_DATA_DIR", data_dir())
+            .stdout(Stdio::null());
+        if epochs > 1 {
+            training.arg("--resume");
+        }
+        let mut training = Killed(training.spawn().unwrap());
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let shown = loop {
+            let now = state();
+            if seen.last() != Some(&now) {
+                seen.push(now);
+            }
+            if now.0 == epochs {
+                break now;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "epoch {epochs} never showed: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(training.0.wait().unwrap().success());
+        assert_eq!(
+            shown.2 as u64, epochs,
+            "the history has every epoch: {seen:?}"
         );
-        if seen.last() != Some(&state) {
-            seen.push(state);
-        }
-        if state.0 == 2 {
-            assert_eq!(history["history"].as_array().unwrap().len(), 2);
-            break;
-        }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the second epoch never showed: {seen:?}"
+            shown.1 > *versions.last().unwrap(),
+            "epoch {epochs} loaded as a new model: {seen:?} after versions {versions:?}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        versions.push(shown.1);
     }
-    assert!(training.0.wait().unwrap().success());
-    assert!(
-        seen.iter()
-            .any(|&(epochs, version)| epochs == 1 && version >= 1)
-            && seen.last().is_some_and(|&(_, version)| version >= 2),
-        "each epoch loaded as it was committed: {seen:?}"
-    );
     server.stop().unwrap();
 }
