@@ -8,6 +8,9 @@
 //!
 //! - with AVX-512 and a multiple of 16 filters, 16 filters at a time: one permutation of the
 //!   block's 16 values and one fused multiply-add per tap, for all 16 filters;
+//! - with AVX2 and a multiple of 16 filters, 8 filters at a time: per tap, the four pixels it
+//!   can read (one per winning position) as one shuffle of two of the block's rows, one
+//!   in-lane permutation by the 8 filters' winners, and one fused multiply-add;
 //! - otherwise, per filter and winning position, a 16-wide sum of blocks, from which the taps
 //!   are read out at the end.
 //!
@@ -19,9 +22,10 @@ use super::{BlockShape, image_of};
 use crate::kernels::simd::{self, SimdLevel, simd_versions};
 use crate::kernels::window::CLAMPED;
 
-/// Filters per vector in the AVX-512 version.
+/// Filters per vector in the AVX-512 version, and per window-major group in both vector
+/// versions.
 const LANES: usize = 16;
-/// The sums per filter in the AVX-512 version: nine taps, then the bias.
+/// The sums per filter in the vector versions: nine taps, then the bias.
 const SUMS: usize = 10;
 
 /// Adds the gradients from the `images` of the batch to `weight_grad` (`[filters, 9]`) and
@@ -41,7 +45,7 @@ pub(super) fn weight_grads(
         )
     };
     #[cfg(target_arch = "x86_64")]
-    if simd::level() == SimdLevel::Avx512 && shape.filters.is_multiple_of(LANES) {
+    if simd::level() >= SimdLevel::Avx2 && shape.filters.is_multiple_of(LANES) {
         let groups = shape.filters / LANES;
         let mut sums = vec![[0f32; LANES]; groups * SUMS];
         let mut transposed = Transposed::new(shape);
@@ -54,10 +58,16 @@ pub(super) fn weight_grads(
                     let Ok(sums) = <&mut [[f32; LANES]; SUMS]>::try_from(sums) else {
                         unreachable!("chunks of {SUMS}")
                     };
-                    // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F;
-                    // `scratch.pixels` is the padded image and `transposed` was filled for
-                    // this shape, as `avx512::window_sums` requires.
-                    unsafe { avx512::window_sums(scratch.pixels, &transposed, shape, sums) };
+                    if simd::level() == SimdLevel::Avx512 {
+                        // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F;
+                        // `scratch.pixels` is the padded image and `transposed` was filled for
+                        // this shape, as `avx512::window_sums` requires.
+                        unsafe { avx512::window_sums(scratch.pixels, &transposed, shape, sums) };
+                    } else {
+                        // SAFETY: the level is AVX2 or wider only where the CPU has AVX2 and
+                        // FMA; the buffers are as for AVX-512.
+                        unsafe { avx2::window_sums(scratch.pixels, &transposed, shape, sums) };
+                    }
                 }
             }
         });
@@ -245,6 +255,92 @@ mod avx512 {
         for (sum, accumulator) in sums.iter_mut().zip(accumulators) {
             // SAFETY: each sum holds 16 floats.
             unsafe { _mm512_storeu_ps(sum.as_mut_ptr(), accumulator) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, SUMS, Transposed};
+    use crate::kernels::block::BlockShape;
+    use crate::kernels::window::CLAMPED;
+
+    /// Filters per AVX2 vector.
+    const HALF: usize = 8;
+
+    /// [`super::avx512::window_sums`] with 8 filters a vector, each half of the group in turn
+    /// (its ten sums and the shuffles fill the 16 registers). Tap `(ty, tx)` of a kernel at
+    /// winning position `w` reads the block's row `ty + w / 2`, column `tx + w % 2`: the four
+    /// candidates, in the order of `w`, are one shuffle of the block's rows `ty` and `ty + 1`,
+    /// and an in-lane permutation by the winners picks each filter's.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `pixels` must be the padded image of `shape`, and
+    /// `transposed` filled for `shape`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn window_sums(
+        pixels: &[f32],
+        transposed: &Transposed,
+        shape: BlockShape,
+        sums: &mut [[f32; LANES]; SUMS],
+    ) {
+        let (padded_width, pooled_width) = (shape.width + 2, shape.width / 2);
+        let windows = shape.pooled_plane();
+        assert!(
+            pixels.len() >= (shape.height + 2) * padded_width
+                && transposed.winners.len() >= windows * LANES
+                && transposed.grads.len() >= windows * LANES,
+            "window_sums: buffers do not match the shape"
+        );
+        let clamped = _mm256_set1_epi32(i32::from(CLAMPED));
+        for half in 0..LANES / HALF {
+            let mut accumulators: [__m256; SUMS] = std::array::from_fn(|sum| {
+                // SAFETY: each sum holds 16 floats, of which this half is 8.
+                unsafe { _mm256_loadu_ps(sums[sum].as_ptr().add(half * HALF)) }
+            });
+            // Rows and columns counted by the loops: a division per window costs.
+            let positions = (0..shape.height / 2)
+                .flat_map(|pooled_y| (0..pooled_width).map(move |pooled_x| (pooled_y, pooled_x)));
+            for (window, (pooled_y, pooled_x)) in positions.enumerate() {
+                let corner = 2 * pooled_y * padded_width + 2 * pooled_x;
+                let lanes = window * LANES + half * HALF;
+                // SAFETY: the window's 4x4 block lies inside the padded image (rows
+                // `2 pooled_y + 3 <= height + 1`, columns likewise); `transposed` holds 16
+                // winners and gradients per window (asserted above).
+                let (rows, winners, grads) = unsafe {
+                    let rows: [__m256; 4] = std::array::from_fn(|row| {
+                        let at = pixels.as_ptr().add(corner + row * padded_width);
+                        let row = _mm_loadu_ps(at);
+                        _mm256_set_m128(row, row)
+                    });
+                    let winners = transposed.winners.as_ptr().add(lanes);
+                    let winners = _mm256_cvtepu8_epi32(_mm_loadl_epi64(winners.cast()));
+                    let grads = _mm256_loadu_ps(transposed.grads.as_ptr().add(lanes));
+                    (rows, winners, grads)
+                };
+                // Clamped windows add nothing: their gradients and pixels become zeros.
+                let clamped = _mm256_castsi256_ps(_mm256_cmpeq_epi32(winners, clamped));
+                let grads = _mm256_andnot_ps(clamped, grads);
+                for (tap, accumulator) in accumulators[..9].iter_mut().enumerate() {
+                    let (above, below) = (rows[tap / 3], rows[tap / 3 + 1]);
+                    // Columns `tx, tx + 1` of both rows.
+                    let candidates = match tap % 3 {
+                        0 => _mm256_shuffle_ps::<0b01_00_01_00>(above, below),
+                        1 => _mm256_shuffle_ps::<0b10_01_10_01>(above, below),
+                        _ => _mm256_shuffle_ps::<0b11_10_11_10>(above, below),
+                    };
+                    let pixels = _mm256_permutevar_ps(candidates, winners);
+                    let pixels = _mm256_andnot_ps(clamped, pixels);
+                    *accumulator = _mm256_fmadd_ps(grads, pixels, *accumulator);
+                }
+                accumulators[9] = _mm256_add_ps(accumulators[9], grads);
+            }
+            for (sum, accumulator) in sums.iter_mut().zip(accumulators) {
+                // SAFETY: each sum holds 16 floats, of which this half is 8.
+                unsafe { _mm256_storeu_ps(sum.as_mut_ptr().add(half * HALF), accumulator) };
+            }
         }
     }
 }
