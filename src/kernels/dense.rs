@@ -7,6 +7,8 @@
 //! blocks of rows, one `gemm` call per block, spread over the thread pool; the split depends on
 //! the shapes only, so results do not depend on the thread count.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -17,10 +19,9 @@ use burn::backend::{
     Autodiff, Backend, Dispatch, Flex, NdArray, TensorMetadata, backend_extension,
 };
 use burn::tensor::Tensor;
-use rayon::prelude::*;
 
-use super::im2col::{add_assign, matmul, row_major, transposed};
-use super::{HostTensors, has_fused_kernel, min_tasks_per_thread};
+use super::im2col::{add_assign, matmul, matmul_into, row_major, transposed};
+use super::{HostTensors, has_fused_kernel, par_written};
 
 /// Rows of a product per parallel task: the batch of 128 gives two tasks (each task packs the
 /// whole other operand, so more of them cost more than they spread).
@@ -157,27 +158,22 @@ fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], shape: DenseShape) -> Ve
     let DenseShape {
         inputs, outputs, ..
     } = shape;
-    let mut output = vec![0f32; shape.batch * outputs];
-    if output.is_empty() {
-        return output;
-    }
-    output
-        .par_chunks_mut(ROWS_PER_TASK * outputs)
-        .zip(x.par_chunks(ROWS_PER_TASK * inputs))
-        .with_min_len(min_tasks_per_thread())
-        .for_each(|(output, x)| {
-            for row in output.chunks_exact_mut(outputs) {
-                row.copy_from_slice(bias);
-            }
-            let rows = output.len() / outputs;
-            matmul(
-                [rows, outputs, inputs],
-                (output, row_major(outputs)),
-                (x, row_major(inputs)),
-                (weight, row_major(outputs)),
-            );
-        });
-    output
+    let task = |index: usize, output: &mut [MaybeUninit<f32>]| {
+        for row in output.chunks_exact_mut(outputs) {
+            row.write_copy_of_slice(bias);
+        }
+        // SAFETY: every row of the chunk now holds the bias (the chunk is whole rows).
+        let output = unsafe { output.assume_init_mut() };
+        let rows = output.len() / outputs;
+        matmul(
+            [rows, outputs, inputs],
+            (output, row_major(outputs)),
+            (&x[index * ROWS_PER_TASK * inputs..], row_major(inputs)),
+            (weight, row_major(outputs)),
+        );
+    };
+    // SAFETY: `task` writes the bias into each row of its chunk of whole rows first.
+    unsafe { par_written(shape.batch * outputs, ROWS_PER_TASK * outputs, task) }
 }
 
 #[derive(Debug)]
@@ -240,42 +236,35 @@ fn backward_f32(
         outputs,
     } = shape;
     let input = input_needed.then(|| {
-        let mut grad = vec![0f32; batch * inputs];
-        if !grad.is_empty() {
-            grad.par_chunks_mut(ROWS_PER_TASK * inputs)
-                .zip(output_grad.par_chunks(ROWS_PER_TASK * outputs))
-                .with_min_len(min_tasks_per_thread())
-                .for_each(|(grad, output_grad)| {
-                    let rows = grad.len() / inputs;
-                    matmul(
-                        [rows, inputs, outputs],
-                        (grad, row_major(inputs)),
-                        (output_grad, row_major(outputs)),
-                        (weight, transposed(outputs)),
-                    );
-                });
-        }
-        grad
+        let task = |index: usize, grad: &mut [MaybeUninit<f32>]| {
+            let rows = grad.len() / inputs;
+            matmul_into(
+                [rows, inputs, outputs],
+                (grad, row_major(inputs)),
+                (
+                    &output_grad[index * ROWS_PER_TASK * outputs..],
+                    row_major(outputs),
+                ),
+                (weight, transposed(outputs)),
+            );
+        };
+        // SAFETY: `matmul_into` writes all of its chunk of whole rows.
+        unsafe { par_written(batch * inputs, ROWS_PER_TASK * inputs, task) }
     });
     let weight = weight_needed.then(|| {
-        let mut grad = vec![0f32; inputs * outputs];
-        if !grad.is_empty() {
-            grad.par_chunks_mut(WEIGHT_ROWS_PER_TASK * outputs)
-                .enumerate()
-                .with_min_len(min_tasks_per_thread())
-                .for_each(|(task, grad)| {
-                    let rows = grad.len() / outputs;
-                    // Rows `first..` of xᵀ are columns `first..` of x.
-                    let first = task * WEIGHT_ROWS_PER_TASK;
-                    matmul(
-                        [rows, outputs, batch],
-                        (grad, row_major(outputs)),
-                        (&x[first..], transposed(inputs)),
-                        (output_grad, row_major(outputs)),
-                    );
-                });
-        }
-        grad
+        let task = |index: usize, grad: &mut [MaybeUninit<f32>]| {
+            let rows = grad.len() / outputs;
+            // Rows `first..` of xᵀ are columns `first..` of x.
+            let first = index * WEIGHT_ROWS_PER_TASK;
+            matmul_into(
+                [rows, outputs, batch],
+                (grad, row_major(outputs)),
+                (&x[first..], transposed(inputs)),
+                (output_grad, row_major(outputs)),
+            );
+        };
+        // SAFETY: `matmul_into` writes all of its chunk of whole rows.
+        unsafe { par_written(inputs * outputs, WEIGHT_ROWS_PER_TASK * outputs, task) }
     });
     let mut bias = vec![0f32; outputs];
     for row in output_grad.chunks_exact(outputs.max(1)) {

@@ -1,6 +1,8 @@
 //! A 3x3 "same" convolution as a matrix product: unfolding images into an im2col matrix, and a
 //! checked single-threaded `gemm` call.
 
+use std::mem::MaybeUninit;
+
 use super::simd::simd_versions;
 
 simd_versions! {
@@ -110,28 +112,67 @@ fn spans(len: usize, rows: usize, columns: usize, strides: Strides) -> bool {
 /// `dst (m x n) += lhs (m x k) · rhs (k x n)` on the calling thread (the callers already
 /// spread images over threads).
 pub fn matmul(
-    [m, n, k]: [usize; 3],
+    dims: [usize; 3],
     (dst, dst_strides): (&mut [f32], Strides),
+    lhs: (&[f32], Strides),
+    rhs: (&[f32], Strides),
+) {
+    let dst_len = dst.len();
+    // SAFETY: `dst` is initialised and borrowed mutably for the call.
+    unsafe {
+        gemm_into(
+            dims,
+            (dst.as_mut_ptr(), dst_len, dst_strides),
+            true,
+            lhs,
+            rhs,
+        )
+    }
+}
+
+/// `dst (m x n) = lhs (m x k) · rhs (k x n)`, into values that need not be initialised: every
+/// one of the `m x n` values the strides name is written (zeros when `k` is 0), and none is
+/// read.
+pub fn matmul_into(
+    dims: [usize; 3],
+    (dst, dst_strides): (&mut [MaybeUninit<f32>], Strides),
+    lhs: (&[f32], Strides),
+    rhs: (&[f32], Strides),
+) {
+    let dst_len = dst.len();
+    let dst = dst.as_mut_ptr().cast::<f32>();
+    // SAFETY: `dst` is borrowed mutably for the call; without `read_dst`, gemm sets its own
+    // `alpha` to zero and then never reads the destination, so its values may be uninitialised.
+    unsafe { gemm_into(dims, (dst, dst_len, dst_strides), false, lhs, rhs) }
+}
+
+/// # Safety
+/// `dst` must point to `dst_len` writable values, aliasing neither operand and initialised
+/// where `read_dst` is set.
+unsafe fn gemm_into(
+    [m, n, k]: [usize; 3],
+    (dst, dst_len, dst_strides): (*mut f32, usize, Strides),
+    read_dst: bool,
     (lhs, lhs_strides): (&[f32], Strides),
     (rhs, rhs_strides): (&[f32], Strides),
 ) {
     assert!(
-        spans(dst.len(), m, n, dst_strides)
+        spans(dst_len, m, n, dst_strides)
             && spans(lhs.len(), m, k, lhs_strides)
             && spans(rhs.len(), k, n, rhs_strides),
         "matmul operands are smaller than their shapes"
     );
     // SAFETY: the assertion above keeps every index gemm computes from these shapes and strides
-    // inside its slice, and `dst` is borrowed mutably, so it aliases neither operand.
+    // inside its buffer, and the caller guarantees the destination as documented.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_strides.column as isize,
             dst_strides.row as isize,
-            true,
+            read_dst,
             lhs.as_ptr(),
             lhs_strides.column as isize,
             lhs_strides.row as isize,

@@ -64,6 +64,7 @@ mod window;
 mod winograd;
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
@@ -73,6 +74,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, DispatchDevice, Flex, NdArray};
 use burn::tensor::{DType, Device, TensorData};
+use rayon::prelude::*;
 
 pub use adam::{AdamStep, adam_update};
 pub use block::{conv3x3_pool_relu, conv3x3_pool_relu_composed};
@@ -115,6 +117,35 @@ pub fn on_this_thread<R>(work: impl FnOnce() -> R) -> R {
 /// (`with_min_len`): all of them inside [`on_this_thread`], else one.
 fn min_tasks_per_thread() -> usize {
     if ON_THIS_THREAD.get() { usize::MAX } else { 1 }
+}
+
+/// A vector of `len` values of which parallel tasks each initialise one chunk of `chunk`
+/// values (the last may be shorter; `write` gets its index), sparing the zero-fill that
+/// `vec![0.0; len]` would spend on values that are all overwritten. In test builds the chunks
+/// start as NaN rather than uninitialised, so that the kernels' tests against burn's
+/// operations fail on any value left unwritten.
+///
+/// # Safety
+/// `write` must initialise every value of each chunk it is given.
+unsafe fn par_written(
+    len: usize,
+    chunk: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    let spare = &mut values.spare_capacity_mut()[..len];
+    if cfg!(test) {
+        spare.fill(MaybeUninit::new(f32::NAN));
+    }
+    spare
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .with_min_len(min_tasks_per_thread())
+        .for_each(|(index, chunk)| write(index, chunk));
+    // SAFETY: the chunks cover the `len` values, and the caller guarantees that `write`
+    // initialised each.
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// Whether tensors on `device` run the hand-written kernels: the one list of backends that

@@ -37,7 +37,7 @@ pub(super) fn with_pixel_scratch<R>(
 /// `[channels, height, width]` reordered to `[height + 2, width + 2, channels]` with a zero
 /// border.
 pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
-    padded.fill(0.0);
+    zero_border(shape, padded);
     #[cfg(target_arch = "x86_64")]
     if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
         check(image, shape, padded);
@@ -49,7 +49,23 @@ pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &m
     to_padded_scalar(image, shape, padded);
 }
 
-/// [`to_padded_pixel_major`] one value at a time, after its zero fill.
+/// Zeroes the one-pixel border of a padded pixel-major image, the part of it that the layout
+/// change does not write.
+fn zero_border(shape: BlockShape, padded: &mut [f32]) {
+    let row = (shape.width + 2) * shape.channels;
+    let rows = &mut padded[..(shape.height + 2) * row];
+    let (first, rest) = rows.split_at_mut(row);
+    let (inside, last) = rest.split_at_mut(shape.height * row);
+    first.fill(0.0);
+    last.fill(0.0);
+    for row in inside.chunks_exact_mut(row) {
+        let right = row.len() - shape.channels;
+        row[..shape.channels].fill(0.0);
+        row[right..].fill(0.0);
+    }
+}
+
+/// [`to_padded_pixel_major`] one value at a time, after its border's zero fill.
 fn to_padded_scalar(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
     let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
     for (channel, values) in image.chunks(plane).enumerate() {
@@ -119,7 +135,7 @@ mod avx512 {
         }
     }
 
-    /// [`super::to_padded_pixel_major`] after its zero fill.
+    /// [`super::to_padded_pixel_major`] after its border's zero fill.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F; `image` and `padded` must fit `shape` (see `check`), which
@@ -196,12 +212,23 @@ mod tests {
                 .collect();
             let padded_len = (height + 2) * (width + 2) * 16;
             let (mut scalar, mut vector) = (vec![7.0; padded_len], vec![7.0; padded_len]);
-            scalar.fill(0.0);
+            zero_border(shape, &mut scalar);
             to_padded_scalar(&image, shape, &mut scalar);
-            vector.fill(0.0);
+            zero_border(shape, &mut vector);
             // SAFETY: the CPU has AVX-512 F (checked above); the buffers fit the shape.
             unsafe { avx512::to_padded(&image, shape, &mut vector) };
             assert_eq!(vector, scalar, "to pixel-major, {height}x{width}");
+            // Every value written: the image inside a border of zeros.
+            for (index, &value) in scalar.iter().enumerate() {
+                let (pixel, channel) = (index / 16, index % 16);
+                let (y, x) = (pixel / (width + 2), pixel % (width + 2));
+                let expected = if (1..=height).contains(&y) && (1..=width).contains(&x) {
+                    image[(channel * height + y - 1) * width + x - 1]
+                } else {
+                    0.0
+                };
+                assert_eq!(value, expected, "pixel ({y}, {x}), channel {channel}");
+            }
             let gradient: Vec<f32> = (0..padded_len).map(|i| (i % 13) as f32 - 6.0).collect();
             let (mut scalar, mut vector) = (image.clone(), image.clone());
             add_from_padded_scalar(&gradient, shape, &mut scalar);
