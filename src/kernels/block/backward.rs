@@ -1,9 +1,11 @@
 //! The block's backward pass (see [`backward_f32`]).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::pixel_major::{
-    PixelScratch, add_from_padded_pixel_major, to_padded_pixel_major, with_pixel_scratch,
+    PixelScratch, from_padded_pixel_major, to_padded_pixel_major, with_pixel_scratch,
 };
 use super::{BlockShape, image_of, single_channel, visit16};
 use crate::kernels::im2col::add_assign;
@@ -35,12 +37,22 @@ pub(super) fn backward_f32(
     let weight = tap_major(weight, filters, shape.channels);
     let images_per_task = shape.images_per_task();
     let tasks = shape.batch.div_ceil(images_per_task);
-    let mut input_grad = input_grad_needed.then(|| vec![0f32; shape.batch * image_len]);
-    let input_grad_chunks: Vec<Option<&mut [f32]>> = match input_grad.as_mut() {
-        Some(grad) if !grad.is_empty() => grad
-            .chunks_mut(images_per_task * image_len)
-            .map(Some)
-            .collect(),
+    // The input gradient is written image by image (`from_padded_pixel_major`), every value,
+    // so it starts uninitialised (NaN in test builds, so that the tests would see any value
+    // left unwritten) and its length is set once the tasks are done.
+    let input_grad_len = shape.batch * image_len;
+    let mut input_grad = input_grad_needed.then(|| Vec::<f32>::with_capacity(input_grad_len));
+    let input_grad_chunks: Vec<Option<&mut [MaybeUninit<f32>]>> = match input_grad.as_mut() {
+        Some(grad) if input_grad_len > 0 => {
+            let spare = &mut grad.spare_capacity_mut()[..input_grad_len];
+            if cfg!(test) {
+                spare.fill(MaybeUninit::new(f32::NAN));
+            }
+            spare
+                .chunks_mut(images_per_task * image_len)
+                .map(Some)
+                .collect()
+        }
         _ => (0..tasks).map(|_| None).collect(),
     };
     // Each task returns its images' share of the weight and bias gradients, summed below in
@@ -82,6 +94,11 @@ pub(super) fn backward_f32(
             (weight_grad, bias_grad)
         })
         .collect();
+    if let Some(grad) = input_grad.as_mut() {
+        // SAFETY: the chunks cover the `input_grad_len` values, and each task wrote every
+        // image of its chunk whole (`image_backward`), as the input gradient was wanted.
+        unsafe { grad.set_len(input_grad_len) };
+    }
     let mut weight_grad = vec![0f32; filters * taps];
     let mut bias_grad = vec![0f32; filters];
     for (task_weight_grad, task_bias_grad) in partial_sums {
@@ -138,7 +155,7 @@ fn image_backward(
     shape: BlockShape,
     scratch: &mut PixelScratch<'_>,
     grads: (&mut [f32], &mut [f32]),
-    input_grad: Option<&mut [f32]>,
+    input_grad: Option<&mut [MaybeUninit<f32>]>,
 ) {
     // 16 channels at AVX-512 or AVX2: the explicit vector version of the visit below.
     if shape.channels == visit16::CHANNELS && simd::level() >= SimdLevel::Avx2 {
@@ -155,7 +172,7 @@ fn image_backward(
         };
         visit16::visit(visit, shape, grads);
         if let Some(input_grad) = input_grad {
-            add_from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
+            from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
         }
         return;
     }
@@ -174,7 +191,7 @@ simd_versions! {
         shape: BlockShape,
         scratch: &mut PixelScratch<'_>,
         grads: (&mut [f32], &mut [f32]),
-        input_grad: Option<&mut [f32]>,
+        input_grad: Option<&mut [MaybeUninit<f32>]>,
     ) = image_backward_with;
 }
 
@@ -185,7 +202,7 @@ fn image_backward_with<const CHANNELS: usize>(
     shape: BlockShape,
     scratch: &mut PixelScratch<'_>,
     (weight_grad, bias_grad): (&mut [f32], &mut [f32]),
-    input_grad: Option<&mut [f32]>,
+    input_grad: Option<&mut [MaybeUninit<f32>]>,
 ) {
     let channels = if CHANNELS == 0 {
         shape.channels
@@ -252,7 +269,7 @@ fn image_backward_with<const CHANNELS: usize>(
         }
     }
     if let Some(input_grad) = input_grad {
-        add_from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
+        from_padded_pixel_major(scratch.pixels_grad, shape, input_grad);
     }
 }
 

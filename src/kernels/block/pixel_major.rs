@@ -5,6 +5,7 @@
 //! network).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use super::{BlockShape, with_thread_buffers};
 use crate::kernels::simd::{self, SimdLevel};
@@ -78,34 +79,44 @@ fn to_padded_scalar(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
     }
 }
 
-/// Adds the inside of a [`to_padded_pixel_major`] layout back into `[channels, height, width]`.
-pub(super) fn add_from_padded_pixel_major(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+/// Writes the inside of a [`to_padded_pixel_major`] layout back as `[channels, height, width]`,
+/// every value of `image` (which need not be initialised before).
+pub(super) fn from_padded_pixel_major(
+    padded: &[f32],
+    shape: BlockShape,
+    image: &mut [MaybeUninit<f32>],
+) {
     #[cfg(target_arch = "x86_64")]
     if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
         check(image, shape, padded);
         // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
         // shape (checked above).
-        unsafe { avx512::add_from_padded(padded, shape, image) };
+        unsafe { avx512::from_padded(padded, shape, image) };
         return;
     }
-    add_from_padded_scalar(padded, shape, image);
+    from_padded_scalar(padded, shape, image);
 }
 
-/// [`add_from_padded_pixel_major`] one value at a time.
-fn add_from_padded_scalar(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+/// [`from_padded_pixel_major`] one value at a time.
+fn from_padded_scalar(padded: &[f32], shape: BlockShape, image: &mut [MaybeUninit<f32>]) {
     let (channels, width, plane) = (shape.channels, shape.width, shape.plane());
+    assert_eq!(
+        image.len(),
+        shape.image_len(),
+        "from pixel-major: not one image"
+    );
     for (channel, values) in image.chunks_mut(plane).enumerate() {
         for (y, row) in values.chunks_mut(width).enumerate() {
             let start = ((y + 1) * (width + 2) + 1) * channels + channel;
             for (x, value) in row.iter_mut().enumerate() {
-                *value += padded[start + x * channels];
+                value.write(padded[start + x * channels]);
             }
         }
     }
 }
 
 /// Panics unless `image` is one image of `shape` and `padded` its padded pixel-major layout.
-fn check(image: &[f32], shape: BlockShape, padded: &[f32]) {
+fn check<T>(image: &[T], shape: BlockShape, padded: &[f32]) {
     assert!(
         image.len() == shape.image_len()
             && padded.len() >= (shape.height + 2) * (shape.width + 2) * shape.channels,
@@ -118,6 +129,7 @@ fn check(image: &[f32], shape: BlockShape, padded: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use crate::kernels::block::BlockShape;
     use crate::kernels::transpose::avx512::{SIDE, Transposer};
@@ -162,19 +174,20 @@ mod avx512 {
         });
     }
 
-    /// [`super::add_from_padded_pixel_major`].
+    /// [`super::from_padded_pixel_major`].
     ///
     /// # Safety
     /// As for [`to_padded`].
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn add_from_padded(padded: &[f32], shape: BlockShape, image: &mut [f32]) {
+    pub unsafe fn from_padded(padded: &[f32], shape: BlockShape, image: &mut [MaybeUninit<f32>]) {
         let (width, plane, transposer) = (shape.width, shape.plane(), Transposer::new());
+        let image = image.as_mut_ptr().cast::<f32>();
         for_each_run(shape, |y, x, count| {
             let lanes = ((1u32 << count) - 1) as __mmask16;
             let first = ((y + 1) * (width + 2) + x + 1) * CHANNELS;
             // SAFETY: the loads read the run's pixels (inside the border) of `padded`, 16
-            // channels each; the masked loads and stores touch pixels `x..x + count` of row
-            // `y` of each channel's plane, inside `image`.
+            // channels each; the masked stores write pixels `x..x + count` of row `y` of each
+            // channel's plane, inside `image`, and read nothing there.
             unsafe {
                 let pixels: [__m512; SIDE] = std::array::from_fn(|index| {
                     if index < count {
@@ -185,9 +198,8 @@ mod avx512 {
                 });
                 let rows = transposer.transpose(pixels);
                 for (channel, row) in rows.into_iter().enumerate() {
-                    let target = image.as_mut_ptr().add(channel * plane + y * width + x);
-                    let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, target), row);
-                    _mm512_mask_storeu_ps(target, lanes, sum);
+                    let target = image.add(channel * plane + y * width + x);
+                    _mm512_mask_storeu_ps(target, lanes, row);
                 }
             }
         });
@@ -218,6 +230,7 @@ mod tests {
             // SAFETY: the CPU has AVX-512 F (checked above); the buffers fit the shape.
             unsafe { avx512::to_padded(&image, shape, &mut vector) };
             assert_eq!(vector, scalar, "to pixel-major, {height}x{width}");
+            let scalar_padded = scalar.clone();
             // Every value written: the image inside a border of zeros.
             for (index, &value) in scalar.iter().enumerate() {
                 let (pixel, channel) = (index / 16, index % 16);
@@ -229,12 +242,21 @@ mod tests {
                 };
                 assert_eq!(value, expected, "pixel ({y}, {x}), channel {channel}");
             }
-            let gradient: Vec<f32> = (0..padded_len).map(|i| (i % 13) as f32 - 6.0).collect();
-            let (mut scalar, mut vector) = (image.clone(), image.clone());
-            add_from_padded_scalar(&gradient, shape, &mut scalar);
+            // Back from the layout, over values that were not the image: both versions write
+            // every value, the image's own.
+            let garbage = vec![MaybeUninit::new(f32::NAN); shape.image_len()];
+            let (mut scalar, mut vector) = (garbage.clone(), garbage);
+            from_padded_scalar(&scalar_padded, shape, &mut scalar);
             // SAFETY: as above.
-            unsafe { avx512::add_from_padded(&gradient, shape, &mut vector) };
-            assert_eq!(vector, scalar, "from pixel-major, {height}x{width}");
+            unsafe { avx512::from_padded(&scalar_padded, shape, &mut vector) };
+            // SAFETY: each was written whole (and NaN-filled before).
+            let (scalar, vector) = unsafe { (scalar.assume_init_ref(), vector.assume_init_ref()) };
+            assert_eq!(vector, &image[..], "from pixel-major, {height}x{width}");
+            assert_eq!(
+                scalar,
+                &image[..],
+                "from pixel-major, scalar, {height}x{width}"
+            );
         }
     }
 }
