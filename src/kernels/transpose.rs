@@ -1,5 +1,6 @@
-//! 16x16 transposes of 32-bit values in AVX-512 registers, for the kernels' layout changes
-//! between channel-major planes and pixel-major vectors of 16 channels.
+//! Squares of 32-bit values transposed in registers, 16x16 with AVX-512 and 8x8 with AVX2, for
+//! the kernels' layout changes between channel-major planes and pixel-major vectors of 16
+//! channels, and between filter-major and window-major gradients.
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
@@ -73,6 +74,79 @@ pub(super) mod avx512 {
                 let mut out = vec![0f32; SIDE * SIDE];
                 for (i, column) in columns.into_iter().enumerate() {
                     _mm512_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+                }
+                out
+            };
+            for i in 0..SIDE {
+                for j in 0..SIDE {
+                    assert_eq!(out[j * SIDE + i], values[i * SIDE + j], "({i}, {j})");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Rows (and columns) of the square.
+    pub const SIDE: usize = 8;
+
+    /// An 8x8 square of floats transposed: element `j` of row `i` becomes element `i` of
+    /// row `j`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn transpose8(rows: [__m256; SIDE]) -> [__m256; SIDE] {
+        // Pairs of rows interleaved, then quadruples, within each 128-bit half; the halves
+        // are then exchanged.
+        let pairs: [__m256; SIDE] = std::array::from_fn(|i| {
+            let (a, b) = (rows[i / 2 * 2], rows[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // Quadruple `q` of rows 0-3 (`q` < 4) or 4-7: columns `q` and `q + 4`.
+        let quads: [__m256; SIDE] = std::array::from_fn(|i| {
+            let (base, q) = (i / 4 * 4, i % 4);
+            let (a, b) = (pairs[base + q / 2], pairs[base + q / 2 + 2]);
+            if q % 2 == 0 {
+                _mm256_shuffle_ps::<0b01_00_01_00>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0b11_10_11_10>(a, b)
+            }
+        });
+        std::array::from_fn(|column| {
+            let (a, b) = (quads[column % 4], quads[4 + column % 4]);
+            if column < 4 {
+                _mm256_permute2f128_ps::<0x20>(a, b)
+            } else {
+                _mm256_permute2f128_ps::<0x31>(a, b)
+            }
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::kernels::simd::SimdLevel;
+
+        #[test]
+        fn transposes_a_square() {
+            if !crate::kernels::test_util::cpu_has(SimdLevel::Avx2) {
+                return;
+            }
+            let values: Vec<f32> = (0..SIDE * SIDE).map(|i| i as f32).collect();
+            // SAFETY: the CPU has AVX2 (checked above); each row of `values` and `out` holds
+            // the 8 floats read or written.
+            let out = unsafe {
+                let rows: [__m256; SIDE] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(values.as_ptr().add(i * SIDE)));
+                let mut out = vec![0f32; SIDE * SIDE];
+                for (i, column) in transpose8(rows).into_iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
                 }
                 out
             };

@@ -47,6 +47,17 @@ pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &m
         unsafe { avx512::to_padded(image, shape, padded) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if shape.channels == avx2::CHANNELS
+        && shape.width >= avx2::SIDE
+        && simd::level() == SimdLevel::Avx2
+    {
+        check(image, shape, padded);
+        // SAFETY: the level is AVX2 only where the CPU has AVX2; the buffers fit the shape
+        // (checked above), whose rows hold a square's side.
+        unsafe { avx2::to_padded(image, shape, padded) };
+        return;
+    }
     to_padded_scalar(image, shape, padded);
 }
 
@@ -92,6 +103,16 @@ pub(super) fn from_padded_pixel_major(
         // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
         // shape (checked above).
         unsafe { avx512::from_padded(padded, shape, image) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if shape.channels == avx2::CHANNELS
+        && shape.width >= avx2::SIDE
+        && simd::level() == SimdLevel::Avx2
+    {
+        check(image, shape, padded);
+        // SAFETY: as for `to_padded_pixel_major`.
+        unsafe { avx2::from_padded(padded, shape, image) };
         return;
     }
     from_padded_scalar(padded, shape, image);
@@ -206,18 +227,98 @@ mod avx512 {
     }
 }
 
+/// Both layout changes for 16 channels with AVX2: 8 pixels of a row at a time, as two 8x8
+/// squares (channels 0-7 and 8-15) transposed in registers. A row's last 8 pixels make its
+/// last square, which may overlap the one before (both write the same values), so that every
+/// load and store is a whole vector: AVX2's masked store is slow on AMD CPUs.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use crate::kernels::block::BlockShape;
+    pub use crate::kernels::transpose::avx2::SIDE;
+    use crate::kernels::transpose::avx2::transpose8;
+
+    /// The channel count these versions take: two squares' sides.
+    pub const CHANNELS: usize = 2 * SIDE;
+
+    /// Calls `square(y, x, channel)` for each square: pixels `x..x + 8` of row `y`, channels
+    /// `channel..channel + 8`.
+    #[inline(always)]
+    fn for_each_square(shape: BlockShape, mut square: impl FnMut(usize, usize, usize)) {
+        assert!(shape.width >= SIDE, "a row shorter than a square");
+        for y in 0..shape.height {
+            for x in (0..shape.width).step_by(SIDE) {
+                for channel in [0, SIDE] {
+                    square(y, x.min(shape.width - SIDE), channel);
+                }
+            }
+        }
+    }
+
+    /// [`super::to_padded_pixel_major`] after its border's zero fill.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `image` and `padded` must fit `shape` (see `check`), which has
+    /// 16 channels and rows of at least 8 pixels.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn to_padded(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
+        let (width, plane) = (shape.width, shape.plane());
+        for_each_square(shape, |y, x, channel| {
+            // SAFETY: the loads read pixels `x..x + 8` of row `y` of 8 channels' planes, inside
+            // `image`; the stores write 8 channels of 8 pixels inside the border of `padded`.
+            unsafe {
+                let rows: [__m256; SIDE] = std::array::from_fn(|index| {
+                    let at = (channel + index) * plane + y * width + x;
+                    _mm256_loadu_ps(image.as_ptr().add(at))
+                });
+                let first = ((y + 1) * (width + 2) + x + 1) * CHANNELS + channel;
+                for (index, pixel) in transpose8(rows).into_iter().enumerate() {
+                    _mm256_storeu_ps(padded.as_mut_ptr().add(first + index * CHANNELS), pixel);
+                }
+            }
+        });
+    }
+
+    /// [`super::from_padded_pixel_major`].
+    ///
+    /// # Safety
+    /// As for [`to_padded`].
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn from_padded(padded: &[f32], shape: BlockShape, image: &mut [MaybeUninit<f32>]) {
+        let (width, plane) = (shape.width, shape.plane());
+        let image = image.as_mut_ptr().cast::<f32>();
+        for_each_square(shape, |y, x, channel| {
+            let first = ((y + 1) * (width + 2) + x + 1) * CHANNELS + channel;
+            // SAFETY: the loads read 8 channels of 8 pixels inside the border of `padded`; the
+            // stores write pixels `x..x + 8` of row `y` of 8 channels' planes, inside `image`,
+            // and read nothing there.
+            unsafe {
+                let pixels: [__m256; SIDE] = std::array::from_fn(|index| {
+                    _mm256_loadu_ps(padded.as_ptr().add(first + index * CHANNELS))
+                });
+                for (index, row) in transpose8(pixels).into_iter().enumerate() {
+                    let at = (channel + index) * plane + y * width + x;
+                    _mm256_storeu_ps(image.add(at), row);
+                }
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The AVX-512 layout changes against the scalar ones, at widths around a run of 16.
-    #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn the_vector_layout_changes_match_the_scalar_ones() {
-        if !crate::kernels::test_util::cpu_has(SimdLevel::Avx512) {
-            return;
-        }
-        for [height, width] in [[3, 7], [2, 16], [5, 17], [4, 33], [1, 1]] {
+    /// Both layout changes of a vector version, `to` and `from`, against the scalar ones and
+    /// against the image itself, at each shape given (16 channels).
+    fn check_vector_version(
+        shapes: &[[usize; 2]],
+        to: impl Fn(&[f32], BlockShape, &mut [f32]),
+        from: impl Fn(&[f32], BlockShape, &mut [MaybeUninit<f32>]),
+    ) {
+        for &[height, width] in shapes {
             let shape = BlockShape::new(&[1, 16, height, width], &[1, 16, 3, 3]);
             let image: Vec<f32> = (0..shape.image_len())
                 .map(|i| i as f32 * 0.25 - 3.0)
@@ -227,10 +328,8 @@ mod tests {
             zero_border(shape, &mut scalar);
             to_padded_scalar(&image, shape, &mut scalar);
             zero_border(shape, &mut vector);
-            // SAFETY: the CPU has AVX-512 F (checked above); the buffers fit the shape.
-            unsafe { avx512::to_padded(&image, shape, &mut vector) };
+            to(&image, shape, &mut vector);
             assert_eq!(vector, scalar, "to pixel-major, {height}x{width}");
-            let scalar_padded = scalar.clone();
             // Every value written: the image inside a border of zeros.
             for (index, &value) in scalar.iter().enumerate() {
                 let (pixel, channel) = (index / 16, index % 16);
@@ -245,18 +344,56 @@ mod tests {
             // Back from the layout, over values that were not the image: both versions write
             // every value, the image's own.
             let garbage = vec![MaybeUninit::new(f32::NAN); shape.image_len()];
-            let (mut scalar, mut vector) = (garbage.clone(), garbage);
-            from_padded_scalar(&scalar_padded, shape, &mut scalar);
-            // SAFETY: as above.
-            unsafe { avx512::from_padded(&scalar_padded, shape, &mut vector) };
-            // SAFETY: each was written whole (and NaN-filled before).
-            let (scalar, vector) = unsafe { (scalar.assume_init_ref(), vector.assume_init_ref()) };
-            assert_eq!(vector, &image[..], "from pixel-major, {height}x{width}");
+            let (mut back_scalar, mut back_vector) = (garbage.clone(), garbage);
+            from_padded_scalar(&scalar, shape, &mut back_scalar);
+            from(&scalar, shape, &mut back_vector);
+            // SAFETY: both were NaN-filled before, so every value is initialised.
+            let (back_scalar, back_vector) =
+                unsafe { (back_scalar.assume_init_ref(), back_vector.assume_init_ref()) };
             assert_eq!(
-                scalar,
+                back_vector,
+                &image[..],
+                "from pixel-major, {height}x{width}"
+            );
+            assert_eq!(
+                back_scalar,
                 &image[..],
                 "from pixel-major, scalar, {height}x{width}"
             );
         }
+    }
+
+    /// The AVX-512 layout changes, at widths around a run of 16.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx512_layout_changes_match_the_scalar_ones() {
+        if !crate::kernels::test_util::cpu_has(SimdLevel::Avx512) {
+            return;
+        }
+        check_vector_version(
+            &[[3, 7], [2, 16], [5, 17], [4, 33], [1, 1]],
+            // SAFETY: the CPU has AVX-512 F (checked above); the buffers fit the shape.
+            |image, shape, padded| unsafe { avx512::to_padded(image, shape, padded) },
+            // SAFETY: as above.
+            |padded, shape, image| unsafe { avx512::from_padded(padded, shape, image) },
+        );
+    }
+
+    /// The AVX2 layout changes, at widths of one square, around two, and MNIST's 14, whose
+    /// last square overlaps the first.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx2_layout_changes_match_the_scalar_ones() {
+        if !crate::kernels::test_util::cpu_has(SimdLevel::Avx2) {
+            return;
+        }
+        check_vector_version(
+            &[[3, 8], [2, 16], [5, 17], [14, 14], [1, 9], [4, 33]],
+            // SAFETY: the CPU has AVX2 (checked above); the buffers fit the shape, whose rows
+            // hold at least 8 pixels.
+            |image, shape, padded| unsafe { avx2::to_padded(image, shape, padded) },
+            // SAFETY: as above.
+            |padded, shape, image| unsafe { avx2::from_padded(padded, shape, image) },
+        );
     }
 }

@@ -279,6 +279,7 @@ mod avx2 {
 
     use super::{LANES, SUMS, Transposed};
     use crate::kernels::block::BlockShape;
+    use crate::kernels::transpose::avx2::transpose8;
     use crate::kernels::window::CLAMPED;
 
     /// Filters per AVX2 vector.
@@ -351,41 +352,6 @@ mod avx2 {
             }
         }
         bytes_done.min(floats_done)
-    }
-
-    /// An 8x8 square of floats transposed: element `j` of row `i` becomes element `i` of
-    /// row `j`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn transpose8(rows: [__m256; HALF]) -> [__m256; HALF] {
-        // Pairs of rows interleaved, then quadruples, within each 128-bit half; the halves
-        // are then exchanged.
-        let pairs: [__m256; HALF] = std::array::from_fn(|i| {
-            let (a, b) = (rows[i / 2 * 2], rows[i / 2 * 2 + 1]);
-            if i % 2 == 0 {
-                _mm256_unpacklo_ps(a, b)
-            } else {
-                _mm256_unpackhi_ps(a, b)
-            }
-        });
-        // Quadruple `q` of rows 0-3 (`q` < 4) or 4-7: columns `q` and `q + 4`.
-        let quads: [__m256; HALF] = std::array::from_fn(|i| {
-            let (base, q) = (i / 4 * 4, i % 4);
-            let (a, b) = (pairs[base + q / 2], pairs[base + q / 2 + 2]);
-            if q % 2 == 0 {
-                _mm256_shuffle_ps::<0b01_00_01_00>(a, b)
-            } else {
-                _mm256_shuffle_ps::<0b11_10_11_10>(a, b)
-            }
-        });
-        std::array::from_fn(|column| {
-            let (a, b) = (quads[column % 4], quads[4 + column % 4]);
-            if column < 4 {
-                _mm256_permute2f128_ps::<0x20>(a, b)
-            } else {
-                _mm256_permute2f128_ps::<0x31>(a, b)
-            }
-        })
     }
 
     /// [`super::avx512::window_sums`] with 8 filters a vector, each half of the group in turn
