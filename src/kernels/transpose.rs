@@ -64,24 +64,18 @@ pub(super) mod avx512 {
             if !crate::kernels::test_util::cpu_has(SimdLevel::Avx512) {
                 return;
             }
-            let values: Vec<f32> = (0..SIDE * SIDE).map(|i| i as f32).collect();
-            // SAFETY: the CPU has AVX-512 F (checked above); each row of `values` and `out`
-            // holds the 16 floats read or written.
-            let out = unsafe {
-                let rows: [__m512; SIDE] =
-                    std::array::from_fn(|i| _mm512_loadu_ps(values.as_ptr().add(i * SIDE)));
-                let columns = Transposer::new().transpose(rows);
-                let mut out = vec![0f32; SIDE * SIDE];
-                for (i, column) in columns.into_iter().enumerate() {
-                    _mm512_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+            super::super::check_transpose(SIDE, |values, out| {
+                // SAFETY: the CPU has AVX-512 F (checked above); each row of `values` and
+                // `out` holds the 16 floats read or written.
+                unsafe {
+                    let rows: [__m512; SIDE] =
+                        std::array::from_fn(|i| _mm512_loadu_ps(values.as_ptr().add(i * SIDE)));
+                    let columns = Transposer::new().transpose(rows);
+                    for (i, column) in columns.into_iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+                    }
                 }
-                out
-            };
-            for i in 0..SIDE {
-                for j in 0..SIDE {
-                    assert_eq!(out[j * SIDE + i], values[i * SIDE + j], "({i}, {j})");
-                }
-            }
+            });
         }
     }
 }
@@ -138,23 +132,31 @@ pub(super) mod avx2 {
             if !crate::kernels::test_util::cpu_has(SimdLevel::Avx2) {
                 return;
             }
-            let values: Vec<f32> = (0..SIDE * SIDE).map(|i| i as f32).collect();
-            // SAFETY: the CPU has AVX2 (checked above); each row of `values` and `out` holds
-            // the 8 floats read or written.
-            let out = unsafe {
-                let rows: [__m256; SIDE] =
-                    std::array::from_fn(|i| _mm256_loadu_ps(values.as_ptr().add(i * SIDE)));
-                let mut out = vec![0f32; SIDE * SIDE];
-                for (i, column) in transpose8(rows).into_iter().enumerate() {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+            super::super::check_transpose(SIDE, |values, out| {
+                // SAFETY: the CPU has AVX2 (checked above); each row of `values` and `out`
+                // holds the 8 floats read or written.
+                unsafe {
+                    let rows: [__m256; SIDE] =
+                        std::array::from_fn(|i| _mm256_loadu_ps(values.as_ptr().add(i * SIDE)));
+                    for (i, column) in transpose8(rows).into_iter().enumerate() {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(i * SIDE), column);
+                    }
                 }
-                out
-            };
-            for i in 0..SIDE {
-                for j in 0..SIDE {
-                    assert_eq!(out[j * SIDE + i], values[i * SIDE + j], "({i}, {j})");
-                }
-            }
+            });
+        }
+    }
+}
+
+/// Runs `transpose` (rows of `values` in, columns written to `out`) on a `side` x `side`
+/// square of distinct values and checks every value's place.
+#[cfg(test)]
+fn check_transpose(side: usize, transpose: impl Fn(&[f32], &mut [f32])) {
+    let values: Vec<f32> = (0..side * side).map(|i| i as f32).collect();
+    let mut out = vec![f32::NAN; side * side];
+    transpose(&values, &mut out);
+    for i in 0..side {
+        for j in 0..side {
+            assert_eq!(out[j * side + i], values[i * side + j], "({i}, {j})");
         }
     }
 }

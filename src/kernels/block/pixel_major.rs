@@ -39,26 +39,34 @@ pub(super) fn with_pixel_scratch<R>(
 /// border.
 pub(super) fn to_padded_pixel_major(image: &[f32], shape: BlockShape, padded: &mut [f32]) {
     zero_border(shape, padded);
-    #[cfg(target_arch = "x86_64")]
-    if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
-        check(image, shape, padded);
-        // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
-        // shape (checked above).
-        unsafe { avx512::to_padded(image, shape, padded) };
-        return;
+    match vector_version(shape) {
+        #[cfg(target_arch = "x86_64")]
+        Some(level) => {
+            check(image, shape, padded);
+            // SAFETY: `vector_version` picked a level the CPU has, for a shape it takes; the
+            // buffers fit the shape (checked above).
+            unsafe {
+                match level {
+                    SimdLevel::Avx512 => avx512::to_padded(image, shape, padded),
+                    _ => avx2::to_padded(image, shape, padded),
+                }
+            }
+        }
+        _ => to_padded_scalar(image, shape, padded),
     }
-    #[cfg(target_arch = "x86_64")]
-    if shape.channels == avx2::CHANNELS
-        && shape.width >= avx2::SIDE
-        && simd::level() == SimdLevel::Avx2
-    {
-        check(image, shape, padded);
-        // SAFETY: the level is AVX2 only where the CPU has AVX2; the buffers fit the shape
-        // (checked above), whose rows hold a square's side.
-        unsafe { avx2::to_padded(image, shape, padded) };
-        return;
-    }
-    to_padded_scalar(image, shape, padded);
+}
+
+/// The level of the vector version of the layout changes for `shape`, if one takes it: 16
+/// channels, with AVX-512, or with AVX2 and rows of at least 8 pixels.
+fn vector_version(shape: BlockShape) -> Option<SimdLevel> {
+    let level = simd::level();
+    let takes = shape.channels == 16
+        && match level {
+            SimdLevel::Avx512 => cfg!(target_arch = "x86_64"),
+            SimdLevel::Avx2 => cfg!(target_arch = "x86_64") && shape.width >= 8,
+            SimdLevel::Scalar => false,
+        };
+    takes.then_some(level)
 }
 
 /// Zeroes the one-pixel border of a padded pixel-major image, the part of it that the layout
@@ -97,25 +105,20 @@ pub(super) fn from_padded_pixel_major(
     shape: BlockShape,
     image: &mut [MaybeUninit<f32>],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if shape.channels == avx512::CHANNELS && simd::level() == SimdLevel::Avx512 {
-        check(image, shape, padded);
-        // SAFETY: the level is AVX-512 only where the CPU has AVX-512 F; the buffers fit the
-        // shape (checked above).
-        unsafe { avx512::from_padded(padded, shape, image) };
-        return;
+    match vector_version(shape) {
+        #[cfg(target_arch = "x86_64")]
+        Some(level) => {
+            check(image, shape, padded);
+            // SAFETY: as in `to_padded_pixel_major`.
+            unsafe {
+                match level {
+                    SimdLevel::Avx512 => avx512::from_padded(padded, shape, image),
+                    _ => avx2::from_padded(padded, shape, image),
+                }
+            }
+        }
+        _ => from_padded_scalar(padded, shape, image),
     }
-    #[cfg(target_arch = "x86_64")]
-    if shape.channels == avx2::CHANNELS
-        && shape.width >= avx2::SIDE
-        && simd::level() == SimdLevel::Avx2
-    {
-        check(image, shape, padded);
-        // SAFETY: as for `to_padded_pixel_major`.
-        unsafe { avx2::from_padded(padded, shape, image) };
-        return;
-    }
-    from_padded_scalar(padded, shape, image);
 }
 
 /// [`from_padded_pixel_major`] one value at a time.
@@ -237,11 +240,10 @@ mod avx2 {
     use std::mem::MaybeUninit;
 
     use crate::kernels::block::BlockShape;
-    pub use crate::kernels::transpose::avx2::SIDE;
-    use crate::kernels::transpose::avx2::transpose8;
+    use crate::kernels::transpose::avx2::{SIDE, transpose8};
 
     /// The channel count these versions take: two squares' sides.
-    pub const CHANNELS: usize = 2 * SIDE;
+    const CHANNELS: usize = 2 * SIDE;
 
     /// Calls `square(y, x, channel)` for each square: pixels `x..x + 8` of row `y`, channels
     /// `channel..channel + 8`.
