@@ -19,6 +19,9 @@
 //!   two vector registers and a filter's sums stay in registers across its windows
 //!   (`block/visit16`). The first layer of a grayscale network, with one channel and no input
 //!   gradient, reads each window's 4x4 pixels once instead (`block/single_channel`).
+//! - Outputs that a kernel writes whole are not zero-filled first (`par_written`; the block's
+//!   input gradient likewise): in test builds they start as NaN, so that the tests against
+//!   burn's operations would catch any value left unwritten.
 //!
 //! Two more operations serve the rest of a training step. `linear` is a dense layer's
 //! `x · weight + bias` with its backward pass, each product split into blocks of rows over the
