@@ -136,11 +136,7 @@ unsafe fn par_written(
     write: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
     let mut values = Vec::with_capacity(len);
-    let spare = &mut values.spare_capacity_mut()[..len];
-    if cfg!(test) {
-        spare.fill(MaybeUninit::new(f32::NAN));
-    }
-    spare
+    to_be_written(&mut values, len)
         .par_chunks_mut(chunk.max(1))
         .enumerate()
         .with_min_len(min_tasks_per_thread())
@@ -149,6 +145,17 @@ unsafe fn par_written(
     // initialised each.
     unsafe { values.set_len(len) };
     values
+}
+
+/// The first `len` values of `values`' spare capacity (which must hold them), for a kernel
+/// to write every one of before the caller sets the length: uninitialised, or NaN in test
+/// builds, so that the tests against burn's operations fail on any value left unwritten.
+fn to_be_written(values: &mut Vec<f32>, len: usize) -> &mut [MaybeUninit<f32>] {
+    let spare = &mut values.spare_capacity_mut()[..len];
+    if cfg!(test) {
+        spare.fill(MaybeUninit::new(f32::NAN));
+    }
+    spare
 }
 
 /// Whether tensors on `device` run the hand-written kernels: the one list of backends that

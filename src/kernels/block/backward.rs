@@ -9,9 +9,9 @@ use super::pixel_major::{
 };
 use super::{BlockShape, image_of, single_channel, visit16};
 use crate::kernels::im2col::add_assign;
-use crate::kernels::min_tasks_per_thread;
 use crate::kernels::simd::{self, SimdLevel, simd_versions};
 use crate::kernels::window::CLAMPED;
+use crate::kernels::{min_tasks_per_thread, to_be_written};
 
 pub(super) struct GradientsF32 {
     pub input: Option<Vec<f32>>,
@@ -38,21 +38,15 @@ pub(super) fn backward_f32(
     let images_per_task = shape.images_per_task();
     let tasks = shape.batch.div_ceil(images_per_task);
     // The input gradient is written image by image (`from_padded_pixel_major`), every value,
-    // so it starts uninitialised (NaN in test builds, so that the tests would see any value
-    // left unwritten) and its length is set once the tasks are done.
+    // so it starts uninitialised (`to_be_written`) and its length is set once the tasks are
+    // done.
     let input_grad_len = shape.batch * image_len;
     let mut input_grad = input_grad_needed.then(|| Vec::<f32>::with_capacity(input_grad_len));
     let input_grad_chunks: Vec<Option<&mut [MaybeUninit<f32>]>> = match input_grad.as_mut() {
-        Some(grad) if input_grad_len > 0 => {
-            let spare = &mut grad.spare_capacity_mut()[..input_grad_len];
-            if cfg!(test) {
-                spare.fill(MaybeUninit::new(f32::NAN));
-            }
-            spare
-                .chunks_mut(images_per_task * image_len)
-                .map(Some)
-                .collect()
-        }
+        Some(grad) if input_grad_len > 0 => to_be_written(grad, input_grad_len)
+            .chunks_mut(images_per_task * image_len)
+            .map(Some)
+            .collect(),
         _ => (0..tasks).map(|_| None).collect(),
     };
     // Each task returns its images' share of the weight and bias gradients, summed below in
